@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes sure the servers the test suite talks to are up on loopback, installing them where absent.
+# PostgreSQL: 127.0.0.1:5432, trust auth, database `test` (override with SUPERSCALE_TEST_PG_URL).
+set -euo pipefail
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ] && ! pg_ready; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "services: installing PostgreSQL from Debian's packages" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    ver=$(ls /etc/postgresql | sort -n | tail -1)
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    for _ in $(seq 30); do pg_ready && break; sleep 1; done
+    conf=/etc/postgresql/$ver/main/pg_hba.conf
+    if ! grep -q "superscale-tests" "$conf"; then
+        printf '# superscale-tests\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
+            | cat - "$conf" > "$conf.new" && mv "$conf.new" "$conf"
+        pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+    fi
+    su postgres -c "psql -tc \"SELECT 1 FROM pg_database WHERE datname='test'\"" | grep -q 1 \
+        || su postgres -c "createdb test"
+    su postgres -c "psql -tc \"SELECT 1 FROM pg_roles WHERE rolname='root'\"" | grep -q 1 \
+        || su postgres -c "createuser -s root"
+fi

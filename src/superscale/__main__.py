@@ -1,0 +1,3 @@
+from superscale.cli import main
+
+main()

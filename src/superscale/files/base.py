@@ -1,0 +1,62 @@
+"""The file store: uploads and outputs. A local directory by default, S3 when scaled out.
+
+Files are named by an opaque, unguessable key (`new_key`); the API serves them at
+`{public_url}/files/{key}`. The key's randomness is the capability, as on fal's CDN.
+Expiry is kept per file; `delete_expired` removes what has run out.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from dataclasses import dataclass
+
+
+class FileNotFound(Exception):
+    pass
+
+
+@dataclass
+class StoredFile:
+    key: str
+    content_type: str
+    size: int
+    data: bytes
+    expires_at: float | None = None
+
+
+def new_key(file_name: str) -> str:
+    """An unguessable key that keeps the file name's last path segment, for downloads."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in file_name.rsplit("/", 1)[-1])
+    return f"{secrets.token_urlsafe(18)}/{safe[:100] or 'file'}"
+
+
+class FileStore(abc.ABC):
+    @abc.abstractmethod
+    def put(
+        self, key: str, data: bytes, content_type: str, expires_at: float | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, key: str) -> StoredFile:
+        """Raises FileNotFound for a missing or expired file."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_expired(self, now: float | None = None) -> int:
+        """Remove files whose expiry has passed; returns how many."""
+
+    # Multipart uploads (fal's JS client over 90 MB, Python over 100 MiB).
+    @abc.abstractmethod
+    def start_multipart(self, key: str, content_type: str, expires_at: float | None) -> str:
+        """Returns an upload id."""
+
+    @abc.abstractmethod
+    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        """Returns the part's etag."""
+
+    @abc.abstractmethod
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
+        """Assembles the parts in order; returns the file size."""

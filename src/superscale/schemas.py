@@ -1,0 +1,114 @@
+"""The `fal-ai/aura-sr` endpoint's input and output, and fal's queue shapes.
+
+One module, used by the API (validation, OpenAPI), the worker, the client and the CLI alike.
+Field names and defaults follow fal's published endpoint schema; `seed` and `output_format`
+are our additions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+ENDPOINT_ID = "fal-ai/aura-sr"
+CHECKPOINTS = ("v1", "v2")
+DEFAULT_SEED = 0
+
+Checkpoint = Literal["v1", "v2"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+QueueState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+LogLevel = Literal["STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG"]
+
+
+class AuraSrInput(BaseModel):
+    """Input of `fal-ai/aura-sr`."""
+
+    model_config = ConfigDict(
+        title="AuraSrInput", populate_by_name=True, extra="ignore", json_schema_extra=None
+    )
+
+    image_url: str = Field(
+        ...,
+        min_length=1,
+        description="URL of the image to upscale: http(s), a data: URI, or a URL of this "
+        "server's storage.",
+        examples=["https://example.com/photo.png"],
+    )
+    upscaling_factor: Literal[4] = Field(
+        4,
+        validation_alias=AliasChoices("upscaling_factor", "upscale_factor"),
+        description="Upscaling factor. Only 4 is supported (newer clients call it "
+        "upscale_factor).",
+    )
+    overlapping_tiles: bool = Field(
+        False,
+        description="Run a second, offset pass of tiles and blend it in, removing seams. "
+        "About doubles inference time.",
+    )
+    checkpoint: Checkpoint = Field("v1", description="Model checkpoint to use.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="Seed of the style noise. The same seed gives the same output bytes. "
+        f"Omitted: {DEFAULT_SEED}, whose folded weights are kept warm.",
+    )
+    output_format: OutputFormat = Field("png", description="Encoding of the output image.")
+
+    @field_validator("upscaling_factor", mode="before")
+    @classmethod
+    def _factor_from_string_or_float(cls, value: Any) -> Any:
+        # fal's clients send 4, "4" or 4.0; anything else must still fail as a 422.
+        if isinstance(value, str) and value.strip() == "4":
+            return 4
+        if isinstance(value, float) and value == 4.0:
+            return 4
+        return value
+
+
+class ImageFile(BaseModel):
+    """A hosted image, as fal describes files in outputs."""
+
+    model_config = ConfigDict(title="Image")
+
+    url: str
+    content_type: str
+    file_name: str
+    file_size: int
+    width: int
+    height: int
+    file_data: str | None = Field(None, exclude=True)
+
+
+class AuraSrOutput(BaseModel):
+    """Output of `fal-ai/aura-sr`."""
+
+    model_config = ConfigDict(title="AuraSrOutput")
+
+    image: ImageFile
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Seconds spent in each step of the request."
+    )
+
+
+class LogEntry(BaseModel):
+    message: str
+    level: LogLevel = "INFO"
+    source: str = "USER"
+    timestamp: str
+
+
+class QueueStatus(BaseModel):
+    """What status, stream and submit answer. Keys the clients index are always present."""
+
+    status: QueueState
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    queue_position: int | None = None
+    logs: list[LogEntry] | None = None
+    metrics: dict[str, float | None] | None = None
+    error: str | None = None
+    error_type: str | None = None

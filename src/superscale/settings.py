@@ -1,0 +1,60 @@
+"""One settings object, from `SUPERSCALE_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUPERSCALE_", extra="ignore")
+
+    # Where the embedded defaults keep their data (SQLite file, local file store, keys).
+    data_dir: Path = Path("./data")
+    # sqlite:///path (default: {data_dir}/superscale.db) or postgresql://…
+    database_url: str | None = None
+    # file:///path (default: {data_dir}/files) or s3://bucket/prefix
+    storage_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The URL clients reach this server at; used in response_url, file URLs… Default: from host.
+    public_url: str | None = None
+    auth: bool = True
+
+    # Model and engine.
+    model_dir: Path | None = None
+    checkpoints: list[str] = Field(default_factory=lambda: ["v1", "v2"])
+    device: str = "auto"
+    dtype: str = "auto"
+    workers: int = 1  # in-process workers started by `serve` (0: API only)
+
+    # Limits.
+    max_queue: int = 1000  # unfinished jobs per endpoint before submit answers 429
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_input_bytes: int = 64 * 1024 * 1024  # fetched or uploaded image size
+    max_input_pixels: int = 16_777_216  # 4096²: bigger inputs are refused before decoding
+    fetch_timeout: float = 30.0
+    ssrf_guard: bool = True  # off only for tests that fetch from a loopback fixture server
+
+    # Jobs.
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    file_ttl_seconds: float = 7 * 24 * 3600.0
+    webhook_max_attempts: int = 10
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'superscale.db'}"
+
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'files').resolve()}"
+
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"

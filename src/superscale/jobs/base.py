@@ -42,9 +42,11 @@ class JobError:
     detail: Any = None  # fal's `detail` body; defaults to a message list when None
 
     def to_body(self) -> dict[str, Any]:
-        detail = self.detail if self.detail is not None else [
-            {"loc": ["body"], "msg": self.message, "type": self.error_type}
-        ]
+        detail = (
+            self.detail
+            if self.detail is not None
+            else [{"loc": ["body"], "msg": self.message, "type": self.error_type}]
+        )
         return {"detail": detail, "error_type": self.error_type}
 
 
@@ -109,7 +111,7 @@ class WebhookDelivery:
     url: str
     body: bytes
     attempts: int
-    next_attempt_at: float
+    next_attempt_at: float | None  # None once delivered or given up
     delivered_at: float | None = None
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -206,6 +208,10 @@ class JobStore(abc.ABC):
         self, delivery_id: int, delivered: bool, error: str | None, next_attempt_at: float | None
     ) -> None:
         """Record an attempt. next_attempt_at None with delivered False: give up."""
+
+    @abc.abstractmethod
+    def webhooks(self, request_id: str) -> list[WebhookDelivery]:
+        """Every delivery of a request's webhooks, pending, delivered or given up (oldest first)."""
 
     # --- lifecycle ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,0 +1,44 @@
+"""Job stores: `open_job_store(url)` builds the one a database URL names."""
+
+from __future__ import annotations
+
+from superscale.jobs.base import (
+    ApiKey,
+    CancelOutcome,
+    Job,
+    JobError,
+    JobStore,
+    LogRecord,
+    NewJob,
+    QueueFull,
+    WebhookDelivery,
+)
+
+__all__ = [
+    "ApiKey",
+    "CancelOutcome",
+    "Job",
+    "JobError",
+    "JobStore",
+    "LogRecord",
+    "NewJob",
+    "QueueFull",
+    "WebhookDelivery",
+    "open_job_store",
+]
+
+
+def open_job_store(url: str) -> JobStore:
+    """`sqlite:///relative/path`, `sqlite:////absolute/path` or `postgresql://…`."""
+    if url.startswith("sqlite:///"):
+        from superscale.jobs.sqlite import SqliteJobStore
+
+        path = url.removeprefix("sqlite:///")
+        if not path or path == ":memory:":
+            raise ValueError(f"{url!r}: the SQLite job store needs a file path")
+        return SqliteJobStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from superscale.jobs.postgres import PostgresJobStore
+
+        return PostgresJobStore(url)
+    raise ValueError(f"unsupported job store URL {url!r}: use sqlite:///path or postgresql://…")

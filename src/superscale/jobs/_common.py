@@ -1,0 +1,105 @@
+"""What the SQLite and PostgreSQL stores share: row ↔ dataclass conversion and standard errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from superscale.jobs.base import Job, JobError
+
+# The columns of `jobs` that map onto `Job`, in the order both stores select them.
+JOB_COLUMNS = (
+    "id, endpoint, owner, input, checkpoint, state, version, created_at, started_at, "
+    "finished_at, output, error, inference_time, attempts, cancel_requested, worker_id, "
+    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl"
+)
+
+# How often a waiter re-reads its job's version, to see writes of other processes
+# (the in-process notification only covers writes made through the same store object).
+POLL_INTERVAL = 0.2
+
+# Retry-After bounds for QueueFull, in seconds.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def cancelled_error() -> JobError:
+    return JobError(status_code=400, message="The request was cancelled.", error_type="cancelled")
+
+
+def deadline_error() -> JobError:
+    return JobError(
+        status_code=504,
+        message="The request was not started before its timeout (x-fal-request-timeout).",
+        error_type="timeout",
+    )
+
+
+def attempts_exhausted_error(attempts: int) -> JobError:
+    return JobError(
+        status_code=500,
+        message=f"The worker running this request stopped responding {attempts} time(s); "
+        "giving up.",
+        error_type="internal_error",
+    )
+
+
+def dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def dump_error(error: JobError | None) -> str | None:
+    return None if error is None else json.dumps(asdict(error), separators=(",", ":"))
+
+
+def _load(value: Any) -> Any:
+    # SQLite hands back JSON text; psycopg already decodes jsonb columns.
+    if value is None or not isinstance(value, str | bytes):
+        return value
+    return json.loads(value)
+
+
+def load_error(value: Any) -> JobError | None:
+    data = _load(value)
+    return None if data is None else JobError(**data)
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"],
+        endpoint=row["endpoint"],
+        owner=row["owner"],
+        input=_load(row["input"]),
+        checkpoint=row["checkpoint"],
+        state=row["state"],
+        version=int(row["version"]),
+        created_at=float(row["created_at"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        output=_load(row["output"]),
+        error=load_error(row["error"]),
+        inference_time=row["inference_time"],
+        attempts=int(row["attempts"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        worker_id=row["worker_id"],
+        lease_expires_at=row["lease_expires_at"],
+        webhook_url=row["webhook_url"],
+        priority=int(row["priority"]),
+        start_deadline=row["start_deadline"],
+        file_ttl=row["file_ttl"],
+    )
+
+
+def retry_after(recent_durations: list[float]) -> float:
+    """Seconds until a slot is likely free: the mean run time of recent jobs, clamped."""
+    if not recent_durations:
+        return 5.0
+    mean = sum(recent_durations) / len(recent_durations)
+    return min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, mean))

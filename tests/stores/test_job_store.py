@@ -1,0 +1,486 @@
+"""One suite for every `JobStore`: SQLite and PostgreSQL must behave alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from superscale.jobs import (
+    ApiKey,
+    CancelOutcome,
+    JobError,
+    JobStore,
+    NewJob,
+    QueueFull,
+    open_job_store,
+)
+
+EP = "fal-ai/aura-sr"
+
+
+def new_job(checkpoint: str = "v1", **kw: object) -> NewJob:
+    fields: dict = {"endpoint": EP, "owner": "k1", "input": {"image_url": "data:,x"}}
+    fields.update(kw)
+    return NewJob(checkpoint=checkpoint, **fields)
+
+
+def boom() -> JobError:
+    return JobError(status_code=500, message="boom", error_type="internal_error")
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def test_submit_then_get_round_trips_every_field(store: JobStore) -> None:
+    job = store.submit(
+        new_job(
+            "v2",
+            input={"image_url": "https://x/y.png", "seed": 3},
+            webhook_url="https://hook",
+            priority=-1,
+            start_deadline=time.time() + 60,
+            file_ttl=120.0,
+            request_id="req-1",
+        )
+    )
+    assert job.id == "req-1" and job.state == "IN_QUEUE" and job.version == 1
+    got = store.get("req-1")
+    assert got == job
+    assert got.input == {"image_url": "https://x/y.png", "seed": 3}
+    assert (got.checkpoint, got.webhook_url, got.priority, got.file_ttl) == (
+        "v2",
+        "https://hook",
+        -1,
+        120.0,
+    )
+    assert store.get("nope") is None
+    generated = store.submit(new_job())
+    assert generated.id and generated.id != "req-1"
+    with pytest.raises(ValueError, match="already exists"):
+        store.submit(new_job(request_id="req-1"))
+
+
+def test_claim_is_fifo_within_a_priority(store: JobStore) -> None:
+    ids = [store.submit(new_job()).id for _ in range(3)]
+    claimed = [store.claim("w", 30) for _ in range(4)]
+    assert [j.id if j else None for j in claimed] == [*ids, None]
+    first = claimed[0]
+    assert first is not None
+    assert first.state == "IN_PROGRESS" and first.worker_id == "w" and first.attempts == 1
+    assert first.lease_expires_at is not None and first.lease_expires_at > time.time() + 25
+    assert first.started_at is not None and first.version == 2
+
+
+def test_claim_prefers_higher_priority_and_filters_checkpoints(store: JobStore) -> None:
+    low = store.submit(new_job(priority=-1)).id
+    normal_v2 = store.submit(new_job("v2")).id
+    normal = store.submit(new_job()).id
+    assert store.claim("w", 30, checkpoints=["v1"]).id == normal  # type: ignore[union-attr]
+    assert store.claim("w", 30, checkpoints=["v1"]).id == low  # type: ignore[union-attr]
+    assert store.claim("w", 30, checkpoints=["v1"]) is None
+    assert store.claim("w", 30, checkpoints=[]) is None
+    assert store.claim("w", 30).id == normal_v2  # type: ignore[union-attr]
+
+
+def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore]) -> None:
+    stores = [open_store(), open_store()]  # two "servers", four threads each
+    ids = {stores[0].submit(new_job()).id for _ in range(60)}
+    got: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claimer(store: JobStore, name: str) -> None:
+        start.wait()
+        while (job := store.claim(name, 30)) is not None:
+            with lock:
+                got.append(job.id)
+
+    threads = [threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}")) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert Counter(got).most_common(1)[0][1] == 1
+    assert set(got) == ids
+
+
+def test_queue_position_counts_runnable_jobs_ahead(store: JobStore) -> None:
+    a, b, c = (store.submit(new_job()).id for _ in range(3))
+    assert [store.queue_position(x) for x in (a, b, c)] == [0, 1, 2]
+    store.claim("w", 30)
+    assert [store.queue_position(x) for x in (a, b, c)] == [0, 0, 1]
+    urgent = store.submit(new_job(priority=5)).id
+    low = store.submit(new_job(priority=-1)).id
+    assert [store.queue_position(x) for x in (urgent, b, c, low)] == [0, 1, 2, 3]
+    store.cancel(b)
+    assert [store.queue_position(x) for x in (urgent, c, low)] == [0, 1, 2]
+    assert store.queue_position("nope") == 0
+
+
+def test_queue_full_is_per_endpoint_and_frees_up(store: JobStore) -> None:
+    store.submit(new_job(), max_unfinished=2)
+    store.submit(new_job(), max_unfinished=2)
+    with pytest.raises(QueueFull) as info:
+        store.submit(new_job(), max_unfinished=2)
+    assert 1 <= info.value.retry_after <= 60
+    store.submit(new_job(endpoint="other/app"), max_unfinished=2)
+    job = store.claim("w", 30)
+    assert job is not None
+    with pytest.raises(QueueFull):  # running jobs are unfinished too
+        store.submit(new_job(), max_unfinished=2)
+    store.complete(job.id, "w", {"ok": True}, 0.1)
+    store.submit(new_job(), max_unfinished=2)
+    assert store.counts() == {"IN_QUEUE": 3, "IN_PROGRESS": 0, "COMPLETED": 1}
+
+
+def test_queue_full_is_atomic_under_concurrent_submits(
+    open_store: Callable[[], JobStore],
+) -> None:
+    stores = [open_store(), open_store()]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(10)
+
+    def submitter(store: JobStore) -> None:
+        start.wait()
+        try:
+            store.submit(new_job(), max_unfinished=4)
+            result = "ok"
+        except QueueFull:
+            result = "full"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=submitter, args=(stores[i % 2],)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["full"] * 6 + ["ok"] * 4
+    assert stores[0].counts()["IN_QUEUE"] == 4
+
+
+def test_cancel_in_each_state(store: JobStore) -> None:
+    queued = store.submit(new_job()).id
+    assert store.cancel(queued) is CancelOutcome.CANCELLED
+    job = store.get(queued)
+    assert job is not None and job.state == "COMPLETED" and job.version == 2
+    assert job.error is not None and job.error.error_type == "cancelled"
+    assert job.error.to_body()["error_type"] == "cancelled"
+    assert store.claim("w", 30) is None  # a cancelled job is never run
+
+    running = store.submit(new_job()).id
+    assert store.claim("w", 30).id == running  # type: ignore[union-attr]
+    before = store.get(running).version  # type: ignore[union-attr]
+    assert store.cancel(running) is CancelOutcome.REQUESTED
+    job = store.get(running)
+    assert job is not None and job.state == "IN_PROGRESS"
+    assert job.cancel_requested and job.version == before + 1
+    # The worker still holds it (so it can report the cancellation) and sees the request.
+    assert store.heartbeat(running, "w", 30)
+    assert store.get(running).cancel_requested  # type: ignore[union-attr]
+    assert store.fail(running, "w", JobError(400, "cancelled", "cancelled"))
+
+    assert store.cancel(running) is CancelOutcome.ALREADY_COMPLETED
+    assert store.cancel(queued) is CancelOutcome.ALREADY_COMPLETED
+    assert store.cancel("nope") is CancelOutcome.NOT_FOUND
+
+
+def test_lease_expiry_requeues_then_gives_up(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    assert store.claim("w1", 0.05).id == rid  # type: ignore[union-attr]
+    assert store.recover_expired(max_attempts=2) == []  # lease still valid
+    time.sleep(0.1)
+    assert store.recover_expired(max_attempts=2) == [rid]
+    job = store.get(rid)
+    assert job is not None and job.state == "IN_QUEUE" and job.worker_id is None
+    # The first worker lost it: its heartbeat and its result are refused.
+    assert not store.heartbeat(rid, "w1", 30)
+    assert not store.complete(rid, "w1", {"late": True}, 1.0)
+    assert not store.fail(rid, "w1", boom())
+
+    again = store.claim("w2", 0.05)
+    assert again is not None and again.id == rid and again.attempts == 2
+    time.sleep(0.1)
+    assert store.recover_expired(max_attempts=2) == [rid]
+    job = store.get(rid)
+    assert job is not None and job.state == "COMPLETED" and job.error is not None
+    assert job.error.status_code == 500 and "2 time" in job.error.message
+    assert not store.complete(rid, "w2", {"late": True}, 1.0)
+
+
+def test_heartbeat_keeps_the_lease(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    store.claim("w", 0.2)
+    version = store.get(rid).version  # type: ignore[union-attr]
+    for _ in range(3):
+        time.sleep(0.1)
+        assert store.heartbeat(rid, "w", 0.2)
+    assert store.recover_expired(max_attempts=3) == []
+    assert not store.heartbeat(rid, "other", 30)
+    assert store.get(rid).version == version  # type: ignore[union-attr]  # renewals are quiet
+
+
+def test_cancel_requested_job_whose_worker_died_ends_cancelled(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    store.claim("w", 0.05)
+    store.cancel(rid)
+    time.sleep(0.1)
+    assert store.recover_expired(max_attempts=3) == [rid]
+    job = store.get(rid)
+    assert job is not None and job.state == "COMPLETED"
+    assert job.error is not None and job.error.error_type == "cancelled"
+
+
+def test_complete_after_the_lease_moved_on_is_refused(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    store.claim("w1", 0.05)
+    time.sleep(0.1)
+    store.recover_expired(max_attempts=3)
+    store.claim("w2", 30)
+    assert not store.complete(rid, "w1", {"from": "w1"}, 1.0)
+    assert store.complete(rid, "w2", {"from": "w2"}, 0.25)
+    job = store.get(rid)
+    assert job is not None and job.state == "COMPLETED" and job.error is None
+    assert job.output == {"from": "w2"} and job.inference_time == 0.25
+    assert job.finished_at is not None and job.worker_id is None
+    assert not store.complete(rid, "w2", {"twice": True}, 0.25)
+
+
+def test_fail_without_worker_and_twice(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    assert store.fail(rid, None, JobError(422, "bad image", "input_error", detail=[{"x": 1}]))
+    job = store.get(rid)
+    assert job is not None and job.state == "COMPLETED"
+    assert job.error == JobError(422, "bad image", "input_error", detail=[{"x": 1}])
+    assert job.error.to_body() == {"detail": [{"x": 1}], "error_type": "input_error"}
+    assert not store.fail(rid, None, boom())
+    assert not store.fail("nope", None, boom())
+
+
+def test_logs_keep_order_and_bump_the_version(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    store.append_log(rid, "tiles 1/4")
+    store.append_log(rid, "tiles 4/4", level="DEBUG")
+    logs = store.logs(rid)
+    assert [(x.message, x.level) for x in logs] == [("tiles 1/4", "INFO"), ("tiles 4/4", "DEBUG")]
+    assert logs[0].timestamp <= logs[1].timestamp and logs[0].timestamp > time.time() - 60
+    assert store.get(rid).version == 3  # type: ignore[union-attr]
+    store.append_log("nope", "lost")  # no job: nothing to attach it to, and no error
+    assert store.logs("nope") == []
+
+
+def test_wait_for_change_wakes_on_another_threads_write(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    threading.Timer(0.1, store.append_log, args=(rid, "hello")).start()
+    t0 = time.monotonic()
+    assert store.wait_for_change(rid, 1, timeout=5) == 2
+    assert time.monotonic() - t0 < 1.0
+    # Nothing changes: it returns the same version at the timeout.
+    t0 = time.monotonic()
+    assert store.wait_for_change(rid, 2, timeout=0.3) == 2
+    assert 0.25 <= time.monotonic() - t0 < 2
+    # Already behind: returns at once.
+    assert store.wait_for_change(rid, 1, timeout=5) == 2
+    assert store.wait_for_change("nope", 0, timeout=0.1) == -1
+
+
+def test_wait_for_change_sees_another_stores_write(open_store: Callable[[], JobStore]) -> None:
+    api, worker = open_store(), open_store()
+    rid = api.submit(new_job()).id
+    threading.Timer(0.1, worker.claim, args=("w", 30)).start()
+    t0 = time.monotonic()
+    assert api.wait_for_change(rid, 1, timeout=5) == 2
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_wait_for_change_sees_another_process(
+    store: JobStore, job_store_url: str, tmp_path: Path
+) -> None:
+    rid = store.submit(new_job()).id
+    script = (
+        "import sys, time\n"
+        "from superscale.jobs import open_job_store\n"
+        "s = open_job_store(sys.argv[1])\n"
+        "time.sleep(0.3)\n"
+        "s.append_log(sys.argv[2], 'from another process')\n"
+        "s.close()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, job_store_url, rid])
+    try:
+        assert store.wait_for_change(rid, 1, timeout=20) == 2
+        assert [x.message for x in store.logs(rid)] == ["from another process"]
+    finally:
+        assert proc.wait(20) == 0
+
+
+def test_expire_deadlines_fails_late_queued_jobs(store: JobStore) -> None:
+    now = time.time()
+    late = store.submit(new_job(start_deadline=now - 1)).id
+    fine = store.submit(new_job(start_deadline=now + 600)).id
+    running = store.submit(new_job(start_deadline=now + 0.05, priority=9)).id
+    assert store.claim("w", 30).id == running  # type: ignore[union-attr]
+    assert store.queue_position(fine) == 0  # the late one is not runnable, so not ahead
+    assert store.expire_deadlines(now=now + 1) == [late]
+    job = store.get(late)
+    assert job is not None and job.state == "COMPLETED"
+    assert job.error is not None and (job.error.status_code, job.error.error_type) == (
+        504,
+        "timeout",
+    )
+    assert store.get(fine).state == "IN_QUEUE"  # type: ignore[union-attr]
+    assert store.get(running).state == "IN_PROGRESS"  # type: ignore[union-attr]
+    assert store.expire_deadlines() == []
+
+
+def test_a_late_job_is_never_claimed(store: JobStore) -> None:
+    store.submit(new_job(start_deadline=time.time() - 1))
+    assert store.claim("w", 30) is None
+
+
+def test_counts(store: JobStore) -> None:
+    assert store.counts() == {"IN_QUEUE": 0, "IN_PROGRESS": 0, "COMPLETED": 0}
+    for _ in range(3):
+        store.submit(new_job())
+    store.claim("w", 30)
+    store.fail(store.claim("w", 30).id, "w", boom())  # type: ignore[union-attr]
+    assert store.counts() == {"IN_QUEUE": 1, "IN_PROGRESS": 1, "COMPLETED": 1}
+
+
+def test_jobs_survive_reopening(open_store: Callable[[], JobStore]) -> None:
+    first = open_store()
+    rid = first.submit(new_job()).id
+    first.append_log(rid, "kept")
+    first.close()
+    second = open_store()  # migrations already applied: opening again is a no-op
+    assert second.get(rid).state == "IN_QUEUE"  # type: ignore[union-attr]
+    assert [x.message for x in second.logs(rid)] == ["kept"]
+
+
+def test_stores_opened_at_once_migrate_safely(job_store_url: str) -> None:
+    errors: list[BaseException] = []
+    stores: list[JobStore] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def opener() -> None:
+        start.wait()
+        try:
+            s = open_job_store(job_store_url)
+            with lock:
+                stores.append(s)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert errors == [] and len(stores) == 4
+        rid = stores[0].submit(new_job()).id
+        assert all(s.get(rid) is not None for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def test_keys(store: JobStore) -> None:
+    a = ApiKey(key_id="a", secret_hash="h1", name="alice", created_at=100.0)
+    b = ApiKey(key_id="b", secret_hash="h2", name="bob", created_at=200.0)
+    store.add_key(b)
+    store.add_key(a)
+    assert store.get_key("a") == a and store.get_key("zzz") is None
+    assert store.list_keys() == [a, b]
+    with pytest.raises(ValueError, match="exists"):
+        store.add_key(a)
+    assert store.revoke_key("a")
+    revoked = store.get_key("a")
+    assert revoked is not None and revoked.revoked_at is not None
+    assert not store.revoke_key("a") and not store.revoke_key("zzz")
+    assert store.get_key("b").revoked_at is None  # type: ignore[union-attr]
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+def test_webhook_delivery_retry_and_success(store: JobStore) -> None:
+    store.add_webhook("r1", "https://hook/1", b'{"status":"OK"}')
+    (due,) = store.claim_due_webhooks(limit=10, lease_seconds=30)
+    assert (due.request_id, due.url, due.body, due.attempts) == (
+        "r1",
+        "https://hook/1",
+        b'{"status":"OK"}',
+        0,
+    )
+    assert store.claim_due_webhooks(10, 30) == []  # leased to whoever claimed it
+    store.webhook_result(due.id, delivered=False, error="HTTP 503", next_attempt_at=time.time())
+    (retry,) = store.claim_due_webhooks(10, 30)
+    assert retry.id == due.id and retry.attempts == 1 and retry.last_error == "HTTP 503"
+    store.webhook_result(retry.id, delivered=True, error=None, next_attempt_at=None)
+    assert store.claim_due_webhooks(10, 0) == []
+    (done,) = store.webhooks("r1")
+    assert done.delivered_at is not None and done.attempts == 2 and done.next_attempt_at is None
+
+
+def test_webhook_scheduling_limit_and_giving_up(store: JobStore) -> None:
+    for i in range(3):
+        store.add_webhook(f"r{i}", f"https://hook/{i}", b"{}")
+    first_two = store.claim_due_webhooks(limit=2, lease_seconds=0)
+    assert [d.request_id for d in first_two] == ["r0", "r1"]
+    later, give_up = first_two
+    store.webhook_result(later.id, False, "timeout", next_attempt_at=time.time() + 600)
+    store.webhook_result(give_up.id, False, "HTTP 410", next_attempt_at=None)
+    assert [d.request_id for d in store.claim_due_webhooks(10, 30)] == ["r2"]
+    (gone,) = store.webhooks("r1")
+    assert gone.delivered_at is None and gone.next_attempt_at is None
+    assert gone.last_error == "HTTP 410" and gone.attempts == 1
+    (waiting,) = store.webhooks("r0")
+    assert waiting.next_attempt_at is not None and waiting.next_attempt_at > time.time() + 500
+    assert store.webhooks("none") == []
+
+
+def test_concurrent_webhook_claims_never_share(open_store: Callable[[], JobStore]) -> None:
+    stores = [open_store(), open_store()]
+    for i in range(30):
+        stores[0].add_webhook(f"r{i}", "https://hook", b"{}")
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(store: JobStore) -> None:
+        while batch := store.claim_due_webhooks(limit=3, lease_seconds=60):
+            with lock:
+                got.extend(d.id for d in batch)
+
+    threads = [threading.Thread(target=claimer, args=(stores[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 30 and len(set(got)) == 30
+
+
+# --- opening ------------------------------------------------------------------------------
+
+
+def test_open_job_store_urls(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b" / "jobs.db"
+    store = open_job_store(f"sqlite:///{nested}")
+    try:
+        assert nested.exists()
+    finally:
+        store.close()
+    for bad in ("mysql://x", "sqlite:///", "jobs.db"):
+        with pytest.raises(ValueError):
+            open_job_store(bad)

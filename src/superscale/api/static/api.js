@@ -1,0 +1,208 @@
+// Talks to the API the way fal's browser clients do: every call goes through the server's
+// proxy route with the fal URL it stands for in `x-fal-target-url`. The server maps that URL to
+// its own route and adds its identity, so no key ever reaches this page.
+
+export const ENDPOINT = "fal-ai/aura-sr";
+const PROXY = "/api/fal/proxy";
+const QUEUE = "https://queue.fal.run";
+const REST = "https://rest.alpha.fal.ai";
+
+/** An HTTP error answer, with fal's `detail` made readable. */
+export class ApiError extends Error {
+  constructor(status, body, fallback) {
+    super(describe(body) || fallback || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+    this.errorType = body && typeof body === "object" ? body.error_type || null : null;
+  }
+}
+
+function describe(body) {
+  if (!body || typeof body !== "object") return typeof body === "string" ? body.slice(0, 300) : "";
+  const detail = body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => {
+        const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(".") : "";
+        return where ? `${where}: ${d.msg}` : d.msg;
+      })
+      .join("; ");
+  }
+  if (typeof body.status === "string") return body.status;
+  return "";
+}
+
+async function readBody(response) {
+  const text = await response.text();
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return text;
+  }
+}
+
+/** One proxied call; answers the parsed JSON body or throws ApiError. */
+export async function call(method, target, { body, signal, accept } = {}) {
+  const headers = { "x-fal-target-url": target };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (accept) headers.accept = accept;
+  const response = await fetch(PROXY, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    signal,
+  });
+  if (!response.ok) throw new ApiError(response.status, await readBody(response));
+  return { data: await readBody(response), response };
+}
+
+const requestUrl = (id) => `${QUEUE}/${ENDPOINT}/requests/${encodeURIComponent(id)}`;
+
+/**
+ * Whether this page may use the API: a proxied status call for a request that cannot exist
+ * answers 404 with access and 401/403 without it.
+ */
+export async function probeAccess() {
+  try {
+    await call("GET", `${requestUrl("00000000-0000-0000-0000-000000000000")}/status`);
+    return { ok: true };
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      return { ok: false, reason: err.message };
+    }
+    if (err instanceof ApiError && err.status === 404) return { ok: true };
+    return { ok: false, reason: err.message || String(err) };
+  }
+}
+
+/** Uploads a file as fal's JS client does (initiate, then PUT); answers its URL. */
+export async function upload(file, { signal } = {}) {
+  const { data } = await call(
+    "POST",
+    `${REST}/storage/upload/initiate?storage_type=fal-cdn-v3`,
+    { body: { content_type: file.type || "application/octet-stream", file_name: file.name || "image" }, signal },
+  );
+  // The upload URL is itself the capability (signed, single use): a plain PUT, no credentials.
+  const put = await fetch(data.upload_url, {
+    method: "PUT",
+    headers: { "content-type": file.type || "application/octet-stream" },
+    body: file,
+    credentials: "omit",
+    signal,
+  });
+  if (!put.ok) throw new ApiError(put.status, await readBody(put), "upload failed");
+  return data.file_url;
+}
+
+export async function submit(input, { signal } = {}) {
+  return (await call("POST", `${QUEUE}/${ENDPOINT}`, { body: input, signal })).data;
+}
+
+export async function status(id, { signal } = {}) {
+  return (await call("GET", `${requestUrl(id)}/status?logs=1`, { signal })).data;
+}
+
+/** The output; a failed or cancelled job throws ApiError with its status and detail. */
+export async function result(id, { signal } = {}) {
+  return (await call("GET", requestUrl(id), { signal })).data;
+}
+
+export async function cancel(id) {
+  return (await call("PUT", `${requestUrl(id)}/cancel`)).data;
+}
+
+/**
+ * Follows a request until COMPLETED, calling onStatus with every QueueStatus. Reads the SSE
+ * status stream (fetch, since EventSource cannot send the target header); falls back to polling
+ * when the stream is unavailable or ends early.
+ */
+export async function watch(id, onStatus, { signal } = {}) {
+  let last = null;
+  try {
+    last = await readStream(id, onStatus, signal);
+  } catch (err) {
+    if (signal && signal.aborted) throw err;
+    if (err instanceof ApiError && err.status === 404) throw err;
+  }
+  while (!last || last.status !== "COMPLETED") {
+    if (signal && signal.aborted) throw new DOMException("aborted", "AbortError");
+    if (last) await sleep(500, signal);
+    last = await status(id, { signal });
+    onStatus(last);
+  }
+  return last;
+}
+
+async function readStream(id, onStatus, signal) {
+  const { response } = await streamResponse(id, signal);
+  const type = response.headers.get("content-type") || "";
+  if (!type.includes("text/event-stream") || !response.body) return null;
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let last = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = event
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue;
+      last = JSON.parse(data);
+      onStatus(last);
+      if (last.status === "COMPLETED") {
+        reader.cancel().catch(() => {});
+        return last;
+      }
+    }
+  }
+  return last;
+}
+
+async function streamResponse(id, signal) {
+  const response = await fetch(PROXY, {
+    method: "GET",
+    headers: {
+      "x-fal-target-url": `${requestUrl(id)}/status/stream?logs=1`,
+      accept: "text/event-stream",
+    },
+    credentials: "same-origin",
+    signal,
+  });
+  if (!response.ok) throw new ApiError(response.status, await readBody(response));
+  return { response };
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    if (signal) {
+      signal.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          reject(new DOMException("aborted", "AbortError"));
+        },
+        { once: true },
+      );
+    }
+  });
+}
+
+/** The latest `tiles done/total` a worker logged, or null. */
+export function tileProgress(logs) {
+  if (!Array.isArray(logs)) return null;
+  for (let i = logs.length - 1; i >= 0; i--) {
+    const m = /tiles\s+(\d+)\s*\/\s*(\d+)/.exec(logs[i].message || "");
+    if (m) return { done: Number(m[1]), total: Number(m[2]) };
+  }
+  return null;
+}

@@ -1,0 +1,449 @@
+// The playground's page logic: pick an input, submit it through the queue, follow it live,
+// show and compare the result, keep a history. Network calls live in api.js.
+
+import * as api from "./api.js";
+import { Compare } from "./compare.js";
+import * as history from "./history.js";
+import { snippets } from "./snippets.js";
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  form: $("form"),
+  drop: $("drop"),
+  file: $("file"),
+  url: $("url"),
+  preview: $("input-preview"),
+  dropHint: $("drop-hint"),
+  inputInfo: $("input-info"),
+  checkpoint: $("checkpoint"),
+  seed: $("seed"),
+  format: $("format"),
+  overlap: $("overlap"),
+  run: $("run"),
+  cancel: $("cancel"),
+  status: $("status"),
+  phase: $("phase"),
+  elapsed: $("elapsed"),
+  progress: $("progress"),
+  logsBox: $("logs-box"),
+  logs: $("logs"),
+  download: $("download"),
+  resultInfo: $("result-info"),
+  code: $("code"),
+  copy: $("copy"),
+  history: $("history"),
+  historyClear: $("history-clear"),
+  access: $("access"),
+  accessDetail: $("access-detail"),
+};
+
+const state = {
+  file: null, // the picked File
+  objectUrl: null, // its local preview URL
+  uploaded: null, // {file, url}: the last upload, reused when the same file is run again
+  busy: false,
+  controller: null,
+  requestId: null,
+  cancelRequested: false,
+  request: null,
+  response: null,
+  tab: "request",
+  startedAt: 0,
+  timer: 0,
+};
+
+const compare = new Compare(document);
+
+// --- input ------------------------------------------------------------------------------------
+
+function pickFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    el.inputInfo.textContent = `${file.name || "That file"} is not an image.`;
+    return;
+  }
+  state.file = file;
+  if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+  state.objectUrl = URL.createObjectURL(file);
+  el.url.value = "";
+  showPreview(state.objectUrl, `${file.name || "pasted image"} · ${formatBytes(file.size)}`);
+}
+
+function pickUrl(url) {
+  state.file = null;
+  if (!url) {
+    el.preview.hidden = true;
+    el.dropHint.hidden = false;
+    el.inputInfo.textContent = "";
+    return;
+  }
+  showPreview(url, url.startsWith("data:") ? "data: URI" : new URL(url, location.href).host);
+}
+
+function showPreview(src, label) {
+  el.preview.onload = () => {
+    el.inputInfo.textContent = `${label} · ${el.preview.naturalWidth}×${el.preview.naturalHeight} → ${
+      el.preview.naturalWidth * 4
+    }×${el.preview.naturalHeight * 4}`;
+  };
+  el.preview.onerror = () => {
+    el.inputInfo.textContent = `${label} · no preview (the server fetches it itself)`;
+  };
+  el.preview.src = src;
+  el.preview.hidden = false;
+  el.dropHint.hidden = true;
+  el.inputInfo.textContent = label;
+}
+
+el.file.addEventListener("change", () => pickFile(el.file.files[0]));
+el.url.addEventListener("change", () => pickUrl(el.url.value.trim()));
+el.drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") {
+    e.preventDefault();
+    el.file.click();
+  }
+});
+for (const type of ["dragenter", "dragover"]) {
+  el.drop.addEventListener(type, (e) => {
+    e.preventDefault();
+    el.drop.classList.add("over");
+  });
+}
+el.drop.addEventListener("dragleave", () => el.drop.classList.remove("over"));
+el.drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  el.drop.classList.remove("over");
+  const file = e.dataTransfer.files[0];
+  if (file) return pickFile(file);
+  const text = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");
+  if (text) {
+    el.url.value = text.trim().split("\n")[0];
+    pickUrl(el.url.value);
+  }
+});
+document.addEventListener("paste", (e) => {
+  const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    e.preventDefault();
+    pickFile(file);
+  }
+});
+
+// --- running ----------------------------------------------------------------------------------
+
+function buildInput(imageUrl) {
+  const input = {
+    image_url: imageUrl,
+    checkpoint: el.checkpoint.value,
+    overlapping_tiles: el.overlap.checked,
+  };
+  if (el.seed.value !== "") input.seed = Number(el.seed.value);
+  if (el.format.value !== "png") input.output_format = el.format.value;
+  return input;
+}
+
+el.form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (state.busy) return;
+  const url = el.url.value.trim();
+  if (!state.file && !url) {
+    setPhase("failed", "Pick an image or give its URL first.");
+    return;
+  }
+  if (el.seed.value !== "" && !(Number.isInteger(Number(el.seed.value)) && Number(el.seed.value) >= 0)) {
+    setPhase("failed", "The seed must be a whole number ≥ 0.");
+    return;
+  }
+  begin();
+  const signal = state.controller.signal;
+  try {
+    let imageUrl = url;
+    let preview = url;
+    if (state.file) {
+      if (state.uploaded?.file !== state.file) {
+        setPhase("uploading", `Uploading ${formatBytes(state.file.size)}…`);
+        state.uploaded = { file: state.file, url: await api.upload(state.file, { signal }) };
+      }
+      imageUrl = state.uploaded.url;
+      preview = state.uploaded.url;
+    }
+    const input = buildInput(imageUrl);
+    state.request = input;
+    state.response = null;
+    renderCode();
+    setPhase("submitting", "Submitting…");
+    const queued = await api.submit(input, { signal });
+    state.requestId = queued.request_id;
+    state.response = queued;
+    renderCode();
+    history.put({ id: queued.request_id, at: Date.now(), input, preview, outcome: "running" });
+    renderHistory();
+    await follow(queued.request_id, state.objectUrl && state.file ? state.objectUrl : preview);
+  } catch (err) {
+    fail(err);
+  } finally {
+    finish();
+  }
+});
+
+/** Follows a submitted request to its end and shows the outcome. */
+async function follow(id, beforeUrl) {
+  state.requestId = id;
+  el.cancel.disabled = false;
+  await api.watch(id, onStatus, { signal: state.controller.signal });
+  el.cancel.disabled = true;
+  setPhase("fetching", "Fetching the result…");
+  try {
+    const output = await api.result(id, { signal: state.controller.signal });
+    state.response = output;
+    renderCode();
+    const image = output.image;
+    await compare.show(beforeUrl, image.url, image.width, image.height);
+    el.download.href = image.url;
+    el.download.download = image.file_name || "upscaled.png";
+    el.download.hidden = false;
+    el.resultInfo.textContent = describeOutput(output);
+    history.put({ id, outcome: "ok", image: pick(image, ["url", "width", "height", "file_name"]) });
+    setPhase("done", `Done in ${seconds(Date.now() - state.startedAt)}`);
+  } catch (err) {
+    if (!(err instanceof api.ApiError)) throw err;
+    state.response = err.body;
+    renderCode();
+    const cancelled = err.errorType === "cancelled" || state.cancelRequested;
+    history.put({ id, outcome: cancelled ? "cancelled" : "error", error: err.message });
+    if (cancelled) setPhase("cancelled", "Cancelled");
+    else setPhase("failed", `Failed: ${err.message}`);
+  } finally {
+    renderHistory();
+  }
+}
+
+function onStatus(s) {
+  if (s.status === "IN_QUEUE") {
+    const pos = s.queue_position ?? 0;
+    setPhase("queued", pos > 0 ? `In queue · position ${pos}` : "In queue · next in line");
+  } else if (s.status === "IN_PROGRESS") {
+    const tiles = api.tileProgress(s.logs);
+    if (tiles && tiles.total > 0) {
+      el.progress.max = tiles.total;
+      el.progress.value = tiles.done;
+      el.progress.hidden = false;
+      setPhase("running", `Upscaling · tiles ${tiles.done}/${tiles.total}`);
+    } else {
+      setPhase("running", "Upscaling…");
+    }
+  } else if (s.status === "COMPLETED") {
+    el.progress.value = el.progress.max;
+  }
+  if (Array.isArray(s.logs) && s.logs.length) {
+    el.logsBox.hidden = false;
+    el.logs.textContent = s.logs.map((l) => `${l.timestamp?.slice(11, 19) ?? ""} ${l.message}`).join("\n");
+    el.logs.scrollTop = el.logs.scrollHeight;
+  }
+}
+
+el.cancel.addEventListener("click", async () => {
+  if (!state.busy) return;
+  state.cancelRequested = true;
+  if (!state.requestId) return state.controller.abort(); // still uploading or submitting
+  el.cancel.disabled = true;
+  setPhase(el.status.dataset.phase, "Cancelling…");
+  try {
+    await api.cancel(state.requestId);
+  } catch (err) {
+    // ALREADY_COMPLETED: the stream brings the outcome anyway.
+    if (!(err instanceof api.ApiError && err.status === 400)) fail(err);
+  }
+});
+
+function begin() {
+  state.busy = true;
+  state.cancelRequested = false;
+  state.requestId = null;
+  state.controller = new AbortController();
+  el.cancel.disabled = false;
+  state.startedAt = Date.now();
+  el.run.disabled = true;
+  el.progress.hidden = true;
+  el.progress.value = 0;
+  el.logs.textContent = "";
+  el.logsBox.hidden = true;
+  el.download.hidden = true;
+  el.resultInfo.textContent = "";
+  compare.clear();
+  clearInterval(state.timer);
+  state.timer = setInterval(tick, 200);
+}
+
+function finish() {
+  state.busy = false;
+  el.run.disabled = false;
+  el.cancel.disabled = true;
+  clearInterval(state.timer);
+  tick();
+}
+
+function fail(err) {
+  if (err && err.name === "AbortError") return setPhase("cancelled", "Stopped");
+  if (err instanceof api.ApiError) {
+    state.response = err.body;
+    renderCode();
+    if (err.status === 401 || err.status === 403) showAccess(err.message);
+  }
+  setPhase("failed", `Failed: ${err && err.message ? err.message : err}`);
+}
+
+function tick() {
+  el.elapsed.textContent = state.startedAt ? seconds(Date.now() - state.startedAt) : "";
+}
+
+function setPhase(phase, text) {
+  el.status.dataset.phase = phase;
+  el.phase.textContent = text;
+}
+
+// --- code tabs --------------------------------------------------------------------------------
+
+const tabs = document.querySelectorAll("[role=tab]");
+tabs.forEach((t) =>
+  t.addEventListener("click", () => {
+    state.tab = t.dataset.tab;
+    tabs.forEach((b) => b.setAttribute("aria-selected", String(b === t)));
+    renderCode();
+  }),
+);
+
+function renderCode() {
+  let text;
+  if (state.tab === "request") {
+    text = state.request ? JSON.stringify(state.request, null, 2) : "// Run a request to see it here.";
+  } else if (state.tab === "response") {
+    text = state.response ? JSON.stringify(state.response, null, 2) : "// No response yet.";
+  } else {
+    const input = state.request || { image_url: "https://example.com/photo.png", checkpoint: "v1" };
+    text = snippets(input, location.origin)[state.tab];
+  }
+  el.code.textContent = text;
+}
+
+el.copy.addEventListener("click", async () => {
+  const text = el.code.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Clipboard API needs a secure context; fall back to selecting the text.
+    const range = document.createRange();
+    range.selectNodeContents(el.code);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    document.execCommand("copy");
+  }
+  el.copy.textContent = "Copied";
+  setTimeout(() => (el.copy.textContent = "Copy"), 1200);
+});
+
+// --- history ----------------------------------------------------------------------------------
+
+function renderHistory() {
+  const items = history.load();
+  el.history.replaceChildren(
+    ...items.map((item) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `history-item outcome-${item.outcome}`;
+      button.dataset.id = item.id;
+      if (item.image?.url) {
+        const img = document.createElement("img");
+        img.src = item.image.url;
+        img.alt = "";
+        img.loading = "lazy";
+        img.onerror = () => img.remove();
+        button.append(img);
+      }
+      const text = document.createElement("span");
+      const when = new Date(item.at).toLocaleString();
+      const size = item.image ? ` · ${item.image.width}×${item.image.height}` : "";
+      text.innerHTML = `<strong></strong><small></small>`;
+      text.firstChild.textContent = `${item.input?.checkpoint ?? ""} · ${label(item.outcome)}${size}`;
+      text.lastChild.textContent = when;
+      button.append(text);
+      button.addEventListener("click", () => reopen(item.id));
+      li.append(button);
+      return li;
+    }),
+  );
+}
+
+async function reopen(id) {
+  if (state.busy) return;
+  const item = history.get(id);
+  if (!item) return;
+  state.request = item.input;
+  state.response = null;
+  renderCode();
+  begin();
+  try {
+    await follow(id, item.preview && !item.preview.startsWith("data:") ? item.preview : "");
+  } catch (err) {
+    if (err instanceof api.ApiError && err.status === 404) {
+      history.put({ id, outcome: "expired" });
+      renderHistory();
+      setPhase("failed", "That request is gone from the server (expired or another key's).");
+    } else {
+      fail(err);
+    }
+  } finally {
+    finish();
+  }
+}
+
+el.historyClear.addEventListener("click", () => {
+  history.clear();
+  renderHistory();
+});
+
+// --- access -----------------------------------------------------------------------------------
+
+function showAccess(reason) {
+  el.access.hidden = false;
+  el.accessDetail.textContent = reason ? `(${reason})` : "";
+}
+
+async function checkAccess() {
+  const access = await api.probeAccess();
+  if (!access.ok) {
+    showAccess(access.reason);
+    el.run.disabled = true;
+  }
+}
+
+// --- formatting -------------------------------------------------------------------------------
+
+function describeOutput(output) {
+  const i = output.image;
+  const parts = [`${i.width}×${i.height}`, (i.content_type || "").replace("image/", "").toUpperCase()];
+  if (i.file_size) parts.push(formatBytes(i.file_size));
+  const t = output.timings || {};
+  if (t.inference != null) parts.push(`inference ${t.inference.toFixed(2)} s`);
+  const total = Object.values(t).reduce((a, b) => a + (typeof b === "number" ? b : 0), 0);
+  if (total) parts.push(`server ${total.toFixed(2)} s`);
+  return parts.filter(Boolean).join(" · ");
+}
+
+function label(outcome) {
+  return { ok: "done", error: "failed", cancelled: "cancelled", running: "unfinished", expired: "expired" }[outcome] || outcome;
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
+const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
+
+renderCode();
+renderHistory();
+checkAccess();

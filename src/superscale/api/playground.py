@@ -23,9 +23,7 @@ _CONTENT_TYPES = {
     ".svg": "image/svg+xml",
 }
 # Only what ships in static/, looked up by name: nothing else on disk can be reached.
-_ASSETS = {
-    p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _CONTENT_TYPES
-}
+_ASSETS = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _CONTENT_TYPES}
 
 # The page loads only its own files; images may come from anywhere (an input URL, a file
 # store on another host), and so may uploads (signed upload URLs of an S3 file store).

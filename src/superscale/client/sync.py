@@ -1,0 +1,397 @@
+"""`SyncClient`: the blocking client. `AsyncClient` (`aio.py`) mirrors it method for method."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from superscale.client import _inputs
+from superscale.client._protocol import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    CdnToken,
+    RetryPolicy,
+    Urls,
+    access_url,
+    auth_headers,
+    deadline_timeout,
+    json_body,
+    resolve_base_url,
+    resolve_key,
+    submit_headers,
+)
+from superscale.client.errors import (
+    NetworkError,
+    RequestTimeoutError,
+    SuperscaleError,
+    error_from_response,
+)
+from superscale.client.results import parse_output
+from superscale.client.status import Completed, Status, parse_status
+
+StatusCallback = Callable[[Status], Any]
+
+
+@dataclass
+class SyncRequestHandle:
+    """A submitted request: poll, stream, fetch or cancel it."""
+
+    client: SyncClient = field(repr=False)
+    endpoint: str
+    request_id: str
+    response_url: str = field(default="", repr=False)
+    status_url: str = field(default="", repr=False)
+    cancel_url: str = field(default="", repr=False)
+
+    def status(self, *, with_logs: bool = False) -> Status:
+        return self.client.status(self.endpoint, self.request_id, with_logs=with_logs)
+
+    def iter_events(
+        self, *, with_logs: bool = False, interval: float | None = None
+    ) -> Iterator[Status]:
+        """Poll until the request completes, yielding each status (the last is `Completed`)."""
+        return self.client._poll(self.endpoint, self.request_id, with_logs, interval, None)
+
+    def stream(self, *, with_logs: bool = False) -> Iterator[Status]:
+        """Status events pushed by the server (SSE) until the request completes."""
+        return self.client.stream(self.endpoint, self.request_id, with_logs=with_logs)
+
+    def result(self) -> Any:
+        """Wait for completion and return the output (raises the job's error, if any)."""
+        return self.client.result(self.endpoint, self.request_id)
+
+    get = result  # fal_client's name
+
+    def cancel(self) -> None:
+        self.client.cancel(self.endpoint, self.request_id)
+
+
+class SyncClient:
+    """A blocking client for a superscale (or fal-compatible) server.
+
+    `base_url` defaults to `SUPERSCALE_URL`, `key` to `FAL_KEY` (or `FAL_KEY_ID` +
+    `FAL_KEY_SECRET`). Use as a context manager, or call `close()`, to release connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url)
+        self.key = resolve_key(key)
+        self.retry = retry or RetryPolicy()
+        self.poll_interval = poll_interval
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._urls = Urls(self.base_url)
+        self._http = http or httpx.Client(timeout=self.timeout)
+        self._token: CdnToken | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- queue -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        endpoint: str,
+        arguments: dict[str, Any],
+        *,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        start_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SyncRequestHandle:
+        """Queue a request (uploading local data in `arguments` first); returns its handle.
+
+        `start_timeout` is a server-side deadline: a job not started by then ends with 504.
+        """
+        payload = self.upload_inputs(arguments)
+        params = {"fal_webhook": webhook_url} if webhook_url else None
+        response = self._send(
+            "POST",
+            self._urls.submit(endpoint),
+            idempotent=False,
+            json=payload,
+            params=params,
+            headers={**submit_headers(priority, start_timeout), **(headers or {})},
+        )
+        data = json_body(response)
+        if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
+            raise SuperscaleError(f"malformed submit answer: {data!r:.200}", body=data)
+        return SyncRequestHandle(
+            self,
+            endpoint,
+            data["request_id"],
+            str(data.get("response_url", "")),
+            str(data.get("status_url", "")),
+            str(data.get("cancel_url", "")),
+        )
+
+    def get_handle(self, endpoint: str, request_id: str) -> SyncRequestHandle:
+        return SyncRequestHandle(self, endpoint, request_id)
+
+    def subscribe(
+        self,
+        endpoint: str,
+        arguments: dict[str, Any],
+        *,
+        on_enqueue: Callable[[str], Any] | None = None,
+        on_queue_update: StatusCallback | None = None,
+        with_logs: bool = False,
+        timeout: float | None = None,
+        interval: float | None = None,
+        **submit_options: Any,
+    ) -> Any:
+        """Submit, wait for completion and return the output.
+
+        `on_queue_update` gets every polled status (with logs if `with_logs`). When `timeout`
+        seconds pass first, the request is cancelled on the server and `RequestTimeoutError`
+        is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handle: SyncRequestHandle | None = None
+        try:
+            handle = self.submit(endpoint, arguments, **submit_options)
+            if on_enqueue is not None:
+                on_enqueue(handle.request_id)
+            logs = with_logs and on_queue_update is not None
+            for status in self._poll(endpoint, handle.request_id, logs, interval, deadline):
+                if on_queue_update is not None:
+                    on_queue_update(status)
+            return self._fetch_result(endpoint, handle.request_id, deadline)
+        except RequestTimeoutError as exc:
+            if deadline is None or time.monotonic() < deadline:
+                raise  # the server's own deadline (504), not ours
+            request_id = handle.request_id if handle else None
+            if request_id is not None:
+                with contextlib.suppress(SuperscaleError):
+                    self.cancel(endpoint, request_id)
+            raise RequestTimeoutError(
+                f"no result within {timeout} s; the request was cancelled",
+                request_id=request_id,
+            ) from exc
+
+    def status(self, endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
+        return self._status(endpoint, request_id, with_logs, None)
+
+    def result(self, endpoint: str, request_id: str) -> Any:
+        """Wait until the request completes and return its output."""
+        for _ in self._poll(endpoint, request_id, False, None, None):
+            pass
+        return self._fetch_result(endpoint, request_id)
+
+    def cancel(self, endpoint: str, request_id: str) -> None:
+        """Ask the server to cancel; raises if it already completed or is unknown."""
+        self._send(
+            "PUT", self._urls.cancel(endpoint, request_id), idempotent=True, request_id=request_id
+        )
+
+    def stream(
+        self, endpoint: str, request_id: str, *, with_logs: bool = False
+    ) -> Iterator[Status]:
+        """Status events pushed by the server (SSE) until `Completed`; reconnects on drops."""
+        url = self._urls.stream(endpoint, request_id)
+        params = {"logs": "1" if with_logs else "0"}
+        failures = 0
+        while True:
+            try:
+                with self._http.stream(
+                    "GET",
+                    url,
+                    params=params,
+                    headers={**self._auth(url), "Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout.connect, read=None),
+                ) as response:
+                    if response.is_error:
+                        response.read()
+                        raise error_from_response(response, request_id)
+                    for event in EventSource(response).iter_sse():
+                        if not event.data.strip():
+                            continue
+                        status = parse_status(event.json())
+                        failures = 0
+                        yield status
+                        if isinstance(status, Completed):
+                            return
+            except (httpx.TransportError, SSEError) as exc:
+                failures += 1
+                if failures > self.retry.max_retries:
+                    raise NetworkError(
+                        f"status stream broke: {exc}", request_id=request_id
+                    ) from exc
+                time.sleep(self.retry.delay(failures))
+                continue
+            # The server closed the stream before COMPLETED: reconnect (it resends the state).
+            failures += 1
+            if failures > self.retry.max_retries:
+                raise NetworkError("status stream ended early", request_id=request_id)
+
+    # --- synchronous route -------------------------------------------------------------
+
+    def run(self, endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """Run on the synchronous route, holding the connection until the output is ready."""
+        payload = self.upload_inputs(arguments)
+        request_timeout = httpx.Timeout(timeout, connect=self.timeout.connect)
+        response = self._send(
+            "POST",
+            self._urls.run(endpoint),
+            idempotent=False,
+            json=payload,
+            timeout=request_timeout,
+        )
+        return parse_output(endpoint, json_body(response), self._auth)
+
+    # --- storage -----------------------------------------------------------------------
+
+    def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Store bytes on the server; returns their URL, usable as `image_url`."""
+        for attempt in (1, 2):
+            token = self._cdn_token(refresh=attempt == 2)
+            url = f"{token.base_url}/files/upload"
+            try:
+                response = self._send(
+                    "POST",
+                    url,
+                    idempotent=False,
+                    content=data,
+                    headers=token.upload_headers(content_type, file_name),
+                )
+            except SuperscaleError as exc:
+                if exc.status_code == 401 and attempt == 1:
+                    continue  # the token was revoked or expired early: fetch a new one
+                raise
+            return access_url(json_body(response))
+        raise AssertionError("unreachable")
+
+    def upload_file(self, path: str | Path) -> str:
+        upload = _inputs.read_path(path)
+        return self.upload(upload.data, upload.content_type, upload.file_name)
+
+    def upload_image(self, image: Any, format: str = "png") -> str:
+        """Encode a PIL image (PNG by default) and upload it."""
+        upload = _inputs.encode_pil(image, format)
+        return self.upload(upload.data, upload.content_type, upload.file_name)
+
+    def upload_inputs(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """A copy of `arguments` with local data (paths, bytes, files, PIL images) uploaded."""
+        urls: dict[int, str] = {}
+        for value in _inputs.find_uploads(arguments):
+            upload = _inputs.to_upload(value)
+            urls[id(value)] = self.upload(upload.data, upload.content_type, upload.file_name)
+        result: dict[str, Any] = _inputs.substitute(arguments, lambda v: urls[id(v)])
+        return result
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _auth(self, url: str) -> dict[str, str]:
+        return auth_headers(self.key) if self._urls.same_origin(url) else {}
+
+    def _cdn_token(self, refresh: bool = False) -> CdnToken:
+        if refresh or self._token is None or not self._token.fresh():
+            response = self._send("POST", self._urls.storage_token, idempotent=True, json={})
+            self._token = CdnToken.from_json(json_body(response))
+        return self._token
+
+    def _status(
+        self, endpoint: str, request_id: str, with_logs: bool, deadline: float | None
+    ) -> Status:
+        response = self._send(
+            "GET",
+            self._urls.status(endpoint, request_id),
+            idempotent=True,
+            request_id=request_id,
+            params={"logs": "1" if with_logs else "0"},
+            deadline=deadline,
+        )
+        return parse_status(json_body(response))
+
+    def _poll(
+        self,
+        endpoint: str,
+        request_id: str,
+        with_logs: bool,
+        interval: float | None,
+        deadline: float | None,
+    ) -> Iterator[Status]:
+        interval = self.poll_interval if interval is None else interval
+        while True:
+            status = self._status(endpoint, request_id, with_logs, deadline)
+            yield status
+            if isinstance(status, Completed):
+                return
+            if deadline is not None and time.monotonic() + interval >= deadline:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                raise RequestTimeoutError("deadline passed", request_id=request_id)
+            time.sleep(interval)
+
+    def _fetch_result(self, endpoint: str, request_id: str, deadline: float | None = None) -> Any:
+        response = self._send(
+            "GET",
+            self._urls.request(endpoint, request_id),
+            idempotent=True,
+            request_id=request_id,
+            deadline=deadline,
+        )
+        return parse_output(endpoint, json_body(response), self._auth)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        request_id: str | None = None,
+        deadline: float | None = None,
+        timeout: httpx.Timeout | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One request with retries; returns a 2xx answer or raises the matching error."""
+        headers = {**self._auth(url), **(headers or {})}
+        retries = 0
+        while True:
+            request_timeout = deadline_timeout(deadline, timeout or self.timeout)
+            response: httpx.Response | None
+            try:
+                response = self._http.request(
+                    method, url, headers=headers, timeout=request_timeout, **kwargs
+                )
+            except httpx.TimeoutException as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RequestTimeoutError(str(exc), request_id=request_id) from exc
+                error: Exception = exc
+                retry, response = self.retry.should_retry_error(exc, idempotent), None
+            except httpx.TransportError as exc:
+                error, retry, response = exc, self.retry.should_retry_error(exc, idempotent), None
+            else:
+                if response.is_success:
+                    return response
+                error = error_from_response(response, request_id)
+                retry = self.retry.should_retry_status(response, idempotent)
+            delay = self.retry.delay(retries + 1, response)
+            late = deadline is not None and time.monotonic() + delay >= deadline
+            if not retry or retries >= self.retry.max_retries or late:
+                if isinstance(error, SuperscaleError):
+                    raise error
+                raise NetworkError(f"{method} {url}: {error!r}", request_id=request_id) from error
+            retries += 1
+            time.sleep(delay)

@@ -1,0 +1,290 @@
+"""Webhooks as fal sends them: payload, Ed25519 signature headers, JWKS, delivery with retries.
+
+A finished job only enqueues its webhook in the job store (`enqueue`); a `WebhookDispatcher`
+thread claims due deliveries, signs and POSTs them, and records each attempt. Because the
+state lives in the store, pending deliveries survive restarts, and several dispatchers (one per
+process) never send the same attempt twice (claiming leases a delivery).
+
+Signature (fal's scheme): hex Ed25519 over
+`"{request_id}\\n{user_id}\\n{timestamp}\\n{sha256hex(body)}"`, checked against the keys published
+at `/.well-known/jwks.json`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from superscale import netguard
+from superscale.jobs.base import Job, JobStore, WebhookDelivery
+from superscale.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "webhook-ed25519.pem"
+TIMESTAMP_TOLERANCE = 300.0  # seconds a receiver accepts, as fal documents
+DELIVERY_TIMEOUT = 10.0
+# First retry after 15 s, doubling: 10 attempts span 15 s × (2⁹ − 1) ≈ 2.1 h, as fal's do.
+BASE_DELAY = 15.0
+
+HEADER_REQUEST_ID = "X-Fal-Webhook-Request-Id"
+HEADER_USER_ID = "X-Fal-Webhook-User-Id"
+HEADER_TIMESTAMP = "X-Fal-Webhook-Timestamp"
+HEADER_SIGNATURE = "X-Fal-Webhook-Signature"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
+    """The bytes fal's signature covers."""
+    digest = hashlib.sha256(body).hexdigest()
+    return f"{request_id}\n{user_id}\n{timestamp}\n{digest}".encode()
+
+
+class WebhookSigner:
+    """The server's webhook signing key (Ed25519), its key id and its JWKS."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        raw = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self._x = _b64url(raw)
+        # RFC 7638 thumbprint: stable for the key, identical on every server sharing it.
+        canonical = json.dumps(
+            {"crv": "Ed25519", "kty": "OKP", "x": self._x}, separators=(",", ":")
+        )
+        self.kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> WebhookSigner:
+        """The key kept in `data_dir`, created on first use. Safe when several processes start
+        at once: the file appears atomically and the loser of the race reads the winner's."""
+        path = Path(data_dir) / KEY_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".webhook-key-")
+            try:
+                os.write(fd, pem)
+                os.fsync(fd)
+                os.close(fd)
+                os.chmod(tmp, 0o600)
+                os.link(tmp, path)  # fails if another process got there first
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(key)
+
+    def jwk(self) -> dict[str, str]:
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": self._x,
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        """The document served at `/.well-known/jwks.json`."""
+        return {"keys": [self.jwk()]}
+
+    def sign(
+        self, request_id: str, user_id: str, body: bytes, timestamp: int | None = None
+    ) -> dict[str, str]:
+        """The four signature headers for one delivery attempt."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self._key.sign(signed_message(request_id, user_id, ts, body))
+        return {
+            HEADER_REQUEST_ID: request_id,
+            HEADER_USER_ID: user_id,
+            HEADER_TIMESTAMP: ts,
+            HEADER_SIGNATURE: signature.hex(),
+        }
+
+
+def jwks(settings: Settings) -> dict[str, Any]:
+    """The JWKS of the server configured by `settings` (creating its key on first use)."""
+    return WebhookSigner.load_or_create(settings.data_dir).jwks()
+
+
+def verify(
+    jwks_document: Mapping[str, Any],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float | None = None,
+    tolerance: float = TIMESTAMP_TOLERANCE,
+) -> bool:
+    """What a receiver does: check the timestamp window and the signature against any key of
+    the JWKS. `headers` is matched case-insensitively."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        request_id = lower[HEADER_REQUEST_ID.lower()]
+        user_id = lower[HEADER_USER_ID.lower()]
+        ts = lower[HEADER_TIMESTAMP.lower()]
+        signature = bytes.fromhex(lower[HEADER_SIGNATURE.lower()])
+        if abs((time.time() if now is None else now) - int(ts)) > tolerance:
+            return False
+    except (KeyError, ValueError):
+        return False
+    message = signed_message(request_id, user_id, ts, body)
+    for jwk in jwks_document.get("keys", []):
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            continue
+        public = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
+        try:
+            public.verify(signature, message)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+def payload(job: Job) -> bytes:
+    """fal's webhook body for a finished job."""
+    body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+    if job.error is None:
+        body.update(status="OK", payload=job.output)
+    else:
+        body.update(
+            status="ERROR",
+            payload=job.error.to_body(),
+            error=f"Invalid status code: {job.error.status_code}",
+        )
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def enqueue(job_store: JobStore, request_id: str) -> bool:
+    """Queue the webhook of a finished job, if it asked for one. Never sends anything itself."""
+    job = job_store.get(request_id)
+    if job is None or job.state != "COMPLETED" or not job.webhook_url:
+        return False
+    job_store.add_webhook(job.id, job.webhook_url, payload(job))
+    return True
+
+
+class WebhookDispatcher:
+    """Delivers queued webhooks: one thread, due deliveries first, exponential backoff.
+
+    `base_delay` (first retry) and `poll_interval` are knobs for tests; the defaults follow
+    fal's documented schedule (10 attempts over about two hours).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        job_store: JobStore,
+        signer: WebhookSigner | None = None,
+        *,
+        base_delay: float = BASE_DELAY,
+        timeout: float = DELIVERY_TIMEOUT,
+        poll_interval: float = 1.0,
+        batch: int = 16,
+        allow: netguard.AllowHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.job_store = job_store
+        self.signer = signer or WebhookSigner.load_or_create(settings.data_dir)
+        self.base_delay = base_delay
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._client = netguard.client(guard=settings.ssrf_guard, timeout=timeout, allow=allow)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def run_once(self) -> int:
+        """Attempt every due delivery once; returns how many were attempted."""
+        # The claim lease outlasts one attempt, so no other dispatcher sends it meanwhile.
+        due = self.job_store.claim_due_webhooks(self.batch, lease_seconds=self.timeout + 30)
+        for delivery in due:
+            self._attempt(delivery)
+        return len(due)
+
+    def _attempt(self, delivery: WebhookDelivery) -> None:
+        job = self.job_store.get(delivery.request_id)
+        user_id = job.owner if job is not None else ""
+        headers = {"Content-Type": "application/json", "User-Agent": "superscale-webhook"}
+        headers.update(self.signer.sign(delivery.request_id, user_id, delivery.body))
+        error: str | None = None
+        try:
+            response = self._client.post(delivery.url, content=delivery.body, headers=headers)
+            if not 200 <= response.status_code < 300:
+                error = f"receiver answered HTTP {response.status_code}"
+        except netguard.Refused as exc:
+            error = f"refused: {exc}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bad URL or the like: record it, keep the thread alive
+            error = f"{type(exc).__name__}: {exc}"
+        attempt = delivery.attempts + 1
+        if error is None:
+            self.job_store.webhook_result(delivery.id, True, None, None)
+            log.info("webhook %s delivered (attempt %d)", delivery.request_id, attempt)
+            return
+        if attempt >= self.settings.webhook_max_attempts:
+            next_at = None
+            log.warning(
+                "webhook %s gave up after %d attempts: %s", delivery.request_id, attempt, error
+            )
+        else:
+            next_at = time.time() + self.base_delay * 2 ** (attempt - 1)
+            log.info(
+                "webhook %s attempt %d failed (%s); retrying", delivery.request_id, attempt, error
+            )
+        self.job_store.webhook_result(delivery.id, False, error, next_at)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # a store hiccup must not end delivery for good
+                log.exception("webhook dispatcher pass failed")
+                busy = 0
+            if not busy:
+                stop.wait(self.poll_interval)
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread until `stop()`."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run_forever, args=(self._stop,), name="webhook-dispatcher", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._client.close()

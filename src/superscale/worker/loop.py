@@ -1,0 +1,278 @@
+"""The worker: claim a job → fetch its input → decode → upscale → encode → store → complete.
+
+Every failure ends the job with an error the user can read (4xx when the input is at fault,
+500 with the exception type when we are) and never escapes the loop. Finished jobs only
+enqueue their webhook; delivery is the `WebhookDispatcher`'s business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from superscale import images, netguard, webhooks
+from superscale.engine import Cancelled, Upscaler
+from superscale.files.base import FileStore, new_key
+from superscale.jobs.base import Job, JobError, JobStore
+from superscale.schemas import AuraSrInput, AuraSrOutput, ImageFile
+from superscale.settings import Settings
+from superscale.worker.fetch import InputError, InputFetcher
+from superscale.worker.lease import Lease
+
+log = logging.getLogger(__name__)
+
+CANCELLED = JobError(400, "The request was cancelled.", "cancelled")
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+# Below this many tiles every batch is logged; above it, at most one line per interval.
+_LOG_EVERY_BATCH_UP_TO = 64
+_LOG_INTERVAL = 1.0
+
+_upscalers: dict[tuple[str, str, str, str], Upscaler] = {}
+_upscalers_lock = threading.Lock()
+
+
+def get_upscaler(settings: Settings, checkpoint: str) -> Upscaler:
+    """One Upscaler per checkpoint and engine setting, loaded on first use and shared by all
+    workers of the process (the weights are large; loading twice would double the memory)."""
+    key = (checkpoint, settings.device, settings.dtype, str(settings.model_dir or ""))
+    with _upscalers_lock:
+        upscaler = _upscalers.get(key)
+        if upscaler is None:
+            upscaler = Upscaler.from_checkpoint(
+                checkpoint,
+                device=settings.device,
+                dtype=settings.dtype,
+                model_dir=settings.model_dir,
+            )
+            _upscalers[key] = upscaler
+        return upscaler
+
+
+class _Progress:
+    """Turns the engine's progress calls into job log lines, throttled for big images."""
+
+    def __init__(self, job_store: JobStore, request_id: str) -> None:
+        self.job_store = job_store
+        self.request_id = request_id
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total <= _LOG_EVERY_BATCH_UP_TO or done >= total or now - self._last >= _LOG_INTERVAL:
+            self._last = now
+            self.job_store.append_log(self.request_id, f"tiles {done}/{total}")
+
+
+class Worker:
+    """Runs jobs of the checkpoints in `settings.checkpoints`, one at a time.
+
+    `fetch_allow` exempts (host, port) pairs from the SSRF guard; for tests only.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        job_store: JobStore,
+        file_store: FileStore,
+        worker_id: str | None = None,
+        *,
+        fetch_allow: netguard.AllowHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.job_store = job_store
+        self.file_store = file_store
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.fetcher = InputFetcher(settings, file_store, allow=fetch_allow)
+        self.public_url = settings.resolved_public_url()
+        self._last_recovery = 0.0
+        # Set by a second shutdown request: abandon the running job (its lease will expire).
+        self.abort = threading.Event()
+
+    # --- the loop --------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        """Claim and finish one job. False when there was none to claim."""
+        job = self.job_store.claim(
+            self.worker_id, self.settings.lease_seconds, list(self.settings.checkpoints)
+        )
+        if job is None:
+            self._recover_when_idle()
+            return False
+        self._run(job)
+        return True
+
+    def run_forever(self, stop: threading.Event, idle_max: float = 0.25) -> None:
+        """Work until `stop` is set; the running job is finished first."""
+        idle = 0.01
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # the store is unreachable, say: wait and try again
+                log.exception("worker %s: claiming failed", self.worker_id)
+                worked, idle = False, idle_max
+            if worked:
+                idle = 0.01
+            else:
+                stop.wait(idle)
+                idle = min(idle_max, idle * 2)
+        self.fetcher.close()
+
+    def _recover_when_idle(self) -> None:
+        """Requeue jobs of dead workers (the API does it too; this covers worker-only setups)."""
+        now = time.monotonic()
+        if now - self._last_recovery < self.settings.lease_seconds / 2:
+            return
+        self._last_recovery = now
+        for request_id in self.job_store.recover_expired(self.settings.max_attempts):
+            webhooks.enqueue(self.job_store, request_id)  # only if it ended for good
+
+    # --- one job ---------------------------------------------------------------------------
+    def _run(self, job: Job) -> None:
+        log.info("worker %s: running %s (attempt %d)", self.worker_id, job.id, job.attempts)
+        output: dict[str, Any] | None = None
+        error: JobError | None = None
+        inference_time: float | None = None
+        with Lease(self.job_store, job.id, self.worker_id, self.settings.lease_seconds) as lease:
+            should_cancel = self._cancel_check(job.id, lease.lost)
+            try:
+                output, inference_time = self._process(job, should_cancel)
+            except Cancelled:
+                if lease.lost.is_set() or self.abort.is_set():
+                    log.warning("dropped %s: lease lost or worker aborted", job.id)
+                    return
+                error = CANCELLED
+            except InputError as exc:
+                error = exc.to_job_error()
+            except Exception as exc:
+                log.exception("request %s failed", job.id)
+                error = JobError(
+                    500,
+                    f"Internal error while running the request ({type(exc).__name__}).",
+                    "internal_error",
+                )
+        if output is not None:
+            if not self.job_store.complete(job.id, self.worker_id, output, inference_time):
+                log.warning("lost the lease on %s before completing; output discarded", job.id)
+                self._discard(output)
+                return
+        else:
+            assert error is not None
+            self._log(job.id, error.message, "ERROR")
+            if not self.job_store.fail(job.id, self.worker_id, error):
+                return
+        if job.webhook_url:
+            webhooks.enqueue(self.job_store, job.id)
+
+    def _cancel_check(self, request_id: str, lost: threading.Event) -> Callable[[], bool]:
+        def should_cancel() -> bool:
+            if lost.is_set() or self.abort.is_set():
+                return True
+            current = self.job_store.get(request_id)
+            return current is None or current.cancel_requested
+
+        return should_cancel
+
+    def _process(self, job: Job, should_cancel: Callable[[], bool]) -> tuple[dict[str, Any], float]:
+        timings: dict[str, float] = {}
+        try:
+            params = AuraSrInput.model_validate(job.input)
+        except ValidationError as exc:
+            detail = json.loads(exc.json(include_url=False))
+            for item in detail:
+                item["loc"] = ["body", *item.get("loc", [])]
+            raise _Invalid(detail) from None
+
+        t = time.perf_counter()
+        data = self.fetcher.fetch(params.image_url)
+        timings["fetch"] = time.perf_counter() - t
+        self._log(job.id, f"fetched input: {len(data)} bytes in {timings['fetch']:.2f} s")
+
+        t = time.perf_counter()
+        try:
+            decoded = images.decode(data, self.settings.max_input_pixels)
+        except images.ImageError as exc:
+            raise InputError(str(exc), getattr(exc, "error_type", "image_load_error")) from None
+        timings["decode"] = time.perf_counter() - t
+        del data
+        width, height = decoded.image.size
+        self._log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
+        if should_cancel():
+            raise Cancelled()
+
+        upscaler = get_upscaler(self.settings, job.checkpoint)
+        t = time.perf_counter()
+        result = upscaler.upscale(
+            decoded.image,
+            overlapping_tiles=params.overlapping_tiles,
+            seed=params.seed,
+            progress=_Progress(self.job_store, job.id),
+            should_cancel=should_cancel,
+        )
+        timings["inference"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        encoded = images.encode(result, params.output_format, decoded.icc_profile)
+        timings["encode"] = time.perf_counter() - t
+        if should_cancel():
+            raise Cancelled()
+
+        t = time.perf_counter()
+        ext = _EXTENSIONS[params.output_format]
+        key = new_key(f"{job.id}.{ext}")
+        ttl = job.file_ttl if job.file_ttl is not None else self.settings.file_ttl_seconds
+        content_type = images.content_type(params.output_format)
+        self.file_store.put(key, encoded, content_type, expires_at=time.time() + ttl)
+        timings["store"] = time.perf_counter() - t
+
+        image = ImageFile(
+            url=f"{self.public_url}/files/{quote(key, safe='/')}",
+            content_type=content_type,
+            file_name=key.rsplit("/", 1)[-1],
+            file_size=len(encoded),
+            width=result.size[0],
+            height=result.size[1],
+            file_data=None,
+        )
+        self._log(
+            job.id,
+            f"done: {image.width}x{image.height} {params.output_format}, {image.file_size} bytes, "
+            f"inference {timings['inference']:.2f} s",
+        )
+        output = AuraSrOutput(image=image, timings=timings).model_dump(mode="json")
+        return output, timings["inference"]
+
+    def _discard(self, output: dict[str, Any]) -> None:
+        url = str(output.get("image", {}).get("url", ""))
+        prefix = f"{self.public_url}/files/"
+        if url.startswith(prefix):
+            try:
+                self.file_store.delete(url[len(prefix) :])
+            except Exception:
+                log.warning("could not delete discarded output %s", url, exc_info=True)
+
+    def _log(self, request_id: str, message: str, level: str = "INFO") -> None:
+        try:
+            self.job_store.append_log(request_id, message, level)
+        except Exception:  # a log line is not worth failing the job over
+            log.warning("could not append a log line to %s", request_id, exc_info=True)
+
+
+class _Invalid(InputError):
+    """The stored input no longer validates (the API validates at submit; this is a backstop)."""
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        message = "; ".join(str(item.get("msg", "")) for item in detail) or "invalid input"
+        super().__init__(message, "validation_error")
+        self.detail = detail
+
+    def to_job_error(self) -> JobError:
+        return JobError(422, self.message, self.error_type, self.detail)

@@ -1,0 +1,80 @@
+"""`create_app`: the ASGI app serving fal's protocol for `fal-ai/aura-sr`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+
+from superscale.api import maintenance, ops, proxy, queue, storage
+from superscale.api.context import ApiContext
+from superscale.api.errors import ApiError, api_error_handler, unexpected_error_handler
+from superscale.api.metrics import HttpMetricsMiddleware, Metrics
+from superscale.api.signing import Signer, load_secret
+from superscale.files.base import FileStore
+from superscale.jobs.base import JobStore
+from superscale.settings import Settings
+
+log = logging.getLogger("superscale.api")
+
+
+def create_app(
+    settings: Settings,
+    job_store: JobStore,
+    file_store: FileStore,
+    *,
+    maintenance_interval: float = maintenance.INTERVAL,
+) -> FastAPI:
+    """The API over the given stores. The caller owns the stores (and closes them)."""
+    ctx = ApiContext(
+        settings=settings,
+        job_store=job_store,
+        file_store=file_store,
+        signer=Signer(load_secret(settings.data_dir)),
+        metrics=Metrics(job_store),
+    )
+    if not settings.auth:
+        log.warning(
+            "!!! AUTH IS OFF (--no-auth): anyone who can reach %s can run jobs and upload "
+            "files. Use this only on a trusted machine. !!!",
+            settings.resolved_public_url(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(maintenance.run_forever(ctx, maintenance_interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # FastAPI's generated document would describe our catch-all routes; we serve the
+    # endpoint's own document at /openapi.json instead.
+    app = FastAPI(
+        title="superscale",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    app.add_middleware(proxy.ProxyMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)
+
+    for router in (ops.router, proxy.router, storage.router, queue.router):
+        app.include_router(router)
+    with contextlib.suppress(ImportError):  # the playground is optional
+        from superscale.api.playground import router as playground_router
+
+        app.include_router(playground_router)
+    last = APIRouter()
+    queue.add_run_route(last)  # the catch-all POST /{endpoint}: after every other route
+    app.include_router(last)
+    return app

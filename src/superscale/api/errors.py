@@ -1,0 +1,73 @@
+"""fal-shaped error answers: `{"detail": [{loc, msg, type}], "error_type"?}`.
+
+Every refusal the API makes goes through `ApiError`, so clients (fal's Python client raises
+`FalClientHTTPError(body["detail"])`, fal-js reads `detail` as field errors on 422) always see
+the same shape, and nothing the user did wrong turns into a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP error answered with fal's error body."""
+
+    def __init__(
+        self,
+        status_code: int,
+        msg: str,
+        *,
+        loc: Sequence[str | int] = ("body",),
+        type: str = "value_error",
+        detail: Any = None,
+        headers: Mapping[str, str] | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(msg)
+        self.status_code = status_code
+        self.detail = (
+            detail if detail is not None else [{"loc": list(loc), "msg": msg, "type": type}]
+        )
+        self.headers = dict(headers or {})
+        self.error_type = error_type
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"detail": self.detail}
+        headers = dict(self.headers)
+        if self.error_type:
+            body["error_type"] = self.error_type
+            headers.setdefault("X-Fal-Error-Type", self.error_type)
+        return JSONResponse(body, status_code=self.status_code, headers=headers)
+
+
+def not_found(what: str = "Request") -> ApiError:
+    return ApiError(404, f"{what} not found", loc=("path",), type="not_found")
+
+
+def validation_error(exc: ValidationError, prefix: str = "body") -> ApiError:
+    """pydantic errors as fal's 422: locations prefixed like FastAPI's (`["body", field]`)."""
+    detail = [
+        {"loc": [prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return ApiError(422, "validation error", detail=detail)
+
+
+async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A bug on our side: log it with the traceback, answer in fal's shape without internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return ApiError(500, "Internal server error", type="internal_error").response()

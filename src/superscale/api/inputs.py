@@ -1,0 +1,186 @@
+"""Reading and checking what a submit carries: body, input schema, `image_url`, headers.
+
+Everything that can be judged without the network is judged here, so a bad request is a 422
+at submit rather than a failed job later. Fetching, decoding and bomb checks are the worker's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from fastapi import Request
+from pydantic import ValidationError
+
+from superscale.api.context import ApiContext
+from superscale.api.errors import ApiError, validation_error
+from superscale.files.base import FileNotFound
+from superscale.schemas import AuraSrInput
+
+_IMAGE_URL_LOC = ("body", "image_url")
+_DATA_URI = re.compile(r"^data:([^,]*?),(.*)$", re.DOTALL | re.IGNORECASE)
+FILES_PREFIX = "/files/"
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body is larger than {limit} bytes", type="request_too_large")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        pos = getattr(exc, "pos", 0)
+        raise ApiError(
+            422, f"JSON decode error: {exc}", loc=("body", pos), type="json_invalid"
+        ) from None
+
+
+def _bad_url(msg: str) -> ApiError:
+    return ApiError(422, msg, loc=_IMAGE_URL_LOC, type="url_invalid")
+
+
+def check_data_uri(url: str, max_bytes: int) -> None:
+    match = _DATA_URI.match(url)
+    if not match or not match.group(1).lower().endswith(";base64"):
+        raise _bad_url("data: URI must be base64-encoded (data:<type>;base64,<data>)")
+    payload = re.sub(r"\s+", "", unquote(match.group(2)))
+    if not payload:
+        raise _bad_url("data: URI holds no data")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise _bad_url(f"data: URI holds more than {max_bytes} bytes")
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # the URL-safe alphabet is base64 too
+            base64.b64decode(payload.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad_url("data: URI is not valid base64") from None
+
+
+async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
+    """Validates `image_url`; returns it, with our own file URLs made canonical."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "data":
+        check_data_uri(url, ctx.settings.max_input_bytes)
+        return url
+    if scheme not in ("http", "https"):
+        raise _bad_url("image_url must be an http(s) URL or a data: URI")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise _bad_url(f"image_url is not a valid URL: {exc}") from None
+    if not host:
+        raise _bad_url("image_url has no host")
+    if parts.netloc.lower() in ctx.own_netlocs(request) and parts.path.startswith(FILES_PREFIX):
+        key = unquote(parts.path[len(FILES_PREFIX) :])
+        try:
+            await ctx.call(ctx.file_store.get, key)
+        except FileNotFound:
+            raise _bad_url("image_url names a file of this server that does not exist") from None
+        return ctx.canonical_file_url(key)
+    return url
+
+
+async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
+    """Body → validated `AuraSrInput` (422 / 413 otherwise)."""
+    body = await read_body(request, ctx.settings.max_body_bytes)
+    data = parse_json(body)
+    try:
+        inp = AuraSrInput.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if inp.checkpoint not in ctx.settings.checkpoints:
+        served = ", ".join(ctx.settings.checkpoints)
+        raise ApiError(
+            422,
+            f"checkpoint {inp.checkpoint!r} is not served here (served: {served})",
+            loc=("body", "checkpoint"),
+            type="literal_error",
+        )
+    inp.image_url = await check_image_url(inp.image_url, request, ctx)
+    return inp
+
+
+@dataclass
+class JobOptions:
+    """What fal's request headers and query ask of a job."""
+
+    priority: int = 0
+    start_deadline: float | None = None
+    file_ttl: float | None = None
+    webhook_url: str | None = None
+
+
+def _header_error(name: str, msg: str) -> ApiError:
+    return ApiError(422, msg, loc=("header", name), type="value_error")
+
+
+def parse_lifecycle(value: str | None, name: str) -> float | None:
+    """`{"expiration_duration_seconds": N}` → N seconds (None: the server default)."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise _header_error(name, "must be JSON") from None
+    if not isinstance(data, dict):
+        raise _header_error(name, "must be a JSON object")
+    seconds = data.get("expiration_duration_seconds")
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        raise _header_error(name, "expiration_duration_seconds must be a positive number")
+    return float(seconds)
+
+
+def parse_options(request: Request) -> JobOptions:
+    headers = request.headers
+    opts = JobOptions()
+    priority = headers.get("x-fal-queue-priority", "normal").strip().lower()
+    if priority not in ("normal", "low"):
+        raise _header_error("x-fal-queue-priority", "must be 'normal' or 'low'")
+    opts.priority = -1 if priority == "low" else 0
+    timeout = headers.get("x-fal-request-timeout")
+    if timeout:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise _header_error("x-fal-request-timeout", "must be a number of seconds") from None
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise _header_error("x-fal-request-timeout", "must be a positive number of seconds")
+        opts.start_deadline = time.time() + seconds
+    opts.file_ttl = parse_lifecycle(
+        headers.get("x-fal-object-lifecycle-preference"), "x-fal-object-lifecycle-preference"
+    )
+    webhook = request.query_params.get("fal_webhook")
+    if webhook is not None:
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(422, "fal_webhook must be an http(s) URL", loc=("query", "fal_webhook"))
+        opts.webhook_url = webhook
+    return opts

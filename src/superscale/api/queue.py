@@ -1,0 +1,251 @@
+"""fal's queue and run routes for `fal-ai/aura-sr`: run, submit, status, stream, result,
+cancel (`fal-protocol.md` §2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from superscale.api.auth import owner_from_key
+from superscale.api.context import ApiContext, Ctx
+from superscale.api.endpoints import resolve_endpoint
+from superscale.api.errors import ApiError, not_found
+from superscale.api.inputs import parse_input, parse_options
+from superscale.jobs.base import CancelOutcome, Job, NewJob, QueueFull
+
+router = APIRouter()
+
+REQUEST_ID_HEADER = "x-fal-request-id"
+# How long one blocking wait lasts before we look at the client again (disconnects, positions).
+WAIT_SLICE = 10.0
+QUEUED_SLICE = 1.0  # queue positions move without the job's version changing
+KEEPALIVE = 15.0
+
+
+def _parse_logs_flag(request: Request) -> bool:
+    value = request.query_params.get("logs")
+    if value is None or value.lower() in ("false", "0", ""):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise ApiError(422, "logs must be true, false, 1 or 0", loc=("query", "logs"))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+
+
+def request_urls(base: str, request_id: str) -> dict[str, str]:
+    root = f"{base}/queue/fal-ai/aura-sr/requests/{request_id}"
+    return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
+
+
+def _status_body(ctx: ApiContext, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
+    """QueueStatus for a job. Blocking (reads logs and position from the store)."""
+    body: dict[str, Any] = {"status": job.state, "request_id": job.id}
+    body.update(request_urls(base, job.id))
+    logs = None
+    if with_logs:
+        logs = [
+            {
+                "message": r.message,
+                "level": r.level,
+                "source": "USER",
+                "timestamp": _iso(r.timestamp),
+            }
+            for r in ctx.job_store.logs(job.id)
+        ]
+    if job.state == "IN_QUEUE":
+        body["queue_position"] = ctx.job_store.queue_position(job.id)
+    body["logs"] = logs
+    if job.state == "COMPLETED":
+        body["metrics"] = {"inference_time": job.inference_time}
+        if job.error is not None:
+            body["error"] = job.error.message
+            body["error_type"] = job.error.error_type
+        ctx.metrics.observe_finished(job)
+    return body
+
+
+def _status_code(job: Job) -> int:
+    return 200 if job.state == "COMPLETED" else 202
+
+
+async def _owned_job(ctx: ApiContext, request_id: str, owner: str) -> Job:
+    job = await ctx.call(ctx.job_store.get, request_id)
+    if job is None or job.owner != owner:
+        raise not_found()
+    return job
+
+
+async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) -> Job:
+    opts = parse_options(request)
+    inp = await parse_input(request, ctx)
+    new = NewJob(
+        endpoint=endpoint,
+        owner=owner,
+        input=inp.model_dump(mode="json"),
+        checkpoint=inp.checkpoint,
+        webhook_url=opts.webhook_url,
+        priority=opts.priority,
+        start_deadline=opts.start_deadline,
+        file_ttl=opts.file_ttl,
+        request_id=str(uuid.uuid4()),
+    )
+    try:
+        return await ctx.call(ctx.job_store.submit, new, ctx.settings.max_queue)
+    except QueueFull as exc:
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        raise ApiError(
+            429,
+            f"The queue is full; retry in {retry} s",
+            type="queue_full",
+            headers={"Retry-After": retry, "X-Fal-Retryable": "true"},
+            error_type="queue_full",
+        ) from None
+
+
+def result_response(ctx: ApiContext, job: Job) -> Response:
+    """A finished job's answer: its output, or its error's status and body."""
+    headers = {REQUEST_ID_HEADER: job.id}
+    if job.error is not None:
+        err = job.error
+        headers["X-Fal-Error-Type"] = err.error_type
+        if err.status_code == 504 and err.error_type == "timeout":
+            headers["X-Fal-Request-Timeout-Type"] = "user"
+        return JSONResponse(err.to_body(), status_code=err.status_code, headers=headers)
+    return JSONResponse(job.output or {}, headers=headers)
+
+
+# --- queue -----------------------------------------------------------------------------------
+
+
+@router.get("/queue/{app:path}/requests/{request_id}/status/stream")
+async def status_stream(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+    resolve_endpoint(app)
+    with_logs = _parse_logs_flag(request)
+    owner = await owner_from_key(request, ctx)
+    await _owned_job(ctx, request_id, owner)
+    base = ctx.base_url(request)
+
+    async def events() -> AsyncIterator[bytes]:
+        version = -2
+        last_body: dict[str, Any] | None = None
+        last_sent = time.monotonic()
+        while True:
+            job = await ctx.call(ctx.job_store.get, request_id)
+            if job is None:
+                return
+            if job.version != version or job.state == "IN_QUEUE":
+                version = job.version
+                body = await ctx.call(_status_body, ctx, job, base, with_logs)
+                if body != last_body:
+                    last_body = body
+                    last_sent = time.monotonic()
+                    yield f"data: {json.dumps(body)}\n\n".encode()
+            if job.state == "COMPLETED":
+                return
+            if time.monotonic() - last_sent >= KEEPALIVE:
+                last_sent = time.monotonic()
+                yield b": keepalive\n\n"  # also how we notice a client that went away
+            slice_ = QUEUED_SLICE if job.state == "IN_QUEUE" else WAIT_SLICE
+            await ctx.wait(ctx.job_store.wait_for_change, request_id, version, slice_)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/queue/{app:path}/requests/{request_id}/status")
+async def status(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+    resolve_endpoint(app)
+    with_logs = _parse_logs_flag(request)
+    owner = await owner_from_key(request, ctx)
+    job = await _owned_job(ctx, request_id, owner)
+    body = await ctx.call(_status_body, ctx, job, ctx.base_url(request), with_logs)
+    return JSONResponse(body, status_code=_status_code(job))
+
+
+@router.put("/queue/{app:path}/requests/{request_id}/cancel")
+async def cancel(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+    resolve_endpoint(app)
+    owner = await owner_from_key(request, ctx)
+    job = await ctx.call(ctx.job_store.get, request_id)
+    if job is None or job.owner != owner:
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+    outcome = await ctx.call(ctx.job_store.cancel, request_id)
+    if outcome in (CancelOutcome.CANCELLED, CancelOutcome.REQUESTED):
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+    if outcome is CancelOutcome.ALREADY_COMPLETED:
+        return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+    return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+
+
+@router.get("/queue/{app:path}/requests/{request_id}")
+async def result(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+    resolve_endpoint(app)
+    owner = await owner_from_key(request, ctx)
+    job = await _owned_job(ctx, request_id, owner)
+    if job.state != "COMPLETED":
+        raise ApiError(
+            400,
+            f"Request is still {'in queue' if job.state == 'IN_QUEUE' else 'in progress'}",
+            loc=("path", "request_id"),
+            type="not_completed",
+            headers={REQUEST_ID_HEADER: job.id},
+        )
+    ctx.metrics.observe_finished(job)
+    return result_response(ctx, job)
+
+
+@router.post("/queue/{endpoint:path}")
+async def submit(endpoint: str, request: Request, ctx: Ctx) -> Response:
+    endpoint_id = resolve_endpoint(endpoint)
+    owner = await owner_from_key(request, ctx)
+    job = await _submit(request, ctx, endpoint_id, owner)
+    body: dict[str, Any] = {
+        "status": "IN_QUEUE",
+        "request_id": job.id,
+        "gateway_request_id": job.id,
+        **request_urls(ctx.base_url(request), job.id),
+        "queue_position": await ctx.call(ctx.job_store.queue_position, job.id),
+    }
+    return JSONResponse(body, headers={REQUEST_ID_HEADER: job.id})
+
+
+# --- synchronous run (fal.run) ---------------------------------------------------------------
+
+
+async def run(endpoint: str, request: Request, ctx: Ctx) -> Response:
+    """Submit, wait for the job to finish, answer its output (or its error)."""
+    endpoint_id = resolve_endpoint(endpoint)
+    owner = await owner_from_key(request, ctx)
+    job: Job | None = await _submit(request, ctx, endpoint_id, owner)
+    assert job is not None
+    version = job.version
+    while job is not None and job.state != "COMPLETED":
+        version = await ctx.wait(ctx.job_store.wait_for_change, job.id, version, WAIT_SLICE)
+        if await request.is_disconnected():
+            # Nobody will read the answer: free the worker for someone who will.
+            await ctx.call(ctx.job_store.cancel, job.id)
+            return Response(status_code=499)
+        job = await ctx.call(ctx.job_store.get, job.id)
+    if job is None:
+        raise ApiError(500, "The request vanished from the job store", type="internal_error")
+    ctx.metrics.observe_finished(job)
+    return result_response(ctx, job)
+
+
+def add_run_route(app_router: APIRouter) -> None:
+    """The catch-all `POST /{endpoint}`: registered last so it never shadows other routes."""
+    app_router.add_api_route("/{endpoint:path}", run, methods=["POST"])

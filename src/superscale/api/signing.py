@@ -1,0 +1,83 @@
+"""Unforgeable, expiring capabilities: upload tokens, upload URLs, proxy sessions.
+
+A token is `base64url(JSON claims) + "." + base64url(HMAC-SHA256(secret, purpose + claims))`.
+Stateless on purpose: any API server holding the same secret can check it, so uploads work
+behind a load balancer. The secret comes from `SUPERSCALE_SECRET_KEY` (set it on every server
+when scaling out) or is created once in the data directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+SECRET_ENV = "SUPERSCALE_SECRET_KEY"
+SECRET_FILE = "secret.key"
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The server's signing secret: from the environment, else `{data_dir}/secret.key`
+    (created on first use with mode 0600; concurrent first starts agree on one file)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    path = Path(data_dir) / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            value = path.read_bytes().strip()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise RuntimeError(f"{path} is empty; delete it or set {SECRET_ENV}") from None
+    value = secrets.token_hex(32).encode()
+    with os.fdopen(fd, "wb") as f:
+        f.write(value)
+    return value
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Signs and checks claims for one purpose at a time (a token made for one use is
+    rejected for any other)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _mac(self, purpose: str, payload: str) -> str:
+        msg = f"{purpose}\n{payload}".encode()
+        return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest())
+
+    def sign(self, purpose: str, claims: dict[str, Any], ttl: float) -> str:
+        body = dict(claims, exp=int(time.time() + ttl))
+        payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+        return f"{payload}.{self._mac(purpose, payload)}"
+
+    def verify(self, purpose: str, token: str) -> dict[str, Any] | None:
+        """The claims when the token is genuine, made for `purpose` and unexpired; else None."""
+        payload, _, mac = token.partition(".")
+        if not payload or not mac or not hmac.compare_digest(mac, self._mac(purpose, payload)):
+            return None
+        try:
+            claims = json.loads(_unb64(payload))
+        except ValueError:
+            return None
+        if not isinstance(claims, dict) or float(claims.get("exp", 0)) < time.time():
+            return None
+        return claims

@@ -1,0 +1,136 @@
+"""A real superscale API server on loopback, in a thread of the test process."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from superscale.api import create_app
+from superscale.api.keys import create_key
+from superscale.files import FileStore, open_file_store
+from superscale.jobs import JobStore, open_job_store
+from superscale.settings import Settings
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    job_store: JobStore
+    file_store: FileStore
+    key: str  # a valid `key_id:secret` ("" with auth off)
+
+    @property
+    def key_id(self) -> str:
+        return self.key.split(":")[0]
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        key = self.key if key is None else key
+        return {"Authorization": f"Key {key}"} if key else {}
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers(key), timeout=30, **kwargs)
+
+    def new_key(self, name: str = "other") -> str:
+        return create_key(self.job_store, name)[1]
+
+
+@contextmanager
+def live_server(
+    data_dir: Path,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    maintenance_interval: float = 0.2,
+    **overrides: Any,
+) -> Iterator[LiveServer]:
+    """Serve the API over SQLite + a local directory in `data_dir` on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
+    job_store = open_job_store(settings.resolved_database_url())
+    file_store = open_file_store(settings.resolved_storage_url())
+    key = create_key(job_store, "test")[1] if settings.auth else ""
+    app = create_app(settings, job_store, file_store, maintenance_interval=maintenance_interval)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    scheme = "https" if ssl_certfile else "http"
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveServer(f"{scheme}://127.0.0.1:{port}", settings, job_store, file_store, key)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        job_store.close()
+        file_store.close()
+
+
+def make_tls_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `IP:127.0.0.1` (and `localhost`); returns (cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "superscale test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def tls_context(cert: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert))

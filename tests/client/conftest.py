@@ -1,0 +1,154 @@
+"""Real `superscale serve` processes on loopback for the client tests.
+
+`server`: one in-process worker and the small random-weight model.
+`idle_server`: no worker and a queue of one job, so jobs stay queued (cancel, timeout) and a
+second submit is refused with 429.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from superscale.client import AsyncClient, RetryPolicy, SyncClient
+
+SUPERSCALE = [sys.executable, "-m", "superscale"]
+KEY_PATTERN = re.compile(r"\b([0-9a-f]{8,}:[0-9a-f]{32,})\b")
+# Tests must not sit out long backoffs: the policy's shape is the same, its delays tiny.
+FAST_RETRY = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05, max_retry_after=0.2)
+
+
+@dataclass
+class ServerProc:
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs: object) -> SyncClient:
+        kwargs.setdefault("retry", FAST_RETRY)
+        return SyncClient(self.url, self.key, **kwargs)  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> AsyncClient:
+        kwargs.setdefault("retry", FAST_RETRY)
+        return AsyncClient(self.url, self.key, **kwargs)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(tmp: Path, model_dir: Path, **settings: object) -> Iterator[ServerProc]:
+    port = free_port()
+    data_dir = tmp / "data"
+    env = {
+        **os.environ,
+        "SUPERSCALE_DATA_DIR": str(data_dir),
+        "SUPERSCALE_MODEL_DIR": str(model_dir),
+        "SUPERSCALE_HOST": "127.0.0.1",
+        "SUPERSCALE_PORT": str(port),
+        "SUPERSCALE_DEVICE": "cpu",
+        **{f"SUPERSCALE_{name.upper()}": str(value) for name, value in settings.items()},
+    }
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "SUPERSCALE_URL"):
+        env.pop(name, None)
+    made = subprocess.run(
+        [*SUPERSCALE, "keys", "create", "--name", "client-tests"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = KEY_PATTERN.search(made.stdout)
+    assert made.returncode == 0 and match, f"keys create failed: {made.stdout}{made.stderr}"
+    log = tmp / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*SUPERSCALE, "serve"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    proc = ServerProc(url, match.group(1), data_dir, log, process)
+    try:
+        _wait_ready(proc)
+        yield proc
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(proc: ServerProc, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            pytest.fail(f"server exited with {proc.process.returncode}:\n{proc.log.read_text()}")
+        try:
+            if httpx.get(f"{proc.url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server not ready after {timeout} s:\n{proc.log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path) -> Iterator[ServerProc]:
+    yield from _start(tmp_path_factory.mktemp("client-server"), small_model_dir, workers=1)
+
+
+@pytest.fixture(scope="session")
+def idle_server(
+    tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path
+) -> Iterator[ServerProc]:
+    yield from _start(
+        tmp_path_factory.mktemp("client-idle"), small_model_dir, workers=0, max_queue=1
+    )
+
+
+@pytest.fixture
+def client(server: ServerProc) -> Iterator[SyncClient]:
+    with server.client() as sync_client:
+        yield sync_client
+
+
+def make_image(width: int = 24, height: int = 16, mode: str = "RGB", seed: int = 1) -> Image.Image:
+    """A small noisy image (noise so PNG cannot shrink it to nothing)."""
+    data = bytes((i * 73 + seed * 31) % 251 for i in range(width * height * len(mode)))
+    return Image.frombytes(mode, (width, height), data)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def image_factory() -> Callable[..., Image.Image]:
+    return make_image
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    path = tmp_path / "input.png"
+    make_image().save(path)
+    return path

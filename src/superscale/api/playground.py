@@ -4,14 +4,27 @@ Plain static files (HTML, CSS, JS modules; no build step, nothing from a CDN), s
 offline. The page reaches the API only through the browser proxy route `/api/fal/proxy`; no key
 ever reaches it. Assets are served from a fixed list of the files in `static/`, never from a
 path the request names.
+
+Access with auth on: the proxy accepts a session cookie (`superscale.api.proxy`). A browser gets
+one from a login link, `login_url(...)`, that `superscale serve` prints: opening
+`/playground/login?token=…` sets the cookie and forgets the link (one use per server process;
+the link also expires). Holders of a key can open a session themselves with
+`POST /api/fal/proxy/session` and `Authorization: Key …`.
 """
 
 from __future__ import annotations
 
+import html
+import secrets
+import threading
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from superscale.api.context import ApiContext, Ctx
+from superscale.api.proxy import SESSION_COOKIE, grant_proxy_session, proxy_session_owner
+from superscale.api.signing import Signer
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSET_PREFIX = "/playground/assets"
@@ -51,6 +64,20 @@ _HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
+LOGIN_PURPOSE = "playground-login"
+LOGIN_TTL = 24 * 3600.0
+_used_logins: set[str] = set()  # nonces of login links already used in this process
+_used_lock = threading.Lock()
+
+
+def login_url(signer: Signer, base_url: str, owner: str, ttl: float = LOGIN_TTL) -> str:
+    """A login link for the playground: opening it gives that browser a proxy session acting
+    as `owner` (a key id). Works once per server process and for `ttl` seconds; the link is a
+    credential, so print it only where the key could be read too (the server's own console)."""
+    token = signer.sign(LOGIN_PURPOSE, {"o": owner, "n": secrets.token_urlsafe(12)}, ttl)
+    return f"{base_url.rstrip('/')}/playground/login?token={token}"
+
+
 def _file(path: Path) -> FileResponse:
     return FileResponse(path, media_type=_CONTENT_TYPES[path.suffix], headers=_HEADERS)
 
@@ -71,3 +98,64 @@ def asset(name: str) -> Response:
     if path is None or name == "index.html":
         return Response("Not found", status_code=404, media_type="text/plain")
     return _file(path)
+
+
+async def _session_key(request: Request, ctx: ApiContext) -> str | None:
+    """The key id this browser's proxy session acts as, when it is valid and the key live."""
+    owner = proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
+    if owner is None:
+        return None
+    key = await ctx.call(ctx.job_store.get_key, owner)
+    return None if key is None or key.revoked_at is not None else owner
+
+
+@router.get("/playground/access")
+async def access(request: Request, ctx: Ctx) -> JSONResponse:
+    """Whether this browser may use the API through the proxy, and as which key."""
+    if not ctx.settings.auth:
+        return JSONResponse({"auth": False, "access": True, "key_id": None})
+    key_id = await _session_key(request, ctx)
+    return JSONResponse(
+        {"auth": True, "access": key_id is not None, "key_id": key_id},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/playground/login")
+async def login(request: Request, ctx: Ctx, token: str = "") -> Response:
+    """Trade a login link for a proxy session cookie, then show the playground."""
+    if not ctx.settings.auth:
+        return RedirectResponse("/playground", status_code=303)
+    claims = ctx.signer.verify(LOGIN_PURPOSE, token)
+    if claims is None:
+        return _login_refused("This login link is not valid, or it has expired.")
+    owner, nonce = str(claims.get("o", "")), str(claims.get("n", ""))
+    key = await ctx.call(ctx.job_store.get_key, owner)
+    if key is None or key.revoked_at is not None:
+        return _login_refused("The key this login link acts as has been revoked.")
+    with _used_lock:
+        if nonce in _used_logins:
+            return _login_refused("This login link has already been used.")
+        _used_logins.add(nonce)
+    response = RedirectResponse("/playground", status_code=303)
+    grant_proxy_session(response, ctx, owner, secure=request.url.scheme == "https")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _login_refused(reason: str) -> HTMLResponse:
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>superscale · login</title>
+<link rel="stylesheet" href="{ASSET_PREFIX}/playground.css"></head>
+<body><main class="layout single"><section class="panel">
+<h2>No access</h2><p>{html.escape(reason)}</p>
+<p>Restart <code>superscale serve</code> for a fresh login link, or start it with
+<code>--no-auth</code> on a trusted machine.</p>
+<p><a href="/playground">Back to the playground</a></p></section></main></body></html>"""
+    return HTMLResponse(
+        body,
+        status_code=401,
+        headers={**_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY},
+    )

@@ -60,21 +60,16 @@ export async function call(method, target, { body, signal, accept } = {}) {
 
 const requestUrl = (id) => `${QUEUE}/${ENDPOINT}/requests/${encodeURIComponent(id)}`;
 
-/**
- * Whether this page may use the API: a proxied status call for a request that cannot exist
- * answers 404 with access and 401/403 without it.
- */
+/** Whether this browser may use the API: {auth, access, key_id} from the server. */
 export async function probeAccess() {
-  try {
-    await call("GET", `${requestUrl("00000000-0000-0000-0000-000000000000")}/status`);
-    return { ok: true };
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
-      return { ok: false, reason: err.message };
-    }
-    if (err instanceof ApiError && err.status === 404) return { ok: true };
-    return { ok: false, reason: err.message || String(err) };
-  }
+  const response = await fetch("/playground/access", { credentials: "same-origin" });
+  if (!response.ok) throw new ApiError(response.status, await readBody(response));
+  return response.json();
+}
+
+/** Ends this browser's proxy session. */
+export async function signOut() {
+  await fetch(`${PROXY}/session`, { method: "DELETE", credentials: "same-origin" });
 }
 
 /** Uploads a file as fal's JS client does (initiate, then PUT); answers its URL. */

@@ -35,6 +35,8 @@ const el = {
   historyClear: $("history-clear"),
   access: $("access"),
   accessDetail: $("access-detail"),
+  session: $("session"),
+  logout: $("logout"),
 };
 
 const state = {
@@ -411,12 +413,27 @@ function showAccess(reason) {
 }
 
 async function checkAccess() {
-  const access = await api.probeAccess();
-  if (!access.ok) {
-    showAccess(access.reason);
+  let access;
+  try {
+    access = await api.probeAccess();
+  } catch (err) {
+    showAccess(err.message);
+    return;
+  }
+  if (!access.access) {
+    showAccess("");
     el.run.disabled = true;
+  } else if (access.auth) {
+    el.session.textContent = `Signed in · key ${access.key_id}`;
+    el.session.hidden = false;
+    el.logout.hidden = false;
   }
 }
+
+el.logout.addEventListener("click", async () => {
+  await api.signOut();
+  location.reload();
+});
 
 // --- formatting -------------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""`superscale serve` and `superscale keys` as a user runs them: real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .test_routes_queue import INPUT
+
+SUPERSCALE = [sys.executable, "-m", "superscale"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server died"
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture
+def api_only(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SUPERSCALE, "serve", "--workers", "0", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url, proc, tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_first_serve_prints_a_working_key_and_never_loads_torch(api_only) -> None:
+    url, proc, data_dir = api_only
+    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "libtorch" not in maps  # --workers 0 serves without the model stack
+    r = httpx.post(f"{url}/queue/fal-ai/aura-sr", json=INPUT)
+    assert r.status_code == 401
+    assert r.json()["detail"][0]["loc"] == ["header", "authorization"]
+
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    match = re.search(r"FAL_KEY=(\S+)", out)
+    assert match, out
+    key = match.group(1)
+    assert key.count(":") == 1
+
+    # The key works against the same store, and a restart does not print another one.
+    port = free_port()
+    proc2 = subprocess.Popen(
+        [*SUPERSCALE, "serve", "--no-worker", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url2 = f"http://127.0.0.1:{port}"
+        wait_ready(url2, proc2)
+        r = httpx.post(
+            f"{url2}/queue/fal-ai/aura-sr", json=INPUT, headers={"Authorization": f"Key {key}"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status_url"].startswith(url2)
+    finally:
+        proc2.terminate()
+        out2, _ = proc2.communicate(timeout=10)
+    assert "FAL_KEY=" not in out2
+
+
+def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SUPERSCALE, "keys", "--data-dir", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = keys("create", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    full = created.stdout.strip()
+    key_id, secret = full.split(":")
+    listed = keys("list")
+    assert key_id in listed.stdout and "ci" in listed.stdout
+    assert secret not in listed.stdout  # secrets are never shown again
+    assert secret not in (tmp_path / "superscale.db").read_bytes().decode("latin-1")
+
+    from superscale.api.keys import verify_key
+    from superscale.jobs import open_job_store
+
+    store = open_job_store(f"sqlite:///{tmp_path / 'superscale.db'}")
+    try:
+        assert verify_key(store, full) == key_id
+        assert verify_key(store, f"{key_id}:{'0' * 64}") is None
+        assert keys("revoke", key_id).returncode == 0
+        assert verify_key(store, full) is None
+    finally:
+        store.close()
+    assert keys("revoke", "nope").returncode != 0
+
+
+def test_no_auth_warns_loudly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *SUPERSCALE,
+            "serve",
+            "--workers",
+            "0",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/queue/fal-ai/aura-sr", json=INPUT)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "AUTH IS OFF" in out
+    assert "FAL_KEY=" not in out
+
+
+def test_api_package_does_not_import_torch() -> None:
+    code = (
+        "import sys, superscale.api, superscale.api.app, superscale.cli.serve;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

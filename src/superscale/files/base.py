@@ -16,6 +16,15 @@ class FileNotFound(Exception):
     pass
 
 
+class InvalidKey(FileNotFound, ValueError):
+    """A key that is not a plain relative path of safe segments (see `check_key`).
+    A FileNotFound too: no such file can exist, so readers answer it like any missing file."""
+
+
+class UploadError(ValueError):
+    """A multipart upload that cannot be completed: unknown parts, wrong etags, no parts."""
+
+
 @dataclass
 class StoredFile:
     key: str
@@ -29,6 +38,21 @@ def new_key(file_name: str) -> str:
     """An unguessable key that keeps the file name's last path segment, for downloads."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in file_name.rsplit("/", 1)[-1])
     return f"{secrets.token_urlsafe(18)}/{safe[:100] or 'file'}"
+
+
+def check_key(key: str) -> str:
+    """Accept only what `new_key` makes: `/`-separated segments of letters, digits and `._-`.
+
+    Stores build paths and object names from keys, so this is what keeps a key from naming
+    anything outside the store (`..`, absolute paths, backslashes, NUL).
+    """
+    segments = key.split("/")
+    if not key or len(key) > 512 or len(segments) > 8:
+        raise InvalidKey(f"invalid file key {key!r}")
+    for segment in segments:
+        if segment in ("", ".", "..") or not all(c.isalnum() or c in "._-" for c in segment):
+            raise InvalidKey(f"invalid file key {key!r}")
+    return key
 
 
 class FileStore(abc.ABC):
@@ -59,4 +83,13 @@ class FileStore(abc.ABC):
 
     @abc.abstractmethod
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
-        """Assembles the parts in order; returns the file size."""
+        """Assembles the parts in order; returns the file size. Raises UploadError when a
+        listed part is missing or its etag differs, FileNotFound for an unknown upload."""
+
+    def presigned_put_url(self, key: str, content_type: str, expires_in: float) -> str | None:
+        """A URL a client may PUT the file's bytes to directly, bypassing the API server.
+        None when the store has no such thing (the local store): the API then takes the PUT."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections or pools the store holds."""

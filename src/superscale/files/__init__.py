@@ -1,0 +1,53 @@
+"""File stores: `open_file_store(url)` builds the one a storage URL names."""
+
+from __future__ import annotations
+
+import os
+
+from superscale.files.base import (
+    FileNotFound,
+    FileStore,
+    InvalidKey,
+    StoredFile,
+    UploadError,
+    check_key,
+    new_key,
+)
+
+__all__ = [
+    "FileNotFound",
+    "FileStore",
+    "InvalidKey",
+    "StoredFile",
+    "UploadError",
+    "check_key",
+    "new_key",
+    "open_file_store",
+]
+
+
+def open_file_store(url: str) -> FileStore:
+    """`file:///absolute/dir` or `s3://bucket[/prefix]`.
+
+    S3 takes its endpoint from `SUPERSCALE_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL` (unset: AWS
+    itself) and its credentials and region the way boto3 always does (`AWS_ACCESS_KEY_ID`,
+    `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, profiles, instance roles).
+    """
+    if url.startswith("file://"):
+        from superscale.files.local import LocalFileStore
+
+        path = url.removeprefix("file://")
+        if not path:
+            raise ValueError(f"{url!r}: the local file store needs a directory")
+        return LocalFileStore(path)
+    if url.startswith("s3://"):
+        from superscale.files.s3 import S3FileStore
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r}: name a bucket, as in s3://bucket/prefix")
+        endpoint = os.environ.get("SUPERSCALE_S3_ENDPOINT_URL") or os.environ.get(
+            "AWS_ENDPOINT_URL"
+        )
+        return S3FileStore(bucket, prefix.strip("/"), endpoint_url=endpoint or None)
+    raise ValueError(f"unsupported storage URL {url!r}: use file:///dir or s3://bucket/prefix")

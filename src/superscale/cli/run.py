@@ -72,7 +72,7 @@ class _Runner:
             self.overall.write(f"{job.image} -> {job.target}")
         except SuperscaleError as exc:
             self.failures.append((job.image, str(exc)))
-            self.overall.write(f"error: {job.image}: {exc}")
+            self.overall.write(f"error: {job.image}: {exc}", file=sys.stderr)
         finally:
             job.bar.close()
             self.overall.update(1)

@@ -256,7 +256,7 @@ async def js_upload_complete(token: str, request: Request, ctx: Ctx) -> Response
 # --- hosted files ----------------------------------------------------------------------------
 
 
-@router.get("/files/{key:path}")
+@router.api_route("/files/{key:path}", methods=["GET", "HEAD"])
 async def get_file(key: str, ctx: Ctx) -> Response:
     try:
         stored = await ctx.call(ctx.file_store.get, key)

@@ -200,7 +200,11 @@ class Worker:
         try:
             decoded = images.decode(data, self.settings.max_input_pixels)
         except images.ImageError as exc:
-            raise InputError(str(exc), getattr(exc, "error_type", "image_load_error")) from None
+            message = str(exc)
+            too_large = message.startswith("image too large")
+            raise InputError(
+                message, "image_too_large" if too_large else "image_load_error"
+            ) from None
         timings["decode"] = time.perf_counter() - t
         del data
         width, height = decoded.image.size

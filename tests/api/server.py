@@ -59,6 +59,8 @@ def live_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    if ssl_certfile:
+        overrides.setdefault("public_url", f"https://127.0.0.1:{port}")
     settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
     job_store = open_job_store(settings.resolved_database_url())
     file_store = open_file_store(settings.resolved_storage_url())
@@ -74,6 +76,14 @@ def live_server(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    stop = threading.Event()
+    workers = []
+    for i in range(settings.workers):  # as `superscale serve` runs them: threads, same stores
+        from superscale.worker import Worker
+
+        worker = Worker(settings, job_store, file_store, worker_id=f"test-worker-{i}")
+        workers.append(threading.Thread(target=worker.run_forever, args=(stop,), daemon=True))
+        workers[-1].start()
     scheme = "https" if ssl_certfile else "http"
     deadline = time.monotonic() + 20
     while not server.started:
@@ -83,6 +93,9 @@ def live_server(
     try:
         yield LiveServer(f"{scheme}://127.0.0.1:{port}", settings, job_store, file_store, key)
     finally:
+        stop.set()
+        for worker_thread in workers:
+            worker_thread.join(30)
         server.should_exit = True
         thread.join(10)
         sock.close()

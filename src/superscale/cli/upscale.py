@@ -1,0 +1,321 @@
+"""`superscale upscale IN [IN…] -o OUT`: upscale local images 4× on this machine, no server.
+
+Inputs are files or folders (their images, not recursing). OUT is a directory that receives
+`{stem}_4x.{ext}`, or, for a single input file, the output file itself when it has an image
+suffix. One progress bar counts the tiles of all images. An input that cannot be read is
+reported and skipped; the exit code is 1 when any input failed.
+
+torch loads only when the command runs, so that `superscale --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from PIL import Image
+from tqdm import tqdm
+
+from superscale import images
+from superscale.schemas import CHECKPOINTS
+from superscale.settings import Settings
+
+# Suffixes that make OUT a file (and give its format) when there is one input.
+OUTPUT_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+@dataclass
+class Item:
+    """One input image and where its upscale goes."""
+
+    source: Path
+    target: Path
+    tiles: int = 0  # planned from the header; corrected by the engine's first progress call
+
+
+def collect_inputs(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files named (whatever their suffix), plus the images inside folders named (by suffix);
+    and the paths that gave nothing."""
+    # Suffixes Pillow registers for the formats `images.decode` accepts.
+    suffixes = {
+        ext for ext, fmt in Image.registered_extensions().items() if fmt in images.INPUT_FORMATS
+    }
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            members = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+            )
+            if not members:
+                problems.append((path, "folder holds no image files"))
+        elif path.exists():
+            members = [path]
+        else:
+            problems.append((path, "no such file or folder"))
+            members = []
+        for member in members:
+            key = member.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(member)
+    return found, problems
+
+
+def plan_targets(sources: Sequence[Path], out_dir: Path, fmt: str) -> list[Path]:
+    """`{stem}_4x.{ext}` in `out_dir`; inputs sharing a stem get `{stem}_2_4x.{ext}`, …"""
+    ext = images.extension(fmt)
+    taken: set[str] = set()
+    targets = []
+    for source in sources:
+        name, n = f"{source.stem}_4x.{ext}", 1
+        while name in taken:
+            n += 1
+            name = f"{source.stem}_{n}_4x.{ext}"
+        taken.add(name)
+        targets.append(out_dir / name)
+    return targets
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, so no half-written output remains.
+    (Not `tempfile.mkstemp`: its 0600 mode would outlive the rename.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in CHECKPOINTS or Path(value).is_dir():
+        return value
+    raise click.BadParameter(f"use {' or '.join(CHECKPOINTS)}, or a checkpoint folder")
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (created if needed), or output file for a single input.",
+)
+@click.option(
+    "--checkpoint",
+    default="v2",
+    show_default=True,
+    callback=_check_checkpoint,
+    help="v1, v2, or a folder holding model.safetensors and config.json.",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder with v1/ and v2/ checkpoints (default: SUPERSCALE_MODEL_DIR, then the "
+    "Hugging Face cache, then download).",
+)
+@click.option(
+    "--overlapping-tiles",
+    is_flag=True,
+    default=False,
+    help="Blend an offset second pass of tiles: no seams, about twice the time.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Style noise seed.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto).")
+@click.option("--dtype", default=None, help="auto, fp32, bf16 or fp16 (default auto).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(images.OUTPUT_FORMATS),
+    default=None,
+    help="Output format (default png, or the output file's suffix).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the tile progress bar (default: when stderr is a terminal).",
+)
+def upscale(
+    inputs: tuple[Path, ...],
+    output: Path,
+    checkpoint: str,
+    model_dir: Path | None,
+    overlapping_tiles: bool,
+    seed: int | None,
+    device: str | None,
+    dtype: str | None,
+    fmt: str | None,
+    progress: bool | None,
+) -> None:
+    """Upscale images 4x with AuraSR on this machine, writing OUTPUT/{stem}_4x.{ext}."""
+    settings = Settings()
+    sources, problems = collect_inputs(inputs)
+    single_file = len(inputs) == 1 and inputs[0].is_file()
+    out_is_file = single_file and output.suffix.lower() in OUTPUT_SUFFIXES and not output.is_dir()
+    if out_is_file:
+        implied = OUTPUT_SUFFIXES[output.suffix.lower()]
+        if fmt is not None and fmt != implied:
+            raise click.UsageError(f"--format {fmt} does not match the output file {output.name}")
+        fmt = implied
+    fmt = fmt or "png"
+    out_dir = output.parent if out_is_file else output
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError(f"cannot create the output folder {out_dir}: {exc}") from None
+    targets = [output] if out_is_file else plan_targets(sources, out_dir, fmt)
+    items = [Item(s, t) for s, t in zip(sources, targets, strict=True)]
+
+    for path, message in problems:
+        _report(path, message)
+    if items:
+        upscaler = _load(checkpoint, model_dir or settings.model_dir, device, dtype, settings)
+        show = sys.stderr.isatty() if progress is None else progress
+        failures = _run(upscaler, items, fmt, overlapping_tiles, seed, settings, show)
+    else:
+        failures = 0
+    failed = failures + len(problems)
+    if failed:
+        total = len(items) + len(problems)
+        click.echo(f"{failed} of {total} inputs failed", err=True)
+        sys.exit(1)
+
+
+def _load(
+    checkpoint: str, model_dir: Path | None, device: str | None, dtype: str | None, s: Settings
+) -> Any:
+    from superscale.engine import Upscaler, resolve_device, resolve_dtype
+    from superscale.model import CheckpointError
+
+    try:
+        dev = resolve_device(device or s.device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    try:
+        resolve_dtype(dtype or s.dtype, dev)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dtype") from None
+    try:
+        return Upscaler.from_checkpoint(
+            checkpoint, device=dev, dtype=dtype or s.dtype, model_dir=model_dir
+        )
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Any) -> int:
+    """Tiles an image will take, from its header only (0 when the header cannot be read)."""
+    from superscale.engine.tiling import TilePlan
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception:
+        return 0
+    config = upscaler.config
+    plan = TilePlan(height, width, config.input_image_size, config.scale, overlapping_tiles)
+    return int(plan.total)
+
+
+def _run(
+    upscaler: Any,
+    items: list[Item],
+    fmt: str,
+    overlapping_tiles: bool,
+    seed: int | None,
+    settings: Settings,
+    show: bool,
+) -> int:
+    """Upscale every item under one bar; return how many failed."""
+    for item in items:
+        item.tiles = _planned_tiles(item.source, overlapping_tiles, upscaler)
+    failures = 0
+    with _TileBar(sum(i.tiles for i in items), show) as bar:
+        for item in items:
+            progress = bar.start(item)
+            try:
+                message = _upscale_one(
+                    upscaler, item, fmt, overlapping_tiles, seed, settings, progress
+                )
+            except Exception as exc:  # one bad image must not abort the batch
+                known = isinstance(exc, images.ImageError | OSError)
+                failures += 1
+                bar.drop_rest(item)
+                _report(item.source, str(exc) if known else f"{type(exc).__name__}: {exc}")
+            else:
+                tqdm.write(message, file=sys.stdout)
+    return failures
+
+
+class _TileBar:
+    """One tqdm bar over the tiles of all images. Each image's share starts as the header's
+    estimate and is set to the engine's count at its first progress call."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total = total
+        self.done = 0
+        self._item_done = 0
+        self.bar = tqdm(total=total, unit="tile", disable=not show, file=sys.stderr)
+
+    def __enter__(self) -> _TileBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def start(self, item: Item) -> Callable[[int, int], None]:
+        """Begin `item`; return its `progress(done, total)` callback for the engine."""
+        self.bar.set_description(item.source.name)
+        self._item_done = 0
+
+        def progress(done: int, total: int) -> None:
+            if total != item.tiles:
+                self._set_total(self.total + total - item.tiles)
+                item.tiles = total
+            self.bar.update(done - self._item_done)
+            self.done += done - self._item_done
+            self._item_done = done
+
+        return progress
+
+    def drop_rest(self, item: Item) -> None:
+        """`item` failed: its tiles still to come never will."""
+        self._set_total(self.total - (item.tiles - self._item_done))
+
+    def _set_total(self, total: int) -> None:
+        self.total = total
+        self.bar.total = total
+        self.bar.refresh()
+
+
+def _upscale_one(
+    upscaler: Any,
+    item: Item,
+    fmt: str,
+    overlapping_tiles: bool,
+    seed: int | None,
+    settings: Settings,
+    progress: Callable[[int, int], None],
+) -> str:
+    decoded = images.decode(item.source.read_bytes(), settings.max_input_pixels)
+    out = upscaler.upscale(
+        decoded.image, overlapping_tiles=overlapping_tiles, seed=seed, progress=progress
+    )
+    write_atomically(item.target, images.encode(out, fmt, icc_profile=decoded.icc_profile))
+    return f"{item.source} -> {item.target} ({out.width}x{out.height})"
+
+
+def _report(path: Path, message: str) -> None:
+    tqdm.write(f"error: {path}: {message}", file=sys.stderr)  # above the bar, if one is shown

@@ -1,0 +1,151 @@
+"""`superscale upscale`: the real command (click's runner, in process) on the small random-weight
+checkpoints. Inputs stay within one 64-px tile each, so every upscale is a single tile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image, ImageCms
+
+from superscale.cli import main
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, ["upscale", *map(str, args)], catch_exceptions=False)
+
+
+def make(path: Path, mode: str, size: tuple[int, int], **params: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(path)))
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    arr = rng.integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+    image = Image.fromarray(arr[..., 0] if bands == 1 else arr, mode)
+    image.save(path, **params)
+    return path
+
+
+def opened(path: Path) -> Image.Image:
+    image = Image.open(path)
+    image.load()
+    return image
+
+
+@pytest.fixture
+def models(small_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach for the hub from a test
+    monkeypatch.delenv("SUPERSCALE_MODEL_DIR", raising=False)
+    return small_model_dir
+
+
+def test_three_files_are_upscaled_4x_with_their_modes(models: Path, tmp_path: Path) -> None:
+    a = make(tmp_path / "in" / "a.png", "RGB", (20, 12))
+    b = make(tmp_path / "in" / "b.png", "RGBA", (9, 30))
+    c = make(tmp_path / "in" / "c.jpg", "L", (33, 5))
+    out = tmp_path / "out"
+    result = invoke(a, b, c, "-o", out, "--model-dir", models, "--checkpoint", "v1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a_4x.png", "b_4x.png", "c_4x.png"]
+    for name, size, mode in [
+        ("a_4x.png", (80, 48), "RGB"),
+        ("b_4x.png", (36, 120), "RGBA"),
+        ("c_4x.png", (132, 20), "RGB"),
+    ]:
+        image = opened(out / name)
+        assert (image.size, image.mode) == (size, mode)
+        assert np.asarray(image).std() > 0  # a picture, not a blank canvas
+    assert str(out / "a_4x.png") in result.stdout
+
+
+def test_folder_with_a_bad_file_reports_it_and_writes_the_rest(
+    models: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    make(folder / "one.png", "RGB", (16, 16))
+    make(folder / "two.webp", "RGB", (8, 20), lossless=True)
+    (folder / "broken.png").write_bytes(b"this is not a PNG")
+    (folder / "notes.txt").write_text("not an image, and not picked up")
+    out = tmp_path / "out"
+    result = invoke(folder, "-o", out, "--model-dir", models, "--format", "webp")
+    assert result.exit_code == 1
+    assert "broken.png" in result.stderr and "not a supported image" in result.stderr
+    assert "1 of 3 inputs failed" in result.stderr
+    assert "notes" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["one_4x.webp", "two_4x.webp"]
+    assert opened(out / "one_4x.webp").size == (64, 64)
+    assert opened(out / "two_4x.webp").size == (32, 80)
+
+
+def test_single_file_output_keeps_icc_and_takes_format_from_suffix(
+    models: Path, tmp_path: Path
+) -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = make(tmp_path / "photo.png", "RGB", (10, 10), icc_profile=profile)
+    target = tmp_path / "result" / "big.jpg"
+    result = invoke(src, "-o", target, "--model-dir", models, "--seed", "7")
+    assert result.exit_code == 0, result.output
+    image = opened(target)
+    assert (image.format, image.size) == ("JPEG", (40, 40))
+    assert image.info.get("icc_profile") == profile
+    assert list(target.parent.iterdir()) == [target]  # no temporary file left behind
+
+
+def test_missing_input_is_reported_and_the_others_still_run(models: Path, tmp_path: Path) -> None:
+    a = make(tmp_path / "x" / "same.png", "RGB", (4, 4))
+    b = make(tmp_path / "y" / "same.png", "RGB", (5, 3))
+    out = tmp_path / "out"
+    result = invoke(tmp_path / "nope.png", a, b, "-o", out, "--model-dir", models, "--progress")
+    assert result.exit_code == 1
+    assert "nope.png: no such file or folder" in result.stderr
+    # Same stem twice: the second gets its own name instead of overwriting the first.
+    assert opened(out / "same_4x.png").size == (16, 16)
+    assert opened(out / "same_2_4x.png").size == (20, 12)
+    assert "2/2" in result.stderr  # the bar counted both images' tiles
+
+
+def test_same_seed_same_bytes(models: Path, tmp_path: Path) -> None:
+    src = make(tmp_path / "s.png", "RGB", (12, 12))
+    first, second = tmp_path / "1.png", tmp_path / "2.png"
+    for target in (first, second):
+        assert invoke(src, "-o", target, "--model-dir", models, "--seed", "3").exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "v9"], "use v1 or v2"),
+        (["--device", "tpu"], "device"),
+        (["--dtype", "fp8"], "dtype"),
+        (["--format", "gif"], "gif"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    models: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    src = make(tmp_path / "s.png", "RGB", (4, 4))
+    result = invoke(src, "-o", tmp_path / "out", "--model-dir", models, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_format_conflicting_with_output_suffix_is_refused(tmp_path: Path) -> None:
+    src = make(tmp_path / "s.png", "RGB", (4, 4))
+    result = invoke(src, "-o", tmp_path / "out.png", "--format", "jpeg")
+    assert result.exit_code == 2
+    assert "does not match" in result.stderr
+
+
+def test_missing_checkpoint_is_a_clear_error(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    src = make(tmp_path / "s.png", "RGB", (4, 4))
+    result = invoke(src, "-o", tmp_path / "out", "--model-dir", empty)
+    assert result.exit_code == 1
+    assert "Error:" in result.stderr and "v2" in result.stderr
+    assert not (tmp_path / "out" / "s_4x.png").exists()

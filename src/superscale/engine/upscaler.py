@@ -1,0 +1,205 @@
+"""`Upscaler`: a PIL image in, its 4× upscale out."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .. import images
+from ..model import AuraSR, load_model, resolve_checkpoint
+from ..schemas import DEFAULT_SEED
+from .devices import default_batch_size, resolve_device, resolve_dtype
+from .noise import ReferenceNoise, SharedNoise
+from .tiling import BandAssembler, Tile, TilePlan
+
+NoiseMode = Literal["shared", "per_tile"]
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+MAX_SEED = 2**64 - 1
+
+
+class Cancelled(Exception):
+    """`should_cancel()` returned true: the upscale stopped between two tile batches."""
+
+
+class Upscaler:
+    """Runs AuraSR over whole images: tiling, blending, style folding, precision and device."""
+
+    def __init__(
+        self,
+        model: AuraSR,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        batch_size: int | None = None,
+        fold_cache_size: int = 2,
+        channels_last: bool | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.config = model.config
+        self.batch_size = batch_size or default_batch_size(self.device)
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.fold_cache_size = max(1, fold_cache_size)
+        # channels_last speeds up oneDNN's and cuDNN's convolutions for this network.
+        self.channels_last = self.device.type != "mps" if channels_last is None else channels_last
+        self._folded: OrderedDict[int, AuraSR] = OrderedDict()
+        self._fold_lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path = "v2",
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        model_dir: str | Path | None = None,
+        **kwargs: int | bool | None,
+    ) -> Upscaler:
+        """Load `v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
+        files = resolve_checkpoint(checkpoint, model_dir)
+        dev = resolve_device(device)
+        return cls(load_model(files, device=dev), device=dev, dtype=dtype, **kwargs)  # type: ignore[arg-type]
+
+    # Folding -------------------------------------------------------------------------------
+
+    def folded(self, seed: int) -> AuraSR:
+        """The plain CNN for `seed`'s shared style, from a small LRU cache."""
+        with self._fold_lock:
+            net = self._folded.get(seed)
+            if net is not None:
+                self._folded.move_to_end(seed)
+                return net
+            z = SharedNoise(seed, self.config.style_network.dim_in, 1, 1).z.to(self.device)
+            net = self.model.fold(z, self.dtype)
+            if self.channels_last:
+                net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self._folded[seed] = net
+            while len(self._folded) > self.fold_cache_size:
+                self._folded.popitem(last=False)
+            return net
+
+    def warm_up(self, seed: int | None = None) -> None:
+        """Fold the weights for `seed` (default: the default seed) ahead of the first request."""
+        self.folded(DEFAULT_SEED if seed is None else seed)
+
+    # Upscaling -----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def upscale(
+        self,
+        image: Image.Image,
+        overlapping_tiles: bool = False,
+        seed: int | None = None,
+        noise: NoiseMode = "shared",
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> Image.Image:
+        """`image` (any mode) → its 4× upscale, RGB or RGBA (alpha: Lanczos-resampled)."""
+        seed = DEFAULT_SEED if seed is None else seed
+        if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
+        if noise not in ("shared", "per_tile"):
+            raise ValueError(f"noise must be 'shared' or 'per_tile', not {noise!r}")
+        image = images.normalize(image)
+        alpha = image.getchannel("A") if image.mode == "RGBA" else None
+        rgb = image.convert("RGB") if alpha is not None else image
+        out = self.upscale_array(
+            np.asarray(rgb), overlapping_tiles, seed, noise, progress, should_cancel
+        )
+        result = Image.fromarray(out, "RGB")
+        if alpha is not None:
+            # Alpha is not what the model was trained on, and running it through the network
+            # would double the cost; Lanczos keeps edges sharp at a negligible cost.
+            result.putalpha(alpha.resize(result.size, Image.Resampling.LANCZOS))
+        return result
+
+    @torch.inference_mode()
+    def upscale_array(
+        self,
+        pixels: np.ndarray,
+        overlapping_tiles: bool = False,
+        seed: int = DEFAULT_SEED,
+        noise: NoiseMode = "shared",
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 → (4H, 4W, 3) uint8."""
+        if pixels.ndim != 3 or pixels.shape[2] != self.config.channels or pixels.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, {self.config.channels}) uint8 array")
+        h, w, c = pixels.shape
+        if h < 1 or w < 1:
+            raise ValueError("image is empty")
+        tile = self.config.input_image_size
+        plan = TilePlan(h, w, tile, self.config.scale, overlapping_tiles)
+        if not pixels.flags.writeable:  # PIL's arrays are read-only; torch wants writable memory
+            pixels = pixels.copy()
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
+        inputs = plan.inputs(image)
+        out = np.empty((h * plan.scale, w * plan.scale, c), dtype=np.uint8)
+        assembler = BandAssembler(plan, out)
+        z_dim = self.config.style_network.dim_in
+
+        run: Callable[[list[Tile]], Tensor]
+        if noise == "shared":
+            shared = SharedNoise(seed, z_dim, c, tile)
+            net = self.folded(seed)
+
+            def run(batch: list[Tile]) -> Tensor:
+                x = torch.stack([_cut(inputs, t, tile) + shared.input_noise(t) for t in batch])
+                return self._forward(net, x.clamp_(0, 1), None)
+        else:
+            ref = ReferenceNoise(seed, z_dim, c, tile, plan, self.batch_size)
+
+            def run(batch: list[Tile]) -> Tensor:
+                draws = [ref.draw(t) for t in batch]
+                x = torch.stack(
+                    [_cut(inputs, t, tile) + n for t, (_, n) in zip(batch, draws, strict=True)]
+                )
+                z = torch.stack([zi for zi, _ in draws])
+                return self._forward(self.model, x.clamp_(0, 1), z)
+
+        tiles = list(plan.tiles())
+        total = len(tiles)
+        if progress:
+            progress(0, total)
+        for start in range(0, total, self.batch_size):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            batch = tiles[start : start + self.batch_size]
+            result = run(batch)
+            for t, pixels_out in zip(batch, result, strict=True):
+                assembler.add(t, pixels_out)
+            if progress:
+                progress(start + len(batch), total)
+        assert assembler.done
+        return out
+
+    def _forward(self, net: AuraSR, x: Tensor, z: Tensor | None) -> Tensor:
+        """One batch of tiles through `net`: float32 [0, 1] in and out, on the CPU."""
+        if z is None:  # folded: runs in the compute dtype
+            x = x.to(self.device, self.dtype)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = net(x)
+        else:  # adaptive (per-tile styles): runs in the stored weights' dtype
+            weights = net.init_conv.weight
+            y = net(x.to(weights.device, weights.dtype), z.to(weights.device, weights.dtype))
+        return y.float().clamp_(0, 1).cpu()
+
+
+def _cut(inputs: tuple[Tensor, Tensor | None], tile: Tile, size: int) -> Tensor:
+    source = inputs[tile.pass_]
+    assert source is not None
+    y, x = tile.row * size, tile.col * size
+    return source[:, y : y + size, x : x + size]

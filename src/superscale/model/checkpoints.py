@@ -1,0 +1,283 @@
+"""Checkpoints: the registry, finding the files, strict loading, and random test checkpoints.
+
+A checkpoint is a directory (or a `model.safetensors` with `config.json` beside it) in the
+official layout. `resolve_checkpoint` finds one, in this order:
+
+1. an explicit local file or directory;
+2. `{model_dir}/{name}/` where model_dir is the argument or `SUPERSCALE_MODEL_DIR`;
+3. the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`);
+4. a download of `model.safetensors` and `config.json` only — unless `HF_HUB_OFFLINE` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .config import AuraSRConfig
+from .network import AuraSR
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+REGISTRY: dict[str, str] = {"v1": "fal/AuraSR", "v2": "fal/AuraSR-v2"}
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be found or does not fit the network."""
+
+
+class CheckpointNotFound(CheckpointError):
+    """No file where the checkpoint should be."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """The weights' keys or shapes differ from the network the config describes."""
+
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+        source: str = "",
+    ) -> None:
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mismatched:
+            shown = [
+                f"{k}: checkpoint {list(got)} vs model {list(want)}" for k, got, want in mismatched
+            ]
+            parts.append(f"mismatched shapes ({len(mismatched)}): {_listing(shown)}")
+        where = f" in {source}" if source else ""
+        super().__init__(f"checkpoint does not fit the network{where}: " + "; ".join(parts))
+
+
+class HubUnreachable(CheckpointError):
+    """The files are not local and the Hugging Face hub cannot (or may not) be reached."""
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    more = f", … ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    weights: Path
+    config: Path
+
+
+# Resolution ------------------------------------------------------------------------------------
+
+
+def _files_in(directory: Path) -> CheckpointFiles:
+    files = CheckpointFiles(directory / WEIGHTS_FILE, directory / CONFIG_FILE)
+    missing = [p.name for p in (files.weights, files.config) if not p.is_file()]
+    if missing:
+        raise CheckpointNotFound(f"{directory}: missing {' and '.join(missing)}")
+    return files
+
+
+def _looks_like_path(name: str) -> bool:
+    return name not in REGISTRY and (
+        os.sep in name or "/" in name or name.endswith(".safetensors") or Path(name).exists()
+    )
+
+
+def _manual_placement_hint(name: str, repo: str) -> str:
+    return (
+        f"To install it by hand, download {WEIGHTS_FILE} and {CONFIG_FILE} from "
+        f"huggingface.co/{repo} on a machine that can reach it and place them in "
+        f"$SUPERSCALE_MODEL_DIR/{name}/ (or pass that directory as the checkpoint)."
+    )
+
+
+def resolve_checkpoint(
+    name: str | Path,
+    model_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+) -> CheckpointFiles:
+    """Find a checkpoint's weights and config, downloading them as a last resort."""
+    if isinstance(name, Path) or _looks_like_path(name):
+        path = Path(name)
+        if path.is_dir():
+            return _files_in(path)
+        if path.is_file():
+            config = path.with_name(CONFIG_FILE)
+            if not config.is_file():
+                raise CheckpointNotFound(f"{path}: no {CONFIG_FILE} beside it")
+            return CheckpointFiles(path, config)
+        raise CheckpointNotFound(f"no checkpoint file or directory at {path}")
+
+    if name not in REGISTRY:
+        raise CheckpointNotFound(
+            f"unknown checkpoint {name!r}: use one of {sorted(REGISTRY)} or a local path"
+        )
+    repo = REGISTRY[name]
+
+    root = model_dir or os.environ.get("SUPERSCALE_MODEL_DIR")
+    if root:
+        directory = Path(root) / name
+        if directory.exists():
+            return _files_in(directory)
+
+    cached = _from_hf_cache(repo)
+    if cached is not None:
+        return cached
+
+    if not download or _hf_offline():
+        why = "HF_HUB_OFFLINE is set" if _hf_offline() else "downloads are disabled"
+        where = f"{root}/{name}" if root else "SUPERSCALE_MODEL_DIR (unset)"
+        raise HubUnreachable(
+            f"checkpoint {name!r} is not in {where} nor in the Hugging Face cache, and {why}. "
+            + _manual_placement_hint(name, repo)
+        )
+    return _download(name, repo)
+
+
+def _hf_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_cache_dir() -> str:
+    """huggingface_hub reads its environment once, at import: read it again at call time."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return str(constants.HF_HUB_CACHE)
+
+
+def _hub_endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _from_hf_cache(repo: str) -> CheckpointFiles | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = _hub_cache_dir()
+    found = [try_to_load_from_cache(repo, f, cache_dir=cache) for f in (WEIGHTS_FILE, CONFIG_FILE)]
+    if all(isinstance(p, str) for p in found):
+        return CheckpointFiles(Path(str(found[0])), Path(str(found[1])))
+    return None
+
+
+def _download(name: str, repo: str) -> CheckpointFiles:
+    from huggingface_hub import hf_hub_download
+
+    paths = []
+    for filename in (CONFIG_FILE, WEIGHTS_FILE):  # hf_hub_download shows a tqdm progress bar
+        try:
+            path = hf_hub_download(
+                repo, filename, cache_dir=_hub_cache_dir(), endpoint=_hub_endpoint()
+            )
+            paths.append(Path(path))
+        except Exception as exc:  # the hub raises many kinds: connection, HTTP, offline…
+            raise HubUnreachable(
+                f"could not download {filename} of checkpoint {name!r} from {repo}: {exc}. "
+                + _manual_placement_hint(name, repo)
+            ) from exc
+    return CheckpointFiles(weights=paths[1], config=paths[0])
+
+
+# Loading ---------------------------------------------------------------------------------------
+
+
+def check_state_dict(
+    model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source: str = ""
+) -> None:
+    """Raise CheckpointMismatch naming every missing, unexpected and mis-shaped key."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(want) - set(shapes))
+    unexpected = sorted(set(shapes) - set(want))
+    mismatched = [
+        (k, shapes[k], want[k]) for k in sorted(set(want) & set(shapes)) if shapes[k] != want[k]
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatch(missing, unexpected, mismatched, source)
+
+
+def load_model(
+    files: CheckpointFiles | str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> AuraSR:
+    """Build the network on the meta device and load the checkpoint into it (no init pass)."""
+    if not isinstance(files, CheckpointFiles):
+        files = resolve_checkpoint(files, download=False)
+    config = AuraSRConfig.from_file(files.config)
+    with torch.device("meta"):
+        model = AuraSR(config)
+    with safe_open(str(files.weights), framework="pt", device=str(device)) as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        check_state_dict(model, shapes, str(files.weights))
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+# Random checkpoints (tests, benchmarks) -----------------------------------------------------------
+
+
+def random_state_dict(config: AuraSRConfig, seed: int = 0) -> dict[str, Tensor]:
+    """Random weights of the right shapes, scaled so activations stay in a sane range.
+
+    Built from shapes on the meta device: no initialisation pass over the real network.
+    The output conv gets a 0.5 bias and small weights so that outputs sit inside [0, 1]
+    (clamping would otherwise hide differences between implementations).
+    """
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in AuraSR(config).state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, Tensor] = {}
+    for key, shape in shapes.items():
+        if key.endswith(".g"):  # RMSNorm gains
+            t = torch.ones(shape)
+        elif key.endswith("attend.scale"):
+            t = torch.randn(shape, generator=gen)
+        elif key.endswith(".proj.weights"):  # kernel banks (n, out, in, k, k): fan-in is in·k·k
+            t = torch.randn(shape, generator=gen) * math.sqrt(2.0 / math.prod(shape[2:]))
+        elif key.startswith("style_network.") and key.endswith(".weight"):  # equalised: unit
+            t = torch.randn(shape, generator=gen)
+        elif len(shape) >= 2:
+            t = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
+        else:  # biases
+            t = torch.randn(shape, generator=gen) * 0.01
+        state[key] = t
+    state["final_to_rgb.weight"] = state["final_to_rgb.weight"] * 0.25
+    state["final_to_rgb.bias"] = torch.full_like(state["final_to_rgb.bias"], 0.5)
+    return state
+
+
+def save_checkpoint(directory: str | Path, config: AuraSRConfig, state: dict[str, Tensor]) -> Path:
+    """Write `model.safetensors` + `config.json` (the official layout) into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return directory
+
+
+def save_random_checkpoint(directory: str | Path, config: AuraSRConfig, seed: int = 0) -> Path:
+    """A random-weight checkpoint in the official layout (tests, benchmarks)."""
+    return save_checkpoint(directory, config, random_state_dict(config, seed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,7 +113,19 @@ def _wait_ready(proc: ServerProc, timeout: float = 120.0) -> None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path) -> Iterator[ServerProc]:
-    yield from _start(tmp_path_factory.mktemp("client-server"), small_model_dir, workers=1)
+    tmp = tmp_path_factory.mktemp("client-server")
+    yield from _start(tmp, _with_broken_v2(small_model_dir, tmp / "models"), workers=1)
+
+
+def _with_broken_v2(model_dir: Path, target: Path) -> Path:
+    """v1 as given; v2 with a truncated weights file — a deployment fault that makes every v2
+    job fail inside the server (an honest 5xx for the error tests)."""
+    shutil.copytree(model_dir / "v1", target / "v1")
+    (target / "v2").mkdir(parents=True)
+    shutil.copy(model_dir / "v2" / "config.json", target / "v2" / "config.json")
+    weights = (model_dir / "v2" / "model.safetensors").read_bytes()
+    (target / "v2" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from superscale.client import (
     RequestCancelledError,
     RequestTimeoutError,
     RetryPolicy,
+    ServerError,
     SyncClient,
     ValidationError,
 )
@@ -167,3 +168,14 @@ def test_server_start_deadline_is_a_timeout_error(
             handle.result()  # no worker: the server expires the job (within ~1 s)
         assert caught.value.status_code == 504
         assert caught.value.request_id == handle.request_id
+
+
+def test_server_error_from_a_job_that_fails_inside_the_server(
+    client: SyncClient, image_file: Path
+) -> None:
+    # The fixture's v2 weights file is truncated: loading it fails in the worker.
+    with pytest.raises(ServerError) as caught:
+        client.subscribe(ENDPOINT_ID, {"image_url": image_file, "checkpoint": "v2"})
+    err = caught.value
+    assert err.status_code is not None and err.status_code >= 500
+    assert err.request_id and err.error_type == "internal_error"

@@ -46,6 +46,7 @@ class _Job:
     image: Path
     target: Path
     bar: tqdm[Any] | None = None
+    started: bool = False  # the tile count is known and the bar restarted
 
 
 class _Runner:
@@ -69,14 +70,15 @@ class _Runner:
         )
         try:
             await self._upscale(job)
-            self.overall.write(f"{job.image} -> {job.target}")
         except SuperscaleError as exc:
             self.failures.append((job.image, str(exc)))
             self.overall.write(f"error: {job.image}: {exc}", file=sys.stderr)
+        else:
+            self.overall.write(f"{job.image} -> {job.target}")
         finally:
             job.bar.close()
-            self.overall.update(1)
             self.slots.put_nowait(slot)
+        self.overall.update(1)  # not reached when interrupted
 
     async def _upscale(self, job: _Job) -> None:
         assert job.bar is not None
@@ -100,14 +102,18 @@ class _Runner:
         name = job.image.name
         if isinstance(status, Queued):
             bar.set_description_str(f"{name}: queued, {status.position} ahead")
-        elif isinstance(status, (InProgress, Completed)):
-            progress = tile_progress(status.logs)
-            if progress is not None:
-                bar.total = progress[1]
-                bar.n = progress[0]
-            label = "upscaling" if isinstance(status, InProgress) else "done"
-            bar.set_description_str(f"{name}: {label}")
-            bar.refresh()
+            return
+        if not isinstance(status, (InProgress, Completed)):
+            return
+        progress = tile_progress(status.logs)
+        if progress is not None:
+            if not job.started:
+                bar.reset(total=progress[1])  # time and rate from the first tile, not the queue
+                job.started = True
+            bar.total, bar.n = progress[1], progress[0]
+        label = "upscaling" if isinstance(status, InProgress) else "done"
+        bar.set_description_str(f"{name}: {label}", refresh=False)
+        bar.refresh()
 
 
 async def run_all(

@@ -22,3 +22,11 @@ if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ] && ! pg_ready; then
     su postgres -c "psql -tc \"SELECT 1 FROM pg_roles WHERE rolname='root'\"" | grep -q 1 \
         || su postgres -c "createuser -s root"
 fi
+# Chromium for the playground's browser tests, from Debian's packages (never a browser download).
+# Installed for CI, or when asked with SUPERSCALE_TEST_BROWSER=1; without it those tests skip.
+if { [ -n "${CI:-}" ] || [ -n "${SUPERSCALE_TEST_BROWSER:-}" ]; } \
+    && ! command -v chromium >/dev/null 2>&1; then
+    echo "services: installing Chromium from Debian's packages" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || echo "services: could not install Chromium; the browser tests will skip" >&2
+fi

@@ -6,10 +6,10 @@ ever reaches it. Assets are served from a fixed list of the files in `static/`, 
 path the request names.
 
 Access with auth on: the proxy accepts a session cookie (`superscale.api.proxy`). A browser gets
-one from a login link, `login_url(...)`, that `superscale serve` prints: opening
-`/playground/login?token=…` sets the cookie and forgets the link (one use per server process;
-the link also expires). Holders of a key can open a session themselves with
-`POST /api/fal/proxy/session` and `Authorization: Key …`.
+one from a login link (`login_url`; `login_banner` is the text `superscale serve` prints, and
+`superscale login-link` makes one for a running server): opening `/playground/login?token=…`
+sets the cookie and spends the link (one use per server process; links also expire). Holders of
+a key can open a session themselves with `POST /api/fal/proxy/session` and `Authorization: Key …`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.proxy import SESSION_COOKIE, grant_proxy_session, proxy_session_owner
-from superscale.api.signing import Signer
+from superscale.api.signing import Signer, load_secret
+from superscale.jobs.base import JobStore
+from superscale.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSET_PREFIX = "/playground/assets"
@@ -76,6 +78,25 @@ def login_url(signer: Signer, base_url: str, owner: str, ttl: float = LOGIN_TTL)
     credential, so print it only where the key could be read too (the server's own console)."""
     token = signer.sign(LOGIN_PURPOSE, {"o": owner, "n": secrets.token_urlsafe(12)}, ttl)
     return f"{base_url.rstrip('/')}/playground/login?token={token}"
+
+
+def login_banner(settings: Settings, job_store: JobStore, key_id: str | None = None) -> str | None:
+    """The lines `superscale serve` prints at start so that a person can open the playground:
+    a login link acting as `key_id` (default: the newest active key). None with auth off (the
+    page needs no login then) or when no key is active."""
+    if not settings.auth:
+        return None
+    if key_id is None:
+        active = [k for k in job_store.list_keys() if k.revoked_at is None]
+        if not active:
+            return None
+        key_id = max(active, key=lambda k: k.created_at).key_id
+    link = login_url(Signer(load_secret(settings.data_dir)), settings.resolved_public_url(), key_id)
+    hours = LOGIN_TTL / 3600
+    return (
+        f"Playground: open this link once to use it as key {key_id} "
+        f"(valid {hours:.0f} h; `superscale login-link` makes another):\n    {link}"
+    )
 
 
 def _file(path: Path) -> FileResponse:
@@ -132,7 +153,9 @@ async def login(request: Request, ctx: Ctx, token: str = "") -> Response:
     owner, nonce = str(claims.get("o", "")), str(claims.get("n", ""))
     key = await ctx.call(ctx.job_store.get_key, owner)
     if key is None or key.revoked_at is not None:
-        return _login_refused("The key this login link acts as has been revoked.")
+        return _login_refused(
+            "The key this login link acts as no longer exists or has been revoked."
+        )
     with _used_lock:
         if nonce in _used_logins:
             return _login_refused("This login link has already been used.")
@@ -151,7 +174,8 @@ def _login_refused(reason: str) -> HTMLResponse:
 <link rel="stylesheet" href="{ASSET_PREFIX}/playground.css"></head>
 <body><main class="layout single"><section class="panel">
 <h2>No access</h2><p>{html.escape(reason)}</p>
-<p>Restart <code>superscale serve</code> for a fresh login link, or start it with
+<p>Make a fresh login link with <code>superscale login-link</code> on the server (or
+restart <code>superscale serve</code>, which prints one), or start the server with
 <code>--no-auth</code> on a trusted machine.</p>
 <p><a href="/playground">Back to the playground</a></p></section></main></body></html>"""
     return HTMLResponse(

@@ -12,6 +12,7 @@ COMMANDS = {
     "serve": "superscale.cli.serve:serve",
     "worker": "superscale.cli.worker:worker",
     "keys": "superscale.cli.keys:keys",
+    "login-link": "superscale.cli.login_link:login_link",
     "upscale": "superscale.cli.upscale:upscale",
     "run": "superscale.cli.run:run",
 }

@@ -189,7 +189,7 @@ el.form.addEventListener("submit", async (e) => {
 });
 
 /** Follows a submitted request to its end and shows the outcome. */
-async function follow(id, beforeUrl) {
+async function follow(id, beforeUrl, reopened = false) {
   state.requestId = id;
   el.cancel.disabled = false;
   await api.watch(id, onStatus, { signal: state.controller.signal });
@@ -206,7 +206,8 @@ async function follow(id, beforeUrl) {
     el.download.hidden = false;
     el.resultInfo.textContent = describeOutput(output);
     history.put({ id, outcome: "ok", image: pick(image, ["url", "width", "height", "file_name"]) });
-    setPhase("done", `Done in ${seconds(Date.now() - state.startedAt)}`);
+    if (!el.progress.hidden) el.progress.value = el.progress.max;
+    setPhase("done", reopened ? "Done" : `Done in ${seconds(Date.now() - state.startedAt)}`);
   } catch (err) {
     if (!(err instanceof api.ApiError)) throw err;
     state.response = err.body;
@@ -234,8 +235,6 @@ function onStatus(s) {
     } else {
       setPhase("running", "Upscaling…");
     }
-  } else if (s.status === "COMPLETED") {
-    el.progress.value = el.progress.max;
   }
   if (Array.isArray(s.logs) && s.logs.length) {
     el.logsBox.hidden = false;
@@ -383,10 +382,11 @@ async function reopen(id) {
   if (!item) return;
   state.request = item.input;
   state.response = null;
+  restoreForm(item);
   renderCode();
   begin();
   try {
-    await follow(id, item.preview && !item.preview.startsWith("data:") ? item.preview : "");
+    await follow(id, item.preview && !item.preview.startsWith("data:") ? item.preview : "", true);
   } catch (err) {
     if (err instanceof api.ApiError && err.status === 404) {
       history.put({ id, outcome: "expired" });
@@ -397,6 +397,19 @@ async function reopen(id) {
     }
   } finally {
     finish();
+  }
+}
+
+/** Puts a past request's settings and input back in the form, so it can be run again. */
+function restoreForm(item) {
+  const input = item.input || {};
+  el.checkpoint.value = input.checkpoint || "v1";
+  el.seed.value = input.seed ?? "";
+  el.format.value = input.output_format || "png";
+  el.overlap.checked = Boolean(input.overlapping_tiles);
+  if (item.preview && !item.preview.startsWith("data:")) {
+    el.url.value = item.preview;
+    pickUrl(item.preview);
   }
 }
 

@@ -1,0 +1,133 @@
+"""Fixtures for the playground tests: the real server (`superscale serve`) on loopback with a
+small random-weight model, and Debian's Chromium driven headless through Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "playground"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# Required: without the background-networking flags Chromium keeps calling home, and this
+# machine's network is closed.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    data_dir: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data_dir: Path, model_dir: Path | None, *extra: str) -> Server:
+    """Runs `superscale serve` in a subprocess on a free loopback port; waits for /health."""
+    port = _free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "serve.log"
+    env = {**os.environ, "SUPERSCALE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    if model_dir is not None:
+        env["SUPERSCALE_MODEL_DIR"] = str(model_dir)
+    cmd = [sys.executable, "-m", "superscale", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir), *extra]
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}", process, log, data_dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"superscale serve exited {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"superscale serve did not become healthy:\n{server.output()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def open_server(
+    tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path
+) -> Iterator[Server]:
+    """A server with auth off and one in-process worker on the small model."""
+    server = start_server(tmp_path_factory.mktemp("serve-open"), small_model_dir, "--no-auth")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with auth on and no worker (API only: nothing here needs the model)."""
+    server = start_server(tmp_path_factory.mktemp("serve-auth"), None, "--workers", "0")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    for path in CHROMIUM_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("chromium")
+    if found:
+        return found
+    pytest.skip(
+        "Chromium not found (Debian: apt-get install chromium; scripts/services.sh does it "
+        "when CI is set or SUPERSCALE_TEST_BROWSER=1)"
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,246 @@
+"""The playground end to end in Debian's Chromium (headless) against the real server on loopback
+with a small random-weight model: upload, run, progress, result, compare, download, snippets,
+history, cancel, the phone layout. Screenshots of each state go to tests/artifacts/playground/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import Server
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+pytestmark = pytest.mark.slow  # a browser, a server and a model: ~20-40 s together
+
+RUN_TIMEOUT_MS = 120_000
+# Records every status text the page shows, so that a progress line that is on screen for only
+# a moment is still seen by the test.
+RECORD_PHASES = """() => {
+  window.__phases = [];
+  const phase = document.getElementById("phase");
+  new MutationObserver(() => window.__phases.push(
+    document.getElementById("status").dataset.phase + ": " + phase.textContent
+  )).observe(phase, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def _png(path: Path, width: int, height: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    # Smooth gradients plus noise: something an upscaler has to work on, and that shows in a
+    # screenshot.
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    pixels = np.clip(base + rng.normal(0, 18, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+def _shot(page: Any, artifacts: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+
+def _code(page: Any, tab: str) -> str:
+    page.click(f"[role=tab][data-tab={tab}]")
+    return str(page.inner_text("#code"))
+
+
+def test_upload_run_watch_compare_download_cancel(
+    open_server: Server, browser: Any, artifacts: Path, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.goto(f"{open_server.url}/")
+    page.wait_for_selector("#phase")
+    assert page.is_hidden("#access"), "auth is off: the page must not ask for access"
+    _shot(page, artifacts, "01-empty")
+
+    # --- pick an image, choose options ---------------------------------------------------
+    small = _png(tmp_path / "small.png", 96, 72, seed=1)
+    page.set_input_files("#file", str(small))
+    expect(page.locator("#input-info")).to_contain_text("384×288")
+    page.select_option("#checkpoint", "v2")
+    page.fill("#seed", "7")
+    _shot(page, artifacts, "02-input")
+
+    # --- run: upload, queue, progress, result --------------------------------------------
+    page.evaluate(RECORD_PHASES)
+    page.click("#run")
+    page.wait_for_selector("#status[data-phase=running]", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("#download:not([hidden])")
+    _shot(page, artifacts, "03-result")
+
+    phases = page.evaluate("window.__phases")
+    assert any(p.startswith("uploading") for p in phases), phases
+    assert any(p.startswith("queued: In queue") for p in phases), phases
+    tiles = [p for p in phases if re.match(r"running: Upscaling · tiles \d+/\d+$", p)]
+    assert tiles, f"no tile progress shown: {phases}"
+    done, total = map(int, tiles[-1].rsplit(" ", 1)[1].split("/"))
+    assert 0 < done <= total
+    assert page.get_attribute("#progress", "max") is not None
+
+    request = json.loads(_code(page, "request"))
+    assert request["checkpoint"] == "v2" and request["seed"] == 7
+    assert request["image_url"].startswith(f"{open_server.url}/files/"), request
+    response = json.loads(_code(page, "response"))
+    image = response["image"]
+    assert (image["width"], image["height"]) == (384, 288)
+    assert "384×288" in page.inner_text("#result-info")
+
+    # The uploaded input is byte-exact on the server.
+    assert httpx.get(request["image_url"]).content == small.read_bytes()
+
+    # --- compare: zoom to pixels, move the divider ---------------------------------------
+    page.click("button[data-zoom='8']")
+    assert "pixelated" in (page.get_attribute("#stage", "class") or "")
+    width = page.evaluate("document.getElementById('stage').getBoundingClientRect().width")
+    assert width == pytest.approx(384 * 8, abs=1)
+    page.fill("#split", "30")
+    page.dispatch_event("#split", "input")
+    clip = page.evaluate("document.getElementById('after').style.clipPath")
+    assert clip.startswith("inset("), clip
+    _shot(page, artifacts, "04-zoom-8x")
+    page.click("button[data-zoom='fit']")
+    assert "pixelated" not in (page.get_attribute("#stage", "class") or "")
+
+    # --- download ---------------------------------------------------------------------------
+    with page.expect_download() as download_info:
+        page.click("#download")
+    saved = tmp_path / "download.png"
+    download_info.value.save_as(str(saved))
+    assert saved.read_bytes() == httpx.get(image["url"]).content
+    assert Image.open(saved).size == (384, 288)
+
+    # --- snippets name this server and this request ----------------------------------------
+    python = _code(page, "python")
+    assert "from superscale.client import SyncClient" in python
+    assert f'base_url="{open_server.url}"' in python and request["image_url"] in python
+    assert '"seed": 7' in python and '"checkpoint": "v2"' in python
+    compile(python, "snippet.py", "exec")  # valid Python as shown
+    fal = _code(page, "fal_client")
+    assert f'QUEUE_URL_FORMAT = "{open_server.url}/queue/"' in fal
+    compile(fal, "snippet_fal.py", "exec")
+    js = _code(page, "js")
+    assert "@fal-ai/client" in js and "requestMiddleware" in js and request["image_url"] in js
+    curl = _code(page, "curl")
+    assert "/queue/fal-ai/aura-sr" in curl and '"seed":7' in curl
+    _shot(page, artifacts, "05-snippet-python")
+
+    # --- a second run, cancelled while it runs ----------------------------------------------
+    big = _png(tmp_path / "big.png", 512, 512, seed=2)
+    page.set_input_files("#file", str(big))
+    page.check("#overlap")
+    page.evaluate(RECORD_PHASES)
+    page.click("#run")
+    expect(page.locator("#phase")).to_contain_text("tiles", timeout=RUN_TIMEOUT_MS)
+    _shot(page, artifacts, "06-running")
+    page.click("#cancel")
+    page.wait_for_selector("#status[data-phase=cancelled]", timeout=RUN_TIMEOUT_MS)
+    page.click("[role=tab][data-tab=response]")
+    _shot(page, artifacts, "07-cancelled")
+    cancelled = json.loads(page.inner_text("#code"))
+    assert cancelled["error_type"] == "cancelled", cancelled
+    assert page.get_attribute("#download", "hidden") is not None
+    second_id = page.evaluate(
+        "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"
+    )
+    status = httpx.get(f"{open_server.url}/queue/fal-ai/aura-sr/requests/{second_id}/status").json()
+    assert status["status"] == "COMPLETED"
+
+    # --- history: both runs, newest first -----------------------------------------------------
+    items = page.locator("#history .history-item")
+    assert items.count() == 2
+    assert "cancelled" in items.nth(0).inner_text()
+    assert "done" in items.nth(1).inner_text()
+
+    # --- phone-sized screen: reopen the finished run from history ------------------------------
+    phone = context.new_page()
+    phone.on("pageerror", lambda exc: errors.append(f"pageerror (phone): {exc}"))
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(f"{open_server.url}/playground")
+    phone.locator("#history .history-item").nth(1).click()
+    phone.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
+    assert phone.input_value("#checkpoint") == "v2" and phone.input_value("#seed") == "7"
+    assert phone.input_value("#url") == request["image_url"]
+    scroll_width = phone.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= 390, "the page must not scroll sideways on a phone"
+    _shot(phone, artifacts, "08-phone-result")
+
+    context.close()
+    assert not errors, errors
+
+
+def test_without_access_then_login_link(
+    auth_server: Server, browser: Any, artifacts: Path, tmp_path: Path
+) -> None:
+    """Auth on: the page says how to get access; a login link grants a session that the page
+    cannot read; runs then go through the proxy as that key (no worker: the run stays queued
+    and is cancelled there)."""
+    from superscale.api.keys import create_key
+    from superscale.jobs import open_job_store
+
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.goto(f"{auth_server.url}/playground")
+    expect(page.locator("#access")).to_be_visible()
+    expect(page.locator("#access")).to_contain_text("login link")
+    assert page.is_disabled("#run")
+    _shot(page, artifacts, "09-no-access")
+
+    store = open_job_store(f"sqlite:///{auth_server.data_dir / 'superscale.db'}")
+    try:
+        key, secret = create_key(store, "browser test")
+        _, other_secret = create_key(store, "someone else")
+    finally:
+        store.close()
+    # The link as an operator gets it: `superscale login-link` on the server's data dir.
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "superscale", "login-link", key.key_id),
+            *("--data-dir", str(auth_server.data_dir), "--public-url", auth_server.url),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    page.goto(made.stdout.strip())
+    assert page.url == f"{auth_server.url}/playground"
+    expect(page.locator("#session")).to_contain_text(key.key_id)
+    expect(page.locator("#access")).to_be_hidden()
+    assert page.evaluate("document.cookie") == "", "the session cookie must be HttpOnly"
+
+    page.set_input_files("#file", str(_png(tmp_path / "in.png", 40, 30, seed=3)))
+    page.click("#run")
+    expect(page.locator("#phase")).to_have_text("In queue · next in line", timeout=30_000)
+    _shot(page, artifacts, "10-signed-in-queued")
+    request_id = page.evaluate(
+        "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"
+    )
+    page.click("#cancel")
+    page.wait_for_selector("#status[data-phase=cancelled]", timeout=30_000)
+
+    base = f"{auth_server.url}/queue/fal-ai/aura-sr/requests/{request_id}"
+    mine = httpx.get(f"{base}/status", headers={"Authorization": f"Key {secret}"})
+    assert mine.json()["status"] == "COMPLETED"
+    theirs = httpx.get(f"{base}/status", headers={"Authorization": f"Key {other_secret}"})
+    assert theirs.status_code == 404, "the page's run belongs to the session's key"
+
+    page.click("#logout")
+    expect(page.locator("#access")).to_be_visible()
+    context.close()
+    assert not errors, errors

@@ -1,0 +1,167 @@
+"""The playground's routes over HTTP on the real server (no browser needed): the page and its
+assets, the access check, and login links traded for a proxy session cookie."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from superscale.api.keys import create_key
+from superscale.api.playground import LOGIN_PURPOSE, login_banner, login_url
+from superscale.api.signing import Signer, load_secret
+from superscale.jobs import JobStore, open_job_store
+from superscale.settings import Settings
+
+from .conftest import Server
+
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+PROXY = "/api/fal/proxy"
+
+
+@pytest.fixture
+def store(auth_server: Server) -> Iterator[JobStore]:
+    """The server's own job store (SQLite in its data dir), to make and revoke keys."""
+    job_store = open_job_store(f"sqlite:///{auth_server.data_dir / 'superscale.db'}")
+    yield job_store
+    job_store.close()
+
+
+@pytest.fixture
+def signer(auth_server: Server) -> Signer:
+    return Signer(load_secret(auth_server.data_dir))
+
+
+def _status_via_proxy(client: httpx.Client, server: Server) -> httpx.Response:
+    target = f"https://queue.fal.run/fal-ai/aura-sr/requests/{uuid.uuid4()}/status"
+    return client.get(f"{server.url}{PROXY}", headers={"x-fal-target-url": target})
+
+
+def test_page_and_every_asset_it_loads(auth_server: Server) -> None:
+    for path in ("/", "/playground"):
+        page = httpx.get(auth_server.url + path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assets = set(re.findall(r'(?:src|href)="(/playground/assets/[^"]+)"', page.text))
+    assert {"/playground/assets/main.js", "/playground/assets/playground.css"} <= assets
+    # Follow the module graph: every import must be served, with a type browsers accept.
+    pending, seen = list(assets), set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        response = httpx.get(auth_server.url + path)
+        assert response.status_code == 200, path
+        suffix = path[path.rindex(".") :]
+        assert response.headers["content-type"].startswith(CONTENT_TYPES[suffix]), path
+        if suffix == ".js":
+            for name in re.findall(r'from "\./([\w.-]+)"', response.text):
+                pending.append(f"/playground/assets/{name}")
+    assert {"/playground/assets/api.js", "/playground/assets/compare.js"} <= seen
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/playground/assets/playground.py",
+        "/playground/assets/..%2Fplayground.py",
+        "/playground/assets/index.html",
+        "/playground/assets/missing.js",
+    ],
+)
+def test_only_listed_assets_are_served(auth_server: Server, path: str) -> None:
+    response = httpx.get(auth_server.url + path)
+    # An encoded slash leaves the asset route altogether (405 from the POST-only run route).
+    assert response.status_code in (404, 405), response.text
+    assert "STATIC_DIR" not in response.text
+
+
+def test_no_session_no_access(auth_server: Server) -> None:
+    with httpx.Client() as client:
+        access = client.get(f"{auth_server.url}/playground/access").json()
+        assert access == {"auth": True, "access": False, "key_id": None}
+        assert _status_via_proxy(client, auth_server).status_code == 401
+
+
+def test_login_link_opens_one_session(auth_server: Server, store: JobStore, signer: Signer) -> None:
+    key, _ = create_key(store, "playground test")
+    link = login_url(signer, auth_server.url, key.key_id)
+    assert link.startswith(f"{auth_server.url}/playground/login?token=")
+    with httpx.Client() as client:
+        response = client.get(link)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/playground"
+        cookie = response.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        access = client.get(f"{auth_server.url}/playground/access").json()
+        assert access == {"auth": True, "access": True, "key_id": key.key_id}
+        # The proxy now acts as that key: an unknown request is 404, no longer 401.
+        assert _status_via_proxy(client, auth_server).status_code == 404
+    with httpx.Client() as other:
+        again = other.get(link)
+        assert again.status_code == 401
+        assert "already been used" in again.text
+        assert _status_via_proxy(other, auth_server).status_code == 401
+
+
+def test_forged_expired_or_foreign_links_are_refused(
+    auth_server: Server, store: JobStore, signer: Signer
+) -> None:
+    key, _ = create_key(store, "playground test")
+    good = login_url(signer, auth_server.url, key.key_id)
+    forged = Signer(b"not the server's secret")
+    links = {
+        "tampered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
+        "wrong secret": login_url(forged, auth_server.url, key.key_id),
+        "expired": login_url(signer, auth_server.url, key.key_id, ttl=-10),
+        "other purpose": f"{auth_server.url}/playground/login?token="
+        + signer.sign("proxy-session", {"o": key.key_id, "n": "x"}, 60),
+        "unknown key": login_url(signer, auth_server.url, "0000000000000000"),
+        "no token": f"{auth_server.url}/playground/login",
+    }
+    for what, link in links.items():
+        with httpx.Client() as client:
+            response = client.get(link)
+            assert response.status_code == 401, what
+            assert "set-cookie" not in response.headers, what
+            assert "superscale serve" in response.text, what
+    assert signer.verify(LOGIN_PURPOSE, good.rsplit("=", 1)[1]) is not None
+
+
+def test_revoking_the_key_ends_the_session(
+    auth_server: Server, store: JobStore, signer: Signer
+) -> None:
+    key, _ = create_key(store, "playground test")
+    with httpx.Client() as client:
+        assert client.get(login_url(signer, auth_server.url, key.key_id)).status_code == 303
+        assert _status_via_proxy(client, auth_server).status_code == 404
+        store.revoke_key(key.key_id)
+        assert client.get(f"{auth_server.url}/playground/access").json()["access"] is False
+        assert _status_via_proxy(client, auth_server).status_code == 401
+    with httpx.Client() as client:
+        response = client.get(login_url(signer, auth_server.url, key.key_id))
+        assert response.status_code == 401 and "revoked" in response.text
+
+
+def test_login_banner_names_the_newest_key(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    job_store = open_job_store(settings.resolved_database_url())
+    try:
+        assert login_banner(settings, job_store) is None  # no key yet
+        create_key(job_store, "old")
+        newest, _ = create_key(job_store, "new")
+        banner = login_banner(settings, job_store)
+        assert banner is not None and newest.key_id in banner
+        token = banner.rsplit("token=", 1)[1].strip()
+        claims = Signer(load_secret(tmp_path)).verify(LOGIN_PURPOSE, token)
+        assert claims is not None and claims["o"] == newest.key_id
+        assert login_banner(Settings(data_dir=tmp_path, auth=False), job_store) is None
+    finally:
+        job_store.close()

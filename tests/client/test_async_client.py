@@ -88,6 +88,8 @@ def test_async_cancel(idle_server: ServerProc, image_file: Path) -> None:
             await client.cancel(ENDPOINT_ID, handle.request_id)
             with pytest.raises(RequestCancelledError):
                 await handle.result()
+            again = client.get_handle(ENDPOINT_ID, handle.request_id)
+            assert isinstance(await again.status(), Completed)
 
     asyncio.run(main())
 

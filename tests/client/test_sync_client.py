@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from superscale.client import (
     InProgress,
     Queued,
     RequestCancelledError,
+    RequestTimeoutError,
     Status,
     SuperscaleError,
     SyncClient,
@@ -80,6 +82,15 @@ def test_run_uses_the_synchronous_route(
     assert result.image.to_pil().size == (32, 20)
 
 
+def test_run_timeout_raises_a_timeout_error(
+    client: SyncClient, image_factory: Callable[..., Image.Image]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(RequestTimeoutError) as caught:
+        client.run(ENDPOINT_ID, {"image_url": image_factory(40, 40)}, timeout=0.05)
+    assert caught.value.status_code is None and time.monotonic() - started < 2
+
+
 def test_cancel_a_queued_request(idle_server: ServerProc, image_file: Path) -> None:
     with idle_server.client() as client:
         handle = client.submit(ENDPOINT_ID, {"image_url": image_file})
@@ -90,6 +101,7 @@ def test_cancel_a_queued_request(idle_server: ServerProc, image_file: Path) -> N
         with pytest.raises(RequestCancelledError) as caught:
             handle.result()
         assert caught.value.request_id == handle.request_id
+        assert client.get_handle(ENDPOINT_ID, handle.request_id).status() == status
         with pytest.raises(SuperscaleError) as again:  # already completed: 400
             client.cancel(ENDPOINT_ID, handle.request_id)
         assert again.value.status_code == 400

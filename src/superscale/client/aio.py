@@ -34,6 +34,7 @@ from superscale.client.errors import (
     RequestTimeoutError,
     SuperscaleError,
     error_from_response,
+    error_from_transport,
 )
 from superscale.client.results import parse_output
 from superscale.client.status import Completed, Status, parse_status
@@ -398,6 +399,6 @@ class AsyncClient:
             if not retry or retries >= self.retry.max_retries or late:
                 if isinstance(error, SuperscaleError):
                     raise error
-                raise NetworkError(f"{method} {url}: {error!r}", request_id=request_id) from error
+                raise error_from_transport(method, url, error, request_id) from error
             retries += 1
             await asyncio.sleep(delay)

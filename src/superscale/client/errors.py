@@ -171,3 +171,12 @@ def error_from_response(response: httpx.Response, request_id: str | None = None)
     if code >= 500:
         return ServerError(message, **kwargs)
     return SuperscaleError(message, **kwargs)
+
+
+def error_from_transport(
+    method: str, url: str, exc: Exception, request_id: str | None = None
+) -> SuperscaleError:
+    """The exception for a request that got no answer: a timeout, or a network failure."""
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeoutError(f"{method} {url} timed out: {exc!r}", request_id=request_id)
+    return NetworkError(f"{method} {url} failed: {exc!r}", request_id=request_id)

@@ -40,7 +40,8 @@ _ALIASES = {"jpg": "jpeg"}
 PNG_FALLBACK_LEVEL = 1  # zlib level without fpng: level 6 takes ~3× as long for 13% less
 JPEG_QUALITY = 95
 WEBP_QUALITY = 90
-WEBP_MAX_SIDE = 16383  # a limit of the WebP format itself
+# Largest side each format can hold (limits of the formats themselves).
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -222,13 +223,28 @@ def png_encoder_name() -> str:
     return "fpng" if _fpng is not None else f"pillow level {PNG_FALLBACK_LEVEL}"
 
 
+def check_size(width: int, height: int, fmt: str) -> None:
+    """Raise `ImageError` when a `width`×`height` image cannot be written as `fmt`.
+
+    Callers can check an output size (4× the input) before spending the inference on it.
+    """
+    name = _canonical(fmt)
+    if max(width, height) > MAX_SIDE[name]:
+        raise ImageError(
+            f"{name} cannot hold a {width}x{height} image (at most {MAX_SIDE[name]} px per "
+            "side): choose png"
+        )
+
+
 def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = None) -> bytes:
     """Encode an image as png, jpeg or webp, embedding `icc_profile` when given.
 
     JPEG has no alpha: RGBA images are composited onto white, as viewers show them.
-    WebP is lossy (quality 90) and limited to 16383 px per side by the format.
+    WebP is lossy (quality 90). Sizes a format cannot hold (WebP: 16383 px per side; JPEG:
+    65535) raise `ImageError`.
     """
     name = _canonical(fmt)
+    check_size(image.width, image.height, name)
     if image.mode not in ("RGB", "RGBA"):
         image = normalize(image)
     if name == "png":
@@ -242,23 +258,24 @@ def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = Non
             image = flat
         image.save(buf, format="JPEG", quality=JPEG_QUALITY, **extra)
     else:
-        if max(image.size) > WEBP_MAX_SIDE:
-            raise ImageError(
-                f"WebP cannot hold a {image.width}x{image.height} image (at most {WEBP_MAX_SIDE} "
-                "px per side): choose png or jpeg"
-            )
         image.save(buf, format="WEBP", quality=WEBP_QUALITY, **extra)
     return buf.getvalue()
 
 
 def _encode_png(image: Image.Image, icc_profile: bytes | None) -> bytes:
     if _fpng is None:
-        buf = io.BytesIO()
-        extra: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
-        image.save(buf, format="PNG", compress_level=PNG_FALLBACK_LEVEL, **extra)
-        return buf.getvalue()
+        return _encode_png_pillow(image, icc_profile)
     data = bytes(_fpng.from_ndarray(np.ascontiguousarray(np.asarray(image))))
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):  # fpng answers b"" past its own limits
+        return _encode_png_pillow(image, icc_profile)
     return _with_icc(data, icc_profile) if icc_profile else data
+
+
+def _encode_png_pillow(image: Image.Image, icc_profile: bytes | None) -> bytes:
+    buf = io.BytesIO()
+    extra: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
+    image.save(buf, format="PNG", compress_level=PNG_FALLBACK_LEVEL, **extra)
+    return buf.getvalue()
 
 
 def _with_icc(png: bytes, icc_profile: bytes) -> bytes:

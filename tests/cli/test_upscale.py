@@ -149,3 +149,14 @@ def test_missing_checkpoint_is_a_clear_error(
     assert result.exit_code == 1
     assert "Error:" in result.stderr and "v2" in result.stderr
     assert not (tmp_path / "out" / "s_4x.png").exists()
+
+
+def test_output_too_big_for_the_format_is_refused_before_inference(
+    models: Path, tmp_path: Path
+) -> None:
+    # 4100 px wide → 16400 px out: more than WebP holds. Refused up front, not after 65 tiles.
+    src = make(tmp_path / "wide.png", "RGB", (4100, 1))
+    result = invoke(src, "-o", tmp_path / "out", "--model-dir", models, "--format", "webp")
+    assert result.exit_code == 1
+    assert "webp cannot hold a 16400x4 image" in result.stderr
+    assert not list((tmp_path / "out").iterdir())

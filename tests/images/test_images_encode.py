@@ -95,6 +95,25 @@ def test_webp_refuses_sides_over_its_limit() -> None:
         encode(Image.new("RGB", (16384, 1)), "webp")
 
 
+@pytest.mark.parametrize(("fmt", "side"), [("webp", 16383), ("jpeg", 65535)])
+def test_size_check_before_inference(fmt: str, side: int) -> None:
+    images.check_size(side, 1, fmt)
+    images.check_size(70000, 70000, "png")
+    with pytest.raises(ImageError, match=f"{fmt} cannot hold a 1x{side + 1} image"):
+        images.check_size(1, side + 1, fmt)
+
+
+def test_png_past_fpng_limits_falls_back_to_pillow() -> None:
+    # fpng returns no bytes (no error) for sides over 2**24; the output must still be a PNG.
+    src = Image.new("RGB", ((1 << 24) + 1, 1), (9, 8, 7))
+    src.putpixel((1 << 24, 0), (1, 2, 3))
+    profile = srgb_profile()
+    out = reopen(encode(src, icc_profile=profile))
+    assert out.size == src.size
+    assert out.getpixel((1 << 24, 0)) == (1, 2, 3)
+    assert out.info.get("icc_profile") == profile
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ImageError, match="png, jpeg, webp"):
         encode(noise(2, 2), "gif")

@@ -310,6 +310,8 @@ def _upscale_one(
     progress: Callable[[int, int], None],
 ) -> str:
     decoded = images.decode(item.source.read_bytes(), settings.max_input_pixels)
+    scale = upscaler.config.scale
+    images.check_size(decoded.image.width * scale, decoded.image.height * scale, fmt)
     out = upscaler.upscale(
         decoded.image, overlapping_tiles=overlapping_tiles, seed=seed, progress=progress
     )

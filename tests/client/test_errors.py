@@ -96,7 +96,7 @@ def test_full_queue_is_retried_with_retry_after_then_raised(
             assert caught.value.status_code == 429 and caught.value.retry_after is not None
             assert caught.value.retry_after >= 1  # the server's hint…
             assert attempts.count == 3  # …waited out twice, capped at 0.3 s each
-            assert 0.6 <= elapsed < 3
+            assert 0.6 <= elapsed < 10  # generous: the CI machine is shared
         finally:
             blocker.cancel()
 
@@ -137,7 +137,7 @@ def test_subscribe_timeout_cancels_the_request_on_the_server(
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError) as caught:
             client.subscribe(ENDPOINT_ID, {"image_url": image_file}, timeout=1.0)
-        assert 1.0 <= time.monotonic() - started < 3.0
+        assert 1.0 <= time.monotonic() - started < 8.0
         request_id = caught.value.request_id
         assert request_id is not None
         status = client.status(ENDPOINT_ID, request_id)

@@ -88,7 +88,7 @@ def test_run_timeout_raises_a_timeout_error(
     started = time.monotonic()
     with pytest.raises(RequestTimeoutError) as caught:
         client.run(ENDPOINT_ID, {"image_url": image_factory(40, 40)}, timeout=0.05)
-    assert caught.value.status_code is None and time.monotonic() - started < 2
+    assert caught.value.status_code is None and time.monotonic() - started < 5
 
 
 def test_cancel_a_queued_request(idle_server: ServerProc, image_file: Path) -> None:

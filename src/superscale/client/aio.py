@@ -240,9 +240,11 @@ class AsyncClient:
                     ) from exc
                 await asyncio.sleep(self.retry.delay(failures))
                 continue
+            # The server closed the stream before COMPLETED: reconnect (it resends the state).
             failures += 1
             if failures > self.retry.max_retries:
                 raise NetworkError("status stream ended early", request_id=request_id)
+            await asyncio.sleep(self.retry.delay(failures))
 
     # --- synchronous route -------------------------------------------------------------
 

@@ -245,6 +245,7 @@ class SyncClient:
             failures += 1
             if failures > self.retry.max_retries:
                 raise NetworkError("status stream ended early", request_id=request_id)
+            time.sleep(self.retry.delay(failures))
 
     # --- synchronous route -------------------------------------------------------------
 

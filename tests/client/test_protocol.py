@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,3 +179,15 @@ def test_upload_kinds_are_recognised_and_sniffed(
     assert _inputs.guess_content_type(b"??", "a.txt") == "text/plain"
     with pytest.raises(TypeError, match="binary"):
         _inputs.to_upload(io.StringIO("text"))
+
+
+def test_the_client_imports_no_server_code_and_no_torch() -> None:
+    code = (
+        "import sys, superscale.client, superscale.cli.run\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.split('.')[:2] in ("
+        "['superscale', 'api'], ['superscale', 'jobs'], ['superscale', 'worker'], "
+        "['superscale', 'engine'], ['superscale', 'model'], ['superscale', 'files'])]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -7,6 +7,10 @@
 The module-level functions use a default client configured from the environment
 (`SUPERSCALE_URL`, `FAL_KEY` or `FAL_KEY_ID` + `FAL_KEY_SECRET`); the `_async` ones an
 `AsyncClient` per event loop. Build `SyncClient` / `AsyncClient` yourself for anything else.
+
+Uploads use fal's Python flow: one storage token (cached until it nears expiry), then one
+`POST /files/upload` per file. The JS initiate + PUT flow would cost two requests per file and
+a signed URL each time, for no gain to a client that already holds a key.
 """
 
 from __future__ import annotations

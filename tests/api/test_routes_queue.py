@@ -293,3 +293,28 @@ def test_base_url_follows_the_host_header(server: LiveServer) -> None:
     with httpx.Client(headers={**server.headers(), "Host": "upscale.example:9000"}) as c:
         r = c.post(f"{server.url}/queue/fal-ai/aura-sr", json=INPUT)
     assert r.json()["status_url"].startswith("http://upscale.example:9000/queue/fal-ai/aura-sr/")
+
+
+def test_sync_run_client_hanging_up_cancels_the_job(server: LiveServer) -> None:
+    with server.client() as c:
+        try:
+            c.post("/fal-ai/aura-sr", json=INPUT, timeout=0.5)
+        except httpx.TimeoutException:
+            pass
+        else:
+            raise AssertionError("no worker: the run cannot have finished")
+    deadline = time.monotonic() + 6
+    while server.job_store.counts().get("COMPLETED", 0) != 1:
+        assert time.monotonic() < deadline, "the abandoned run was never cancelled"
+        time.sleep(0.1)
+    assert server.job_store.counts().get("IN_QUEUE", 0) == 0
+
+
+def test_cancelling_a_queued_job_sends_its_webhook(server: LiveServer) -> None:
+    with server.client() as c:
+        sub = c.post("/queue/fal-ai/aura-sr?fal_webhook=https://hooks.example/x", json=INPUT)
+        rid = sub.json()["request_id"]
+        assert c.put(f"/queue/fal-ai/aura-sr/requests/{rid}/cancel").status_code == 202
+    due = server.job_store.claim_due_webhooks(10, 30)
+    assert [(d.request_id, d.url) for d in due] == [(rid, "https://hooks.example/x")]
+    assert json.loads(due[0].body)["status"] == "ERROR"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from superscale import webhooks
 from superscale.api.context import ApiContext
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,8 @@ def sweep(ctx: ApiContext) -> None:
     """One pass. Blocking."""
     recovered = ctx.job_store.recover_expired(ctx.settings.max_attempts)
     expired = ctx.job_store.expire_deadlines()
+    for request_id in (*recovered, *expired):
+        webhooks.enqueue(ctx.job_store, request_id)  # only those that ended for good
     deleted = ctx.file_store.delete_expired()
     if recovered or expired or deleted:
         log.info(

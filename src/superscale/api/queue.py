@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from superscale import webhooks
 from superscale.api.auth import owner_from_key
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
@@ -28,6 +29,7 @@ REQUEST_ID_HEADER = "x-fal-request-id"
 WAIT_SLICE = 10.0
 QUEUED_SLICE = 1.0  # queue positions move without the job's version changing
 KEEPALIVE = 15.0
+RUN_SLICE = 2.0  # a sync run notices a client that hung up within about this long
 
 
 def _parse_logs_flag(request: Request) -> bool:
@@ -113,6 +115,13 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
         ) from None
 
 
+async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:
+    outcome = await ctx.call(ctx.job_store.cancel, request_id)
+    if outcome is CancelOutcome.CANCELLED:  # finished here and now: its webhook is ours to send
+        await ctx.call(webhooks.enqueue, ctx.job_store, request_id)
+    return outcome
+
+
 def result_response(ctx: ApiContext, job: Job) -> Response:
     """A finished job's answer: its output, or its error's status and body."""
     headers = {REQUEST_ID_HEADER: job.id}
@@ -183,7 +192,7 @@ async def cancel(app: str, request_id: str, request: Request, ctx: Ctx) -> Respo
     job = await ctx.call(ctx.job_store.get, request_id)
     if job is None or job.owner != owner:
         return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
-    outcome = await ctx.call(ctx.job_store.cancel, request_id)
+    outcome = await _cancel(ctx, request_id)
     if outcome in (CancelOutcome.CANCELLED, CancelOutcome.REQUESTED):
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
     if outcome is CancelOutcome.ALREADY_COMPLETED:
@@ -234,10 +243,10 @@ async def run(endpoint: str, request: Request, ctx: Ctx) -> Response:
     assert job is not None
     version = job.version
     while job is not None and job.state != "COMPLETED":
-        version = await ctx.wait(ctx.job_store.wait_for_change, job.id, version, WAIT_SLICE)
+        version = await ctx.wait(ctx.job_store.wait_for_change, job.id, version, RUN_SLICE)
         if await request.is_disconnected():
             # Nobody will read the answer: free the worker for someone who will.
-            await ctx.call(ctx.job_store.cancel, job.id)
+            await _cancel(ctx, job.id)
             return Response(status_code=499)
         job = await ctx.call(ctx.job_store.get, job.id)
     if job is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,13 +140,32 @@ def test_upload_run_watch_compare_download_cancel(
     assert "/queue/fal-ai/aura-sr" in curl and '"seed":7' in curl
     _shot(page, artifacts, "05-snippet-python")
 
+    # Copy-ready means it runs: both Python snippets, as shown, against this server.
+    for tab, code in (("python", python), ("fal_client", fal)):
+        workdir = tmp_path / tab
+        workdir.mkdir()
+        ran = subprocess.run(
+            [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=180
+        )
+        assert ran.returncode == 0, f"{tab} snippet failed:\n{ran.stderr[-2000:]}"
+        assert f"{open_server.url}/files/" in ran.stdout, ran.stdout
+    assert Image.open(tmp_path / "python" / "output.png").size == (384, 288)
+    if shutil.which("node"):
+        (tmp_path / "snippet.mjs").write_text(js)
+        check = subprocess.run(
+            ["node", "--check", str(tmp_path / "snippet.mjs")], capture_output=True
+        )
+        assert check.returncode == 0, check.stderr
+
     # --- a second run, cancelled while it runs ----------------------------------------------
     big = _png(tmp_path / "big.png", 512, 512, seed=2)
     page.set_input_files("#file", str(big))
     page.check("#overlap")
+    page.click("[role=tab][data-tab=request]")
     page.evaluate(RECORD_PHASES)
     page.click("#run")
-    expect(page.locator("#phase")).to_contain_text("tiles", timeout=RUN_TIMEOUT_MS)
+    tiles_done = re.compile(r"tiles [1-9]\d*/\d+")  # some done: the bar has moved
+    expect(page.locator("#phase")).to_have_text(tiles_done, timeout=RUN_TIMEOUT_MS)
     _shot(page, artifacts, "06-running")
     page.click("#cancel")
     page.wait_for_selector("#status[data-phase=cancelled]", timeout=RUN_TIMEOUT_MS)

@@ -14,6 +14,7 @@ export class Compare {
     this.after = root.querySelector("#after");
     this.divider = root.querySelector("#divider");
     this.split = root.querySelector("#split");
+    this.splitField = this.split.closest("label");
     this.empty = root.querySelector("#viewer-empty");
     this.tags = root.querySelectorAll(".viewer .tag");
     this.zoomButtons = root.querySelectorAll("button[data-zoom]");
@@ -37,7 +38,7 @@ export class Compare {
     this.stage.hidden = false;
     this.divider.hidden = !beforeUrl;
     this.tags.forEach((t) => (t.hidden = !beforeUrl));
-    this.split.disabled = !beforeUrl;
+    this.splitField.hidden = !beforeUrl;
     this.empty.hidden = true;
     this.viewer.classList.add("ready");
     this.zoom("fit");
@@ -49,6 +50,7 @@ export class Compare {
     this.divider.hidden = true;
     this.tags.forEach((t) => (t.hidden = true));
     this.empty.hidden = false;
+    this.splitField.hidden = true;
     this.viewer.classList.remove("ready");
     this.after.removeAttribute("src");
     this.before.removeAttribute("src");

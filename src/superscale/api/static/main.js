@@ -31,6 +31,7 @@ const el = {
   resultInfo: $("result-info"),
   code: $("code"),
   copy: $("copy"),
+  viewerEmpty: $("viewer-empty"),
   history: $("history"),
   historyClear: $("history-clear"),
   access: $("access"),
@@ -55,6 +56,7 @@ const state = {
 };
 
 const compare = new Compare(document);
+const IDLE_VIEWER_TEXT = el.viewerEmpty.textContent;
 
 // --- input ------------------------------------------------------------------------------------
 
@@ -301,6 +303,8 @@ function tick() {
 function setPhase(phase, text) {
   el.status.dataset.phase = phase;
   el.phase.textContent = text;
+  // The empty viewer says what is happening, where the result is going to appear.
+  el.viewerEmpty.textContent = state.busy ? text : IDLE_VIEWER_TEXT;
 }
 
 // --- code tabs --------------------------------------------------------------------------------
@@ -462,7 +466,7 @@ function describeOutput(output) {
 }
 
 function label(outcome) {
-  return { ok: "done", error: "failed", cancelled: "cancelled", running: "unfinished", expired: "expired" }[outcome] || outcome;
+  return { ok: "done", error: "failed", cancelled: "cancelled", running: "in progress", expired: "expired" }[outcome] || outcome;
 }
 
 function formatBytes(n) {

@@ -96,13 +96,23 @@ def test_missing_input_is_reported_and_the_others_still_run(models: Path, tmp_pa
     a = make(tmp_path / "x" / "same.png", "RGB", (4, 4))
     b = make(tmp_path / "y" / "same.png", "RGB", (5, 3))
     out = tmp_path / "out"
-    result = invoke(tmp_path / "nope.png", a, b, "-o", out, "--model-dir", models, "--progress")
+    result = invoke(tmp_path / "nope.png", a, b, "-o", out, "--model-dir", models)
     assert result.exit_code == 1
     assert "nope.png: no such file or folder" in result.stderr
+    assert "1 of 3 inputs failed" in result.stderr
     # Same stem twice: the second gets its own name instead of overwriting the first.
     assert opened(out / "same_4x.png").size == (16, 16)
     assert opened(out / "same_2_4x.png").size == (20, 12)
-    assert "2/2" in result.stderr  # the bar counted both images' tiles
+
+
+def test_progress_bar_counts_tiles_of_the_overlapping_pass(models: Path, tmp_path: Path) -> None:
+    src = make(tmp_path / "p.png", "RGB", (30, 20))
+    out = tmp_path / "p_big.png"
+    args = ("--model-dir", models, "--progress", "--overlapping-tiles")
+    result = invoke(src, "-o", out, *args)
+    assert result.exit_code == 0, result.output
+    assert "5/5" in result.stderr  # 1 tile, plus 2x2 in the offset pass
+    assert opened(out).size == (120, 80)
 
 
 def test_same_seed_same_bytes(models: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from imgsamples import noise, png16_rgb, png_header_only, save, srgb_profile
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, features
 
 from superscale import images
 from superscale.images import ImageError, decode, normalize
@@ -38,6 +38,14 @@ def test_jpeg_decodes_close_to_source() -> None:
     out = decode(save(src, "JPEG", quality=95))
     assert (out.image.mode, out.image.size, out.format) == ("RGB", (32, 16), "JPEG")
     assert np.abs(pixels(out.image).astype(int) - (200, 40, 90)).max() <= 3
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="Pillow built without AVIF")
+def test_avif_decodes() -> None:
+    src = Image.new("RGB", (24, 16), (50, 100, 150))
+    out = decode(save(src, "AVIF", quality=90))
+    assert (out.image.mode, out.image.size, out.format) == ("RGB", (24, 16), "AVIF")
+    assert np.abs(pixels(out.image).astype(int) - (50, 100, 150)).max() <= 4
 
 
 def test_rgba_keeps_alpha() -> None:
@@ -150,13 +158,38 @@ def test_float_image_in_unit_range_scales() -> None:
     assert pixels(out.image)[0, :, 0].tolist() == [0, 128, 255]
 
 
-def test_exif_orientation_6_rotates_clockwise() -> None:
+# EXIF orientation → how the stored pixels must be turned to be seen upright.
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: np.rot90(a, 2),
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),  # "rotate 90° clockwise to display"
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientation_is_applied(orientation: int) -> None:
     src = noise(6, 3)  # stored 6 wide, 3 high
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    exif[0x0112] = orientation
     out = decode(save(src, "PNG", exif=exif.tobytes()))
-    assert out.image.size == (3, 6)
-    np.testing.assert_array_equal(pixels(out.image), np.rot90(pixels(src), k=-1))
+    np.testing.assert_array_equal(pixels(out.image), UPRIGHT[orientation](pixels(src)))
+
+
+def test_exif_orientation_6_in_jpeg_rotates_clockwise() -> None:
+    src = Image.new("RGB", (32, 16), (0, 0, 255))
+    src.paste((255, 0, 0), (0, 0, 16, 16))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = decode(save(src, "JPEG", exif=exif.tobytes(), quality=95))
+    assert out.image.size == (16, 32)
+    top, bottom = pixels(out.image)[4, 8].astype(int), pixels(out.image)[28, 8].astype(int)
+    assert top[0] > 200 and top[2] < 50  # the left (red) half is now on top
+    assert bottom[2] > 200 and bottom[0] < 50
 
 
 def test_damaged_exif_is_ignored_not_fatal() -> None:
@@ -179,6 +212,13 @@ def test_animated_gif_gives_first_frame() -> None:
     out = decode(data)
     assert out.image.mode == "RGB"
     assert out.image.getpixel((3, 3)) == (255, 0, 0)
+
+
+def test_animated_webp_gives_first_frame() -> None:
+    frames = [Image.new("RGB", (6, 6), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    data = save(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    out = decode(data)
+    assert out.image.getpixel((3, 3))[:3] == (255, 0, 0)
 
 
 def test_animated_png_gives_first_frame() -> None:

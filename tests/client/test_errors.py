@@ -159,6 +159,41 @@ def test_async_subscribe_timeout_cancels_too(idle_server: ServerProc, image_file
     assert asyncio.run(main())
 
 
+def test_interrupted_subscribe_cancels_the_request(
+    idle_server: ServerProc, image_file: Path
+) -> None:
+    ids: list[str] = []
+
+    def ctrl_c(status: object) -> None:
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while waiting
+
+    with idle_server.client() as client:
+        with pytest.raises(KeyboardInterrupt):
+            client.subscribe(
+                ENDPOINT_ID,
+                {"image_url": image_file},
+                on_enqueue=ids.append,
+                on_queue_update=ctrl_c,
+            )
+        status = client.status(ENDPOINT_ID, ids[0])
+    assert isinstance(status, Completed) and status.error_type == "cancelled"
+
+
+def test_async_subscribe_cancelled_from_outside_cancels_the_request(
+    idle_server: ServerProc, image_file: Path
+) -> None:
+    async def main() -> None:
+        async with idle_server.async_client() as client:
+            ids: list[str] = []
+            call = client.subscribe(ENDPOINT_ID, {"image_url": image_file}, on_enqueue=ids.append)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(call, timeout=0.5)
+            status = await client.status(ENDPOINT_ID, ids[0])
+            assert isinstance(status, Completed) and status.error_type == "cancelled"
+
+    asyncio.run(main())
+
+
 def test_server_start_deadline_is_a_timeout_error(
     idle_server: ServerProc, image_file: Path
 ) -> None:

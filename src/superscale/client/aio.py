@@ -178,6 +178,13 @@ class AsyncClient:
                 if on_queue_update is not None:
                     await _call(on_queue_update, status)
             return await self._fetch_result(endpoint, handle.request_id, deadline)
+        except asyncio.CancelledError:
+            # Cancelled from outside (asyncio.wait_for, Ctrl-C): the caller never got the
+            # handle, so cancel the request rather than leave the server working for nobody.
+            if handle is not None:
+                with contextlib.suppress(SuperscaleError):
+                    await self.cancel(endpoint, handle.request_id)
+            raise
         except RequestTimeoutError as exc:
             if deadline is None or time.monotonic() < deadline:
                 raise  # the server's own deadline (504), not ours

@@ -166,7 +166,7 @@ class SyncClient:
 
         `on_queue_update` gets every polled status (with logs if `with_logs`). When `timeout`
         seconds pass first, the request is cancelled on the server and `RequestTimeoutError`
-        is raised.
+        is raised; an interrupted wait (Ctrl-C) cancels it too.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         handle: SyncRequestHandle | None = None
@@ -179,6 +179,12 @@ class SyncClient:
                 if on_queue_update is not None:
                     on_queue_update(status)
             return self._fetch_result(endpoint, handle.request_id, deadline)
+        except KeyboardInterrupt:
+            # The caller never got the handle: do not leave the server working for nobody.
+            if handle is not None:
+                with contextlib.suppress(SuperscaleError):
+                    self.cancel(endpoint, handle.request_id)
+            raise
         except RequestTimeoutError as exc:
             if deadline is None or time.monotonic() < deadline:
                 raise  # the server's own deadline (504), not ours

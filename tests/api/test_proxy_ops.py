@@ -165,3 +165,37 @@ def test_metrics(server: LiveServer) -> None:
         'route="/queue/{app:path}/requests/{request_id}/status",status="404"} 1.0'
     ) in text
     assert done["request_id"] not in text  # ids never become labels
+
+
+def test_stream_through_the_proxy(open_server: LiveServer) -> None:
+    with httpx.Client(base_url=open_server.url) as c:
+        rid = c.post("/queue/fal-ai/aura-sr", json=INPUT).json()["request_id"]
+        finish(open_server, rid)
+        target = f"https://queue.fal.run/fal-ai/aura-sr/requests/{rid}/status/stream?logs=1"
+        with c.stream(
+            "GET", PROXY, headers={"x-fal-target-url": target, "accept": "text/event-stream"}
+        ) as r:
+            assert r.status_code == 200
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert '"COMPLETED"' in lines[-1]
+    text = httpx.get(f"{open_server.url}/metrics").text
+    # proxied requests are counted under the route they reached
+    assert 'route="/queue/{app:path}/requests/{request_id}/status/stream",status="200"} 1.0' in text
+
+
+def test_cors(server: LiveServer) -> None:
+    pre = httpx.options(
+        f"{server.url}/queue/fal-ai/aura-sr",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in pre.headers
+    with server.client() as c:
+        r = c.post("/queue/fal-ai/aura-sr", json=INPUT, headers={"Origin": "https://app.example"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "x-fal-request-id" in r.headers["access-control-expose-headers"]

@@ -183,6 +183,8 @@ def test_stream(server: LiveServer) -> None:
             time.sleep(0.2)
             server.job_store.append_log(rid, "tiles 1/2")
             time.sleep(0.2)
+            server.job_store.append_log(rid, "tiles 2/2")
+            time.sleep(0.2)
             server.job_store.complete(rid, "w", OUTPUT, 0.25)
 
         threading.Thread(target=work).start()
@@ -200,7 +202,8 @@ def test_stream(server: LiveServer) -> None:
         assert states[0] == "IN_QUEUE" and states[-1] == "COMPLETED"
         assert "IN_PROGRESS" in states
         assert events[0]["queue_position"] == 0
-        assert any(e["logs"] and e["logs"][0]["message"] == "tiles 1/2" for e in events)
+        # Each event carries only new log lines (fal's JS client accumulates them).
+        assert [m["message"] for e in events for m in e["logs"]] == ["tiles 1/2", "tiles 2/2"]
         assert events[-1]["metrics"] == {"inference_time": 0.25}
 
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from superscale.api import maintenance, ops, proxy, queue, storage
 from superscale.api.context import ApiContext
@@ -19,6 +20,15 @@ from superscale.jobs.base import JobStore
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.api")
+
+EXPOSED_HEADERS = (
+    "x-fal-request-id",
+    "x-fal-error-type",
+    "x-fal-request-timeout-type",
+    "x-fal-retryable",
+    "retry-after",
+    "etag",
+)
 
 
 def create_app(
@@ -67,6 +77,15 @@ def create_app(
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)
+    # Browser apps on other origins call us with a key header and PUT to signed upload URLs,
+    # as they do fal. No credentials: cookies (the proxy session) never work cross-origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=list(EXPOSED_HEADERS),
+    )
 
     for router in (ops.router, proxy.router, storage.router, queue.router):
         app.include_router(router)

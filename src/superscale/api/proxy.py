@@ -135,15 +135,15 @@ class ProxyMiddleware:
         host = request.headers.get("host")
         if host:
             headers.append((b"host", host.encode("latin-1")))
-        inner = dict(scope)
-        inner.update(
+        # In place, as Starlette's router does, so outer middleware (metrics) sees the route.
+        scope.update(
             path=path,
             raw_path=path.encode(),
             query_string=query,
             headers=headers,
             **{PROXY_OWNER_SCOPE_KEY: owner},
         )
-        await self.app(inner, receive, send)
+        await self.app(scope, receive, send)
 
 
 async def _answer(send: Send, status: int, msg: str, type_: str) -> None:

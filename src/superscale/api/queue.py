@@ -146,8 +146,11 @@ async def status_stream(app: str, request_id: str, request: Request, ctx: Ctx) -
     base = ctx.base_url(request)
 
     async def events() -> AsyncIterator[bytes]:
+        # Like fal's, each event carries only the log lines that are new since the previous
+        # event (fal's JS client accumulates them itself); polling answers carry them all.
         version = -2
-        last_body: dict[str, Any] | None = None
+        last_seen: tuple[Any, ...] | None = None
+        logs_sent = 0
         last_sent = time.monotonic()
         while True:
             job = await ctx.call(ctx.job_store.get, request_id)
@@ -156,8 +159,13 @@ async def status_stream(app: str, request_id: str, request: Request, ctx: Ctx) -
             if job.version != version or job.state == "IN_QUEUE":
                 version = job.version
                 body = await ctx.call(_status_body, ctx, job, base, with_logs)
-                if body != last_body:
-                    last_body = body
+                all_logs = body["logs"] or []
+                seen = (job.state, body.get("queue_position"), len(all_logs))
+                if seen != last_seen:
+                    last_seen = seen
+                    if with_logs:
+                        body["logs"] = all_logs[logs_sent:]
+                        logs_sent = len(all_logs)
                     last_sent = time.monotonic()
                     yield f"data: {json.dumps(body)}\n\n".encode()
             if job.state == "COMPLETED":

@@ -516,3 +516,27 @@ def test_postgres_waiters_survive_a_lost_listener(pg_schema_url: str) -> None:
     finally:
         api.close()
         worker.close()
+
+
+def test_postgres_pool_survives_dropped_connections(pg_schema_url: str) -> None:
+    import uuid
+
+    import psycopg
+
+    from superscale.jobs.postgres import PostgresJobStore
+
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    store = PostgresJobStore(f"{pg_schema_url}&application_name={name}")
+    try:
+        rid = store.submit(new_job()).id
+        with psycopg.connect(pg_schema_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            ).fetchall()
+        assert killed  # the pool's connections are gone, as after a database restart
+        assert store.get(rid).state == "IN_QUEUE"  # type: ignore[union-attr]
+        assert store.claim("w", 30).id == rid  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -133,6 +133,9 @@ class PostgresJobStore(JobStore):
             min_size=1,
             max_size=max_connections,
             kwargs={"autocommit": True, "row_factory": dict_row},
+            # Checked out connections are checked first (one round trip), so a database
+            # restart costs the pool its stale connections, not a caller an error.
+            check=ConnectionPool.check_connection,
             open=False,
             name="superscale-jobs",
         )
@@ -260,14 +263,21 @@ class PostgresJobStore(JobStore):
             return self._get(conn, request_id)
 
     def queue_position(self, request_id: str) -> int:
+        # Two plain queries rather than a self-join: the count then always walks the queue
+        # index, whatever the planner believes about the table's size.
         with self._conn() as conn:
+            me = conn.execute(
+                "SELECT priority, seq FROM jobs WHERE id = %s AND state = 'IN_QUEUE'",
+                (request_id,),
+            ).fetchone()
+            if me is None:
+                return 0
             row = conn.execute(
-                "SELECT COUNT(*) AS n FROM jobs AS ahead, jobs AS me "
-                "WHERE me.id = %s AND me.state = 'IN_QUEUE' AND ahead.state = 'IN_QUEUE' "
-                "AND (ahead.start_deadline IS NULL OR ahead.start_deadline > %s) "
-                "AND (ahead.priority > me.priority "
-                "     OR (ahead.priority = me.priority AND ahead.seq < me.seq))",
-                (request_id, time.time()),
+                "SELECT COUNT(*) AS n FROM jobs "
+                "WHERE state = 'IN_QUEUE' "
+                "AND (start_deadline IS NULL OR start_deadline > %(now)s) "
+                "AND (priority > %(priority)s OR (priority = %(priority)s AND seq < %(seq)s))",
+                {"now": time.time(), "priority": me["priority"], "seq": me["seq"]},
             ).fetchone()
         assert row is not None
         return int(row["n"])

@@ -252,8 +252,11 @@ class SqliteJobStore(JobStore):
     def queue_position(self, request_id: str) -> int:
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM jobs AS ahead, jobs AS me "
-                "WHERE me.id = ? AND me.state = 'IN_QUEUE' AND ahead.state = 'IN_QUEUE' "
+                # `me` first, as its own one-row query: the planner then counts `ahead`
+                # along the queue index instead of guessing at a self-join.
+                "WITH me AS (SELECT priority, seq FROM jobs WHERE id = ? AND state = 'IN_QUEUE') "
+                "SELECT COUNT(*) FROM jobs AS ahead, me "
+                "WHERE ahead.state = 'IN_QUEUE' "
                 "AND (ahead.start_deadline IS NULL OR ahead.start_deadline > ?) "
                 "AND (ahead.priority > me.priority "
                 "     OR (ahead.priority = me.priority AND ahead.seq < me.seq))",

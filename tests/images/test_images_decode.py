@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import zlib
 
 import numpy as np
 import pytest
-from imgsamples import noise, png16_rgb, png_header_only, save, srgb_profile
+from imgsamples import chunk, noise, png16_rgb, png_header_only, save, srgb_profile
 from PIL import Image, ImageFile, features
 
 from superscale import images
@@ -31,6 +32,13 @@ def test_rgb_lossless_formats_decode_exactly(fmt: str) -> None:
     assert out.format == fmt
     np.testing.assert_array_equal(pixels(out.image), pixels(src))
     assert out.icc_profile is None
+
+
+def test_camera_multi_picture_jpeg_gives_first_picture() -> None:
+    first, second = noise(8, 8), Image.new("RGB", (8, 8), (0, 0, 0))
+    out = decode(save(first, "MPO", save_all=True, append_images=[second], quality=95))
+    assert (out.format, out.image.mode, out.image.size) == ("MPO", "RGB", (8, 8))
+    assert pixels(out.image).mean() > 60  # the noise picture, not the black one
 
 
 def test_jpeg_decodes_close_to_source() -> None:
@@ -324,6 +332,14 @@ def test_max_pixels_argument_is_honoured() -> None:
     assert decode(data, max_pixels=10_000).image.size == (100, 100)
     with pytest.raises(ImageError, match="too large"):
         decode(data, max_pixels=9_999)
+
+
+def test_compressed_metadata_bomb_is_refused() -> None:
+    # 50 MB of "ICC profile" in a 51 kB file: refused, not inflated.
+    png = save(noise(4, 4), "PNG")
+    bomb = png[:33] + chunk(b"iCCP", b"x\x00\x00" + zlib.compress(bytes(50 << 20))) + png[33:]
+    with pytest.raises(ImageError, match="too large"):
+        decode(bomb)
 
 
 def test_zero_size_is_refused() -> None:

@@ -132,6 +132,9 @@ class Worker:
         if now - self._last_recovery < self.settings.lease_seconds / 2:
             return
         self._last_recovery = now
+        self._recover()
+
+    def _recover(self) -> None:
         for request_id in self.job_store.recover_expired(self.settings.max_attempts):
             webhooks.enqueue(self.job_store, request_id)  # only if it ended for good
 
@@ -146,8 +149,11 @@ class Worker:
             try:
                 output, inference_time = self._process(job, should_cancel)
             except Cancelled:
-                if lease.lost.is_set() or self.abort.is_set():
-                    log.warning("dropped %s: lease lost or worker aborted", job.id)
+                if lease.lost.is_set():
+                    log.warning("dropped %s: the lease was lost", job.id)
+                    return
+                if self.abort.is_set():
+                    self._release(job.id)
                     return
                 error = CANCELLED
             except InputError as exc:
@@ -171,6 +177,16 @@ class Worker:
                 return
         if job.webhook_url:
             webhooks.enqueue(self.job_store, job.id)
+
+    def _release(self, request_id: str) -> None:
+        """Give a job back unfinished: a lease of zero seconds ends now, so the next recovery
+        pass requeues it (it still counts as an attempt)."""
+        log.warning("releasing %s unfinished: the worker is stopping", request_id)
+        try:
+            self.job_store.heartbeat(request_id, self.worker_id, 0.0)
+            self._recover()
+        except Exception:
+            log.warning("could not release %s; its lease will expire", request_id, exc_info=True)
 
     def _cancel_check(self, request_id: str, lost: threading.Event) -> Callable[[], bool]:
         def should_cancel() -> bool:

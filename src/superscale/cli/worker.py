@@ -1,0 +1,119 @@
+"""`superscale worker`: one worker and a webhook dispatcher in their own process, against the
+same job store and file store as `superscale serve` (same flags).
+
+Shutdown: the first SIGTERM or Ctrl-C stops claiming and lets the running job finish, for at
+most `--grace` seconds; then (or on a second signal) the job is released: its lease is ended at
+once so that another worker, or the next start, picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from superscale.cli.serve import build_settings
+
+log = logging.getLogger("superscale.worker")
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where SQLite, files and secrets live (default ./data).",
+)
+@click.option("--database-url", default=None, help="sqlite:///path or postgresql://…")
+@click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix")
+@click.option("--public-url", default=None, help="URL clients reach the API at (output URLs).")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory holding v1/ and v2/ checkpoints (else the Hugging Face cache).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    help="Checkpoint to serve; repeat for several (default: v1 and v2).",
+)
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …")
+@click.option("--dtype", default=None, help="auto, float32, float16, bfloat16")
+@click.option("--worker-id", default=None, help="Name in leases and logs (default host:pid:…).")
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds a running job may take to finish after SIGTERM before it is released.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def worker(
+    data_dir: Path | None,
+    database_url: str | None,
+    storage_url: str | None,
+    public_url: str | None,
+    model_dir: Path | None,
+    checkpoints: tuple[str, ...],
+    device: str | None,
+    dtype: str | None,
+    worker_id: str | None,
+    grace: float,
+    log_level: str,
+) -> None:
+    """Run one worker (and webhook delivery) against the shared stores."""
+    from superscale.files import open_file_store
+    from superscale.jobs import open_job_store
+    from superscale.webhooks import WebhookDispatcher
+    from superscale.worker import Worker
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = build_settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        storage_url=storage_url,
+        public_url=public_url,
+        model_dir=model_dir,
+        checkpoints=list(checkpoints) or None,
+        device=device,
+        dtype=dtype,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    job_store = open_job_store(settings.resolved_database_url())
+    file_store = open_file_store(settings.resolved_storage_url())
+    the_worker = Worker(settings, job_store, file_store, worker_id=worker_id)
+    dispatcher = WebhookDispatcher(settings, job_store)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("second stop signal: releasing the running job now")
+            the_worker.abort.set()
+            return
+        log.info("stopping: finishing the running job (at most %g s)", grace)
+        stop.set()
+        timer = threading.Timer(grace, the_worker.abort.set)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "worker %s serving %s on %s", the_worker.worker_id, settings.checkpoints, settings.device
+    )
+    dispatcher.start()
+    try:
+        the_worker.run_forever(stop)
+    finally:
+        dispatcher.stop(5)
+        job_store.close()
+        file_store.close()
+        log.info("worker %s stopped", the_worker.worker_id)

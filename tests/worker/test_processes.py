@@ -1,0 +1,182 @@
+"""Real processes: `superscale serve` killed with SIGKILL mid-job and restarted loses nothing;
+`superscale worker` releases its job on SIGTERM and delivers signed webhooks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from superscale import webhooks
+from superscale.jobs.sqlite import SqliteJobStore
+
+from .conftest import FixtureServer, Reply
+from .test_worker import png_bytes
+
+SUPERSCALE = [sys.executable, "-m", "superscale"]
+QUEUE = "/queue/fal-ai/aura-sr"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def data_uri(width: int, height: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(width, height)).decode()
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*SUPERSCALE, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except httpx.TransportError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(url: str, request_id: str) -> dict[str, Any]:
+    r = httpx.get(f"{url}{QUEUE}/requests/{request_id}/status?logs=1", timeout=5)
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def tiles_logged(url: str, request_id: str) -> int:
+    logs = status(url, request_id).get("logs") or []
+    return sum(1 for entry in logs if entry["message"].startswith("tiles "))
+
+
+def submit(url: str, image_url: str, webhook: str | None = None) -> str:
+    params = {"fal_webhook": webhook} if webhook else None
+    r = httpx.post(f"{url}{QUEUE}", json={"image_url": image_url}, params=params, timeout=10)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+@pytest.fixture
+def env(small_model_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SUPERSCALE_MODEL_DIR": str(small_model_dir),
+        "SUPERSCALE_DEVICE": "cpu",
+        "SUPERSCALE_LEASE_SECONDS": "2",
+        "SUPERSCALE_AUTH": "false",
+    }
+
+
+@pytest.mark.slow
+def test_serve_killed_mid_job_completes_everything_after_restart(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "data"
+    args = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--checkpoint", "v1"]
+    log = tmp_path / "serve.log"
+    with process(args, env, log) as first:
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "first start")
+        running = submit(url, data_uri(256, 256))  # 16 tiles: killed at the first log line
+        queued = [submit(url, data_uri(24 + i, 20)) for i in range(3)]
+        wait_for(lambda: tiles_logged(url, running) >= 1, 120, "the first job to run")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert status_in_store(data_dir, running) == "IN_PROGRESS"
+
+    with process(args, env, log):
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "restart")
+        for request_id in [running, *queued]:
+            wait_for(
+                lambda rid=request_id: status(url, rid)["status"] == "COMPLETED",  # type: ignore[misc]
+                180,
+                f"{request_id} to complete ({log.read_text()[-2000:]})",
+            )
+        results = {rid: httpx.get(f"{url}{QUEUE}/requests/{rid}", timeout=10) for rid in queued}
+        results[running] = httpx.get(f"{url}{QUEUE}/requests/{running}", timeout=10)
+        for rid, r in results.items():
+            assert r.status_code == 200, (rid, r.text)
+        image = results[running].json()["image"]
+        assert (image["width"], image["height"]) == (1024, 1024)
+        download = httpx.get(image["url"], timeout=10)
+        assert download.status_code == 200 and download.content[:4] == b"\x89PNG"
+    store = SqliteJobStore(data_dir / "superscale.db")
+    try:
+        job = store.get(running)
+        assert job is not None and job.attempts == 2  # run twice: before and after the kill
+        assert all((j := store.get(rid)) is not None and j.error is None for rid in queued)
+    finally:
+        store.close()
+
+
+def status_in_store(data_dir: Path, request_id: str) -> str:
+    store = SqliteJobStore(data_dir / "superscale.db")
+    try:
+        job = store.get(request_id)
+        assert job is not None
+        return job.state
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_worker_process_releases_on_sigterm_and_delivers_signed_webhook(
+    env: dict[str, str], tmp_path: Path, http_server: Callable[[], FixtureServer]
+) -> None:
+    env = {**env, "SUPERSCALE_SSRF_GUARD": "false"}  # the webhook receiver is on loopback
+    receiver = http_server()
+    receiver.routes["/hook"] = Reply(200)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "data"
+    stores = ["--data-dir", str(data_dir)]
+    worker_args = ["worker", *stores, "--public-url", url, "--checkpoint", "v1", "--grace", "0"]
+    log = tmp_path / "procs.log"
+    with process(["serve", "--workers", "0", "--port", str(port), *stores], env, log):
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "serve")
+        request_id = submit(url, data_uri(256, 256), webhook=f"{receiver.url}/hook")
+        with process(worker_args, env, log) as worker:
+            wait_for(lambda: tiles_logged(url, request_id) >= 1, 120, "the worker to run it")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+        # Released at once, not left to its lease: back in the queue.
+        assert status(url, request_id)["status"] == "IN_QUEUE"
+        assert receiver.requests == []
+
+        with process([*worker_args[:-2], "--grace", "30"], env, log) as worker:
+            wait_for(lambda: status(url, request_id)["status"] == "COMPLETED", 180, "completion")
+            wait_for(lambda: receiver.requests, 30, "the webhook")
+            worker.send_signal(signal.SIGTERM)  # idle: stops at once
+            assert worker.wait(30) == 0
+        jwks = httpx.get(f"{url}/.well-known/jwks.json").json()
+        (delivery,) = receiver.requests
+        assert webhooks.verify(jwks, delivery.headers, delivery.body)
+        assert delivery.headers["X-Fal-Webhook-Request-Id"] == request_id
+        assert b'"status":"OK"' in delivery.body

@@ -5,6 +5,8 @@ history, cancel, the phone layout. Screenshots of each state go to tests/artifac
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -63,6 +65,8 @@ def test_upload_run_watch_compare_download_cancel(
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    requested: list[str] = []
+    page.on("request", lambda req: requested.append(req.url))
     page.goto(f"{open_server.url}/")
     page.wait_for_selector("#phase")
     assert page.is_hidden("#access"), "auth is off: the page must not ask for access"
@@ -201,6 +205,68 @@ def test_upload_run_watch_compare_download_cancel(
 
     context.close()
     assert not errors, errors
+    # Works offline: everything the page loaded came from this server (or the page itself).
+    foreign = [u for u in requested if not u.startswith((open_server.url, "blob:", "data:"))]
+    assert not foreign, foreign
+
+
+def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifacts: Path) -> None:
+    """The other ways in: an image dropped on the page, an image URL (a data: URI here), and
+    input the server refuses, shown as a clear message."""
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.goto(f"{open_server.url}/playground")
+    page.wait_for_selector("#phase")
+
+    # Drop: a real DragEvent carrying a PNG file made in the page.
+    page.evaluate(DROP_PNG)
+    expect(page.locator("#input-info")).to_contain_text("dropped.png")
+    expect(page.locator("#input-info")).to_contain_text("12×8 → 48×32")
+
+    # A URL replaces the dropped file: here a small data: URI.
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), (200, 40, 90)).save(buffer, "PNG")
+    data_uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    page.fill("#url", data_uri)
+    page.dispatch_event("#url", "change")
+    expect(page.locator("#input-info")).to_contain_text("20×10 → 80×40")
+    page.click("#run")
+    page.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
+    assert json.loads(_code(page, "request"))["image_url"] == data_uri
+    assert json.loads(_code(page, "response"))["image"]["width"] == 80
+
+    # Refused at submit (422): the message names the field; nothing is queued.
+    page.fill("#url", "ftp://example.invalid/photo.png")
+    page.dispatch_event("#url", "change")
+    page.click("#run")
+    page.wait_for_selector("#status[data-phase=failed]", timeout=30_000)
+    message = page.inner_text("#phase")
+    assert message.startswith("Failed: image_url"), message
+    assert json.loads(_code(page, "response"))["detail"][0]["loc"][-1] == "image_url"
+    _shot(page, artifacts, "11-bad-input")
+
+    # A seed the form itself refuses never reaches the server.
+    page.fill("#seed", "-3")
+    page.click("#run")
+    expect(page.locator("#phase")).to_contain_text("seed")
+    context.close()
+    assert not errors, errors
+
+
+DROP_PNG = """async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 12;
+  canvas.height = 8;
+  canvas.getContext("2d").fillRect(0, 0, 6, 8);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], "dropped.png", { type: "image/png" }));
+  const drop = document.getElementById("drop");
+  drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true }));
+  drop.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+}"""
 
 
 def test_without_access_then_login_link(

@@ -42,6 +42,7 @@ const el = {
 
 const state = {
   file: null, // the picked File
+  url: "", // the image URL typed or pasted (when no file is picked)
   objectUrl: null, // its local preview URL
   uploaded: null, // {file, url}: the last upload, reused when the same file is run again
   busy: false,
@@ -67,6 +68,7 @@ function pickFile(file) {
     return;
   }
   state.file = file;
+  state.url = "";
   if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
   state.objectUrl = URL.createObjectURL(file);
   el.url.value = "";
@@ -74,14 +76,19 @@ function pickFile(file) {
 }
 
 function pickUrl(url) {
+  // `change` fires again on blur, e.g. when Run is pressed: redoing the preview then would
+  // move the button away from under the pointer.
+  if (url === state.url && !state.file) return;
+  state.url = url;
   state.file = null;
-  if (!url) {
+  if (!/^(https?:|data:image\/)/i.test(url)) {
     el.preview.hidden = true;
+    el.preview.removeAttribute("src");
     el.dropHint.hidden = false;
-    el.inputInfo.textContent = "";
+    el.inputInfo.textContent = url ? "No preview for this URL; the server checks it." : "";
     return;
   }
-  showPreview(url, url.startsWith("data:") ? "data: URI" : new URL(url, location.href).host);
+  showPreview(url, url.startsWith("data:") ? "data: URI" : new URL(url).host);
 }
 
 function showPreview(src, label) {

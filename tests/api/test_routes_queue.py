@@ -321,3 +321,18 @@ def test_cancelling_a_queued_job_sends_its_webhook(server: LiveServer) -> None:
     due = server.job_store.claim_due_webhooks(10, 30)
     assert [(d.request_id, d.url) for d in due] == [(rid, "https://hooks.example/x")]
     assert json.loads(due[0].body)["status"] == "ERROR"
+
+
+def test_output_file_urls_follow_the_host_the_client_used(server: LiveServer) -> None:
+    ours = f"{server.settings.resolved_public_url()}/files/abc/out.png"
+    output = {**OUTPUT, "image": {**OUTPUT["image"], "url": ours}}
+    with server.client() as c:
+        rid = c.post("/queue/fal-ai/aura-sr", json=INPUT).json()["request_id"]
+        finish(server, rid, output)
+        direct = c.get(f"/queue/fal-ai/aura-sr/requests/{rid}").json()
+        proxied = c.get(
+            f"/queue/fal-ai/aura-sr/requests/{rid}", headers={"Host": "upscale.example:9000"}
+        ).json()
+    assert direct["image"]["url"] == ours
+    assert proxied["image"]["url"] == "http://upscale.example:9000/files/abc/out.png"
+    assert proxied["timings"] == OUTPUT["timings"]

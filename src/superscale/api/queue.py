@@ -122,7 +122,7 @@ async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:
     return outcome
 
 
-def result_response(ctx: ApiContext, job: Job) -> Response:
+def result_response(ctx: ApiContext, job: Job, request: Request) -> Response:
     """A finished job's answer: its output, or its error's status and body."""
     headers = {REQUEST_ID_HEADER: job.id}
     if job.error is not None:
@@ -131,7 +131,25 @@ def result_response(ctx: ApiContext, job: Job) -> Response:
         if err.status_code == 504 and err.error_type == "timeout":
             headers["X-Fal-Request-Timeout-Type"] = "user"
         return JSONResponse(err.to_body(), status_code=err.status_code, headers=headers)
-    return JSONResponse(job.output or {}, headers=headers)
+    return JSONResponse(_rebase(job.output or {}, ctx, request), headers=headers)
+
+
+def _rebase(value: Any, ctx: ApiContext, request: Request) -> Any:
+    """Point our own file URLs in an output at the host this client reached us by (workers
+    write them with the configured public URL; behind TLS or a proxy that is not it)."""
+    if ctx.settings.public_url:  # configured explicitly: that is the URL to hand out
+        return value
+    old = f"{ctx.settings.resolved_public_url()}/files/"
+    new = f"{ctx.base_url(request)}/files/"
+    if old == new:
+        return value
+    if isinstance(value, str):
+        return new + value[len(old) :] if value.startswith(old) else value
+    if isinstance(value, dict):
+        return {k: _rebase(v, ctx, request) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, ctx, request) for v in value]
+    return value
 
 
 # --- queue -----------------------------------------------------------------------------------
@@ -222,7 +240,7 @@ async def result(app: str, request_id: str, request: Request, ctx: Ctx) -> Respo
             headers={REQUEST_ID_HEADER: job.id},
         )
     ctx.metrics.observe_finished(job)
-    return result_response(ctx, job)
+    return result_response(ctx, job, request)
 
 
 @router.post("/queue/{endpoint:path}")
@@ -260,7 +278,7 @@ async def run(endpoint: str, request: Request, ctx: Ctx) -> Response:
     if job is None:
         raise ApiError(500, "The request vanished from the job store", type="internal_error")
     ctx.metrics.observe_finished(job)
-    return result_response(ctx, job)
+    return result_response(ctx, job, request)
 
 
 def add_run_route(app_router: APIRouter) -> None:

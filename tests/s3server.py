@@ -73,6 +73,7 @@ class SeaweedS3:
         self.dir = Path(tempfile.mkdtemp(prefix="superscale-s3-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint_url = ""
+        self.ports: list[int] = []
 
     def start(self, timeout: float = 60.0) -> None:
         config = {
@@ -87,6 +88,7 @@ class SeaweedS3:
         (self.dir / "s3.json").write_text(json.dumps(config))
         (self.dir / "data").mkdir()
         ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        self.ports = list(ports.values())
         args = [
             self.binary,
             "mini",
@@ -96,12 +98,19 @@ class SeaweedS3:
             "-webdav=false",
             "-admin.ui=false",
             "-master.volumeSizeLimitMB=64",
+            "-volume.preStopSeconds=0",
+            f"-s3.localSocket={self.dir / 's3.sock'}",
+            f"-filer.localSocket={self.dir / 'filer.sock'}",
             f"-s3.config={self.dir / 's3.json'}",
             *(f"-{flag}={port}" for flag, port in ports.items()),
         ]
         log = (self.dir / "weed.log").open("wb")
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
         )
         self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
         self._wait_ready(timeout)
@@ -162,3 +171,7 @@ class SeaweedS3:
                 self.proc.kill()
                 self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
+        # Some gRPC sockets go to /tmp whatever the flags say; they are named by our ports.
+        for port in self.ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)

@@ -65,8 +65,9 @@ class S3FileStore(FileStore):
         self._s3: S3Client = client
         try:
             self._s3.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            raise ValueError(f"S3 bucket {bucket!r} is not reachable: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:  # missing bucket, no credentials, no server
+            where = f" at {endpoint_url}" if endpoint_url else ""
+            raise ValueError(f"S3 bucket {bucket!r}{where} is not reachable: {exc}") from exc
         self._lifecycle = lifecycle and self._ensure_lifecycle_rules()
 
     # --- names ---------------------------------------------------------------------------

@@ -67,6 +67,8 @@ def test_upload_run_watch_compare_download_cancel(
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     requested: list[str] = []
     page.on("request", lambda req: requested.append(req.url))
+    targets: list[str] = []  # what the page asked the proxy for
+    page.on("request", lambda req: targets.append(req.headers.get("x-fal-target-url", "")))
     page.goto(f"{open_server.url}/")
     page.wait_for_selector("#phase")
     assert page.is_hidden("#access"), "auth is off: the page must not ask for access"
@@ -88,6 +90,9 @@ def test_upload_run_watch_compare_download_cancel(
     page.wait_for_selector("#download:not([hidden])")
     _shot(page, artifacts, "03-result")
 
+    # Progress came live from the SSE status stream, not from polling.
+    assert any(t.endswith("/status/stream?logs=1") for t in targets), targets
+    assert not [t for t in targets if t.endswith("/status?logs=1")], targets
     phases = page.evaluate("window.__phases")
     assert any(p.startswith("uploading") for p in phases), phases
     assert any(p.startswith("queued: In queue") for p in phases), phases
@@ -194,6 +199,7 @@ def test_upload_run_watch_compare_download_cancel(
     phone = context.new_page()
     phone.on("pageerror", lambda exc: errors.append(f"pageerror (phone): {exc}"))
     phone.set_viewport_size({"width": 390, "height": 844})
+    phone.emulate_media(color_scheme="dark")
     phone.goto(f"{open_server.url}/playground")
     phone.locator("#history .history-item").nth(1).click()
     phone.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)

@@ -396,6 +396,7 @@ async function reopen(id) {
   restoreForm(item);
   renderCode();
   begin();
+  state.startedAt = 0; // no stopwatch: this is a look back, not a run
   try {
     await follow(id, item.preview && !item.preview.startsWith("data:") ? item.preview : "", true);
   } catch (err) {

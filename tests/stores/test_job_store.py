@@ -111,6 +111,35 @@ def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore
     assert set(got) == ids
 
 
+def test_worker_processes_never_share_a_job(store: JobStore, job_store_url: str) -> None:
+    """As with `superscale worker` processes: separate processes claiming from one store."""
+    ids = {store.submit(new_job()).id for _ in range(40)}
+    script = (
+        "import sys, time\n"
+        "from superscale.jobs import open_job_store\n"
+        "s = open_job_store(sys.argv[1])\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together\n"
+        "while (job := s.claim(sys.argv[3], 30)) is not None:\n"
+        "    print(job.id, flush=True)\n"
+        "    s.complete(job.id, sys.argv[3], {}, 0.0)\n"
+        "s.close()\n"
+    )
+    start = str(time.time() + 1.5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, job_store_url, start, f"p{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    claimed = [rid for out in outputs for rid in out]
+    assert sorted(claimed) == sorted(ids)  # each job exactly once
+    assert store.counts() == {"IN_QUEUE": 0, "IN_PROGRESS": 0, "COMPLETED": 40}
+
+
 def test_queue_position_counts_runnable_jobs_ahead(store: JobStore) -> None:
     a, b, c = (store.submit(new_job()).id for _ in range(3))
     assert [store.queue_position(x) for x in (a, b, c)] == [0, 1, 2]

@@ -65,7 +65,13 @@ def live_server(
     job_store = open_job_store(settings.resolved_database_url())
     file_store = open_file_store(settings.resolved_storage_url())
     key = create_key(job_store, "test")[1] if settings.auth else ""
-    app = create_app(settings, job_store, file_store, maintenance_interval=maintenance_interval)
+    app = create_app(
+        settings,
+        job_store,
+        file_store,
+        maintenance_interval=maintenance_interval,
+        file_sweep_interval=maintenance_interval,
+    )
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -37,6 +37,7 @@ def create_app(
     file_store: FileStore,
     *,
     maintenance_interval: float = maintenance.INTERVAL,
+    file_sweep_interval: float = maintenance.FILE_INTERVAL,
 ) -> FastAPI:
     """The API over the given stores. The caller owns the stores (and closes them)."""
     ctx = ApiContext(
@@ -55,7 +56,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(maintenance.run_forever(ctx, maintenance_interval))
+        task = asyncio.create_task(
+            maintenance.run_forever(ctx, maintenance_interval, file_sweep_interval)
+        )
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from superscale import webhooks
 from superscale.api.context import ApiContext
@@ -12,28 +13,41 @@ from superscale.api.context import ApiContext
 log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # x-fal-request-timeout is honoured to about this precision
+# Deleting expired files walks the whole store (a directory tree, a bucket listing): rarely.
+# Readers never see an expired file meanwhile (stores check expiry on read).
+FILE_INTERVAL = 60.0
 
 
-def sweep(ctx: ApiContext) -> None:
-    """One pass. Blocking."""
+def sweep_jobs(ctx: ApiContext) -> None:
+    """One pass over the jobs. Blocking."""
     recovered = ctx.job_store.recover_expired(ctx.settings.max_attempts)
     expired = ctx.job_store.expire_deadlines()
     for request_id in (*recovered, *expired):
         webhooks.enqueue(ctx.job_store, request_id)  # only those that ended for good
-    deleted = ctx.file_store.delete_expired()
-    if recovered or expired or deleted:
+    if recovered or expired:
         log.info(
-            "maintenance: %d lease(s) recovered, %d deadline(s) expired, %d file(s) deleted",
+            "maintenance: %d lease(s) recovered, %d start deadline(s) expired",
             len(recovered),
             len(expired),
-            deleted,
         )
 
 
-async def run_forever(ctx: ApiContext, interval: float = INTERVAL) -> None:
+def sweep_files(ctx: ApiContext) -> None:
+    deleted = ctx.file_store.delete_expired()
+    if deleted:
+        log.info("maintenance: %d expired file(s) deleted", deleted)
+
+
+async def run_forever(
+    ctx: ApiContext, interval: float = INTERVAL, file_interval: float = FILE_INTERVAL
+) -> None:
+    next_files = 0.0
     while True:
         try:
-            await ctx.call(sweep, ctx)
+            await ctx.call(sweep_jobs, ctx)
+            if time.monotonic() >= next_files:
+                next_files = time.monotonic() + file_interval
+                await ctx.call(sweep_files, ctx)
         except Exception:  # a store hiccup must not end housekeeping for good
             log.exception("maintenance pass failed")
         await asyncio.sleep(interval)

@@ -149,17 +149,24 @@ class SqliteJobStore(JobStore):
         finally:
             self._idle.put(conn)
 
+    @staticmethod
+    @contextmanager
+    def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+        """A transaction holding the database's write lock from its first statement."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # never hand a connection back mid-transaction
+                conn.execute("ROLLBACK")
+            raise
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the database's write lock from its first statement."""
-        with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """A write transaction; waiters in this process are woken once it commits."""
+        with self._conn() as conn, self._immediate(conn):
+            yield conn
         with self._changed:
             self._generation += 1
             self._changed.notify_all()
@@ -169,8 +176,7 @@ class SqliteJobStore(JobStore):
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
         )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate(conn):
             done = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             current = int(done.fetchone()[0])
             for version, statements in enumerate(MIGRATIONS, start=1):
@@ -182,10 +188,6 @@ class SqliteJobStore(JobStore):
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     (version, time.time()),
                 )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     @staticmethod
     def _get(conn: sqlite3.Connection, request_id: str) -> Job | None:

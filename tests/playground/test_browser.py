@@ -49,6 +49,12 @@ def _png(path: Path, width: int, height: int, seed: int) -> Path:
     return path
 
 
+def _data_uri(width: int, height: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 90)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def _shot(page: Any, artifacts: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
@@ -232,9 +238,7 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     expect(page.locator("#input-info")).to_contain_text("12×8 → 48×32")
 
     # A URL replaces the dropped file: here a small data: URI.
-    buffer = io.BytesIO()
-    Image.new("RGB", (20, 10), (200, 40, 90)).save(buffer, "PNG")
-    data_uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    data_uri = _data_uri(20, 10)
     page.fill("#url", data_uri)
     page.dispatch_event("#url", "change")
     expect(page.locator("#input-info")).to_contain_text("20×10 → 80×40")
@@ -316,9 +320,16 @@ def test_without_access_then_login_link(
     expect(page.locator("#access")).to_be_hidden()
     assert page.evaluate("document.cookie") == "", "the session cookie must be HttpOnly"
 
+    # Someone else's job waits ahead (no worker runs here), so the page's run is second.
+    ahead = httpx.post(
+        f"{auth_server.url}/queue/fal-ai/aura-sr",
+        headers={"Authorization": f"Key {other_secret}"},
+        json={"image_url": _data_uri(8, 8)},
+    )
+    assert ahead.status_code == 200, ahead.text
     page.set_input_files("#file", str(_png(tmp_path / "in.png", 40, 30, seed=3)))
     page.click("#run")
-    expect(page.locator("#phase")).to_have_text("In queue · next in line", timeout=30_000)
+    expect(page.locator("#phase")).to_have_text("In queue · position 1", timeout=30_000)
     _shot(page, artifacts, "10-signed-in-queued")
     request_id = page.evaluate(
         "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"
@@ -331,6 +342,11 @@ def test_without_access_then_login_link(
     assert mine.json()["status"] == "COMPLETED"
     theirs = httpx.get(f"{base}/status", headers={"Authorization": f"Key {other_secret}"})
     assert theirs.status_code == 404, "the page's run belongs to the session's key"
+
+    cancel_ahead = httpx.put(
+        ahead.json()["cancel_url"], headers={"Authorization": f"Key {other_secret}"}
+    )
+    assert cancel_ahead.status_code == 202, cancel_ahead.text
 
     page.click("#logout")
     expect(page.locator("#access")).to_be_visible()

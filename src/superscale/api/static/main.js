@@ -185,6 +185,7 @@ el.form.addEventListener("submit", async (e) => {
     setPhase("submitting", "Submitting…");
     const queued = await api.submit(input, { signal });
     state.requestId = queued.request_id;
+    if (state.cancelRequested) api.cancel(queued.request_id).catch(() => {});
     state.response = queued;
     renderCode();
     history.put({ id: queued.request_id, at: Date.now(), input, preview, outcome: "running" });
@@ -255,7 +256,13 @@ function onStatus(s) {
 el.cancel.addEventListener("click", async () => {
   if (!state.busy) return;
   state.cancelRequested = true;
-  if (!state.requestId) return state.controller.abort(); // still uploading or submitting
+  if (!state.requestId) {
+    // Uploading: stop it. Submitting: the server may be queueing it right now, so let the
+    // submit answer and cancel the request it names.
+    if (el.status.dataset.phase === "uploading") state.controller.abort();
+    else setPhase(el.status.dataset.phase, "Cancelling…");
+    return;
+  }
   el.cancel.disabled = true;
   setPhase(el.status.dataset.phase, "Cancelling…");
   try {

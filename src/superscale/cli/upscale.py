@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from PIL import Image
@@ -24,6 +24,9 @@ from tqdm import tqdm
 from superscale import images
 from superscale.schemas import CHECKPOINTS
 from superscale.settings import Settings
+
+if TYPE_CHECKING:  # torch loads only when the command runs
+    from superscale.engine import Upscaler
 
 # Suffixes that make OUT a file (and give its format) when there is one input.
 OUTPUT_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -195,7 +198,7 @@ def upscale(
 
 def _load(
     checkpoint: str, model_dir: Path | None, device: str | None, dtype: str | None, s: Settings
-) -> Any:
+) -> Upscaler:
     from superscale.engine import Upscaler, resolve_device, resolve_dtype
     from superscale.model import CheckpointError
 
@@ -215,7 +218,7 @@ def _load(
         raise click.ClickException(str(exc)) from None
 
 
-def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Any) -> int:
+def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Upscaler) -> int:
     """Tiles an image will take, from its header only (0 when the header cannot be read)."""
     from superscale.engine.tiling import TilePlan
 
@@ -230,7 +233,7 @@ def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Any) -> int:
 
 
 def _run(
-    upscaler: Any,
+    upscaler: Upscaler,
     items: list[Item],
     fmt: str,
     overlapping_tiles: bool,
@@ -301,7 +304,7 @@ class _TileBar:
 
 
 def _upscale_one(
-    upscaler: Any,
+    upscaler: Upscaler,
     item: Item,
     fmt: str,
     overlapping_tiles: bool,

@@ -569,3 +569,17 @@ def test_postgres_pool_survives_dropped_connections(pg_schema_url: str) -> None:
         assert store.claim("w", 30).id == rid  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_postgres_unreachable_is_a_clear_error() -> None:
+    import socket
+
+    from superscale.jobs.postgres import PostgresJobStore
+
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"postgres:\*\*\*@127\.0\.0\.1"):
+        PostgresJobStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/x", connect_timeout=1)
+    assert time.monotonic() - t0 < 10

@@ -145,8 +145,12 @@ class PostgresJobStore(JobStore):
         except PoolTimeout as exc:
             self._pool.close()
             raise ConnectionError(f"cannot connect to PostgreSQL at {_redact(url)}") from exc
-        with self._tx() as conn:
-            self._migrate(conn)
+        try:
+            with self._tx() as conn:
+                self._migrate(conn)
+        except BaseException:
+            self._pool.close()
+            raise
         # Wake-ups: waiters register the request ids they wait on; the listener bumps those.
         self._changed = threading.Condition()
         self._generations: dict[str, int] = {}

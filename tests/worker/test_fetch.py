@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from superscale.files import new_key, open_file_store
 from superscale.settings import Settings
 from superscale.worker.fetch import InputError, InputFetcher, decode_data_uri, own_file_key
 
@@ -122,3 +124,19 @@ def test_own_file_urls() -> None:
     plain = Settings(host="10.1.2.3", port=80)
     assert own_file_key("http://10.1.2.3/files/k/n.png", plain) == "k/n.png"
     assert own_file_key("http://127.0.0.1/files/k/n.png", plain) is None
+
+
+def test_files_urls_on_unknown_hosts_read_our_store_first(
+    settings: Settings, http_server: Callable[[], FixtureServer], tmp_path: Path
+) -> None:
+    store = open_file_store(f"file://{tmp_path / 'files'}")
+    key = new_key("in.png")
+    store.put(key, b"from the store", "image/png")
+    fetcher = InputFetcher(settings, store)
+    # A name this server cannot know it answers to (a LAN name, a proxy): no request is made.
+    assert fetcher.fetch(f"http://lan-name.invalid:1234/files/{key}") == b"from the store"
+    # A /files/ URL of somebody else's server: not in our store, so it is fetched.
+    server = http_server()
+    server.routes["/files/abc/other.png"] = Reply(200, b"from elsewhere")
+    assert fetcher.fetch(f"{server.url}/files/abc/other.png") == b"from elsewhere"
+    assert len(server.requests) == 1

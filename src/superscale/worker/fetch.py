@@ -14,7 +14,7 @@ from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from superscale import netguard
-from superscale.files.base import FileNotFound, FileStore
+from superscale.files.base import FileNotFound, FileStore, InvalidKey, check_key
 from superscale.jobs.base import JobError
 from superscale.settings import Settings
 
@@ -70,6 +70,18 @@ def own_file_key(url: str, settings: Settings) -> str | None:
         if parts.path.startswith(prefix) and len(parts.path) > len(prefix):
             return unquote(parts.path[len(prefix) :])
     return None
+
+
+def _files_key(url: str) -> str | None:
+    """The key of a `…/files/{key}` URL on any host, when it has the shape of our keys."""
+    path = urlsplit(url).path
+    if "/files/" not in path:
+        return None
+    key = unquote(path.split("/files/", 1)[1])
+    try:
+        return check_key(key)
+    except InvalidKey:
+        return None
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -141,7 +153,23 @@ class InputFetcher:
         key = own_file_key(url, self.settings)
         if key is not None:
             return self._from_store(key)
+        # Clients may reach us by a name we cannot know (a LAN address, a proxy). A `/files/`
+        # URL whose key is in our store is ours: keys are unguessable, so a foreign URL cannot
+        # name one by accident, and whoever knows a key may read the file anyway.
+        key = _files_key(url)
+        if key is not None:
+            try:
+                stored = self.file_store.get(key)
+            except FileNotFound:
+                pass
+            else:
+                return self._checked_size(stored.data)
         return self._from_http(url)
+
+    def _checked_size(self, data: bytes) -> bytes:
+        if len(data) > self.settings.max_input_bytes:
+            raise _too_large(self.settings.max_input_bytes)
+        return data
 
     def _from_store(self, key: str) -> bytes:
         try:
@@ -150,9 +178,7 @@ class InputFetcher:
             raise InputError(
                 "image_url names a file of this server that does not exist or has expired"
             ) from None
-        if stored.size > self.settings.max_input_bytes:
-            raise _too_large(self.settings.max_input_bytes)
-        return stored.data
+        return self._checked_size(stored.data)
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -70,7 +70,10 @@ class _Progress:
         now = time.monotonic()
         if total <= _LOG_EVERY_BATCH_UP_TO or done >= total or now - self._last >= _LOG_INTERVAL:
             self._last = now
-            self.job_store.append_log(self.request_id, f"tiles {done}/{total}")
+            try:
+                self.job_store.append_log(self.request_id, f"tiles {done}/{total}")
+            except Exception:  # progress is worth less than the job: keep going
+                log.warning("could not log progress of %s", self.request_id, exc_info=True)
 
 
 class Worker:
@@ -192,7 +195,11 @@ class Worker:
         def should_cancel() -> bool:
             if lost.is_set() or self.abort.is_set():
                 return True
-            current = self.job_store.get(request_id)
+            try:
+                current = self.job_store.get(request_id)
+            except Exception:  # the store hiccuped: the heartbeat decides whether we lost it
+                log.warning("could not check %s for cancellation", request_id, exc_info=True)
+                return False
             return current is None or current.cancel_requested
 
         return should_cancel

@@ -583,3 +583,23 @@ def test_postgres_unreachable_is_a_clear_error() -> None:
     with pytest.raises(ConnectionError, match=r"postgres:\*\*\*@127\.0\.0\.1"):
         PostgresJobStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/x", connect_timeout=1)
     assert time.monotonic() - t0 < 10
+
+
+def test_delete_finished_forgets_old_jobs_only(store: JobStore) -> None:
+    done = store.submit(new_job()).id
+    store.append_log(done, "old line")
+    store.fail(done, None, boom())
+    store.add_webhook(done, "https://hook", b"{}")
+    (delivery,) = store.claim_due_webhooks(1, 30)
+    store.webhook_result(delivery.id, True, None, None)
+    pending = store.submit(new_job()).id
+    store.fail(pending, None, boom())
+    store.add_webhook(pending, "https://hook", b"{}")  # not delivered yet: must survive
+    queued = store.submit(new_job()).id
+    assert store.delete_finished(before=time.time() - 60) == 0
+    assert store.delete_finished(before=time.time() + 1) == 2
+    assert store.get(done) is None and store.get(pending) is None
+    assert store.logs(done) == [] and store.webhooks(done) == []
+    assert len(store.webhooks(pending)) == 1
+    assert store.get(queued) is not None
+    assert store.counts() == {"IN_QUEUE": 1, "IN_PROGRESS": 0, "COMPLETED": 0}

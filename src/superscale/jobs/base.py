@@ -165,6 +165,11 @@ class JobStore(abc.ABC):
         """Fail queued jobs whose start deadline passed (504, error_type "timeout")."""
 
     @abc.abstractmethod
+    def delete_finished(self, before: float) -> int:
+        """Forget jobs that finished before this unix time, with their logs and settled
+        webhooks (pending deliveries stay). Returns how many jobs went."""
+
+    @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """Jobs by state, for metrics: {"IN_QUEUE": n, "IN_PROGRESS": n, "COMPLETED": n}."""
 

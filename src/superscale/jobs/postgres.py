@@ -417,6 +417,19 @@ class PostgresJobStore(JobStore):
                 self._finish(conn, row["id"], deadline_error(), now)
         return [row["id"] for row in late]
 
+    def delete_finished(self, before: float) -> int:
+        with self._tx() as conn:
+            old = "SELECT id FROM jobs WHERE state = 'COMPLETED' AND finished_at < %s"
+            conn.execute(f"DELETE FROM job_logs WHERE request_id IN ({old})", (before,))
+            conn.execute(
+                f"DELETE FROM webhooks WHERE request_id IN ({old}) AND next_attempt_at IS NULL",
+                (before,),
+            )
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE state = 'COMPLETED' AND finished_at < %s", (before,)
+            )
+            return cur.rowcount
+
     def counts(self) -> dict[str, int]:
         result = {"IN_QUEUE": 0, "IN_PROGRESS": 0, "COMPLETED": 0}
         with self._conn() as conn:

@@ -255,7 +255,7 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     message = page.inner_text("#phase")
     assert message.startswith("Failed: image_url"), message
     assert json.loads(_code(page, "response"))["detail"][0]["loc"][-1] == "image_url"
-    _shot(page, artifacts, "11-bad-input")
+    _shot(page, artifacts, "12-bad-input")
 
     # A seed the form itself refuses never reaches the server.
     page.fill("#seed", "-3")
@@ -315,6 +315,10 @@ def test_without_access_then_login_link(
         check=True,
     )
     page.goto(made.stdout.strip())
+    expect(page.locator("body")).to_contain_text(key.key_id)
+    _shot(page, artifacts, "10-login-link")
+    page.click("#login")
+    page.wait_for_url(f"{auth_server.url}/playground")
     assert page.url == f"{auth_server.url}/playground"
     expect(page.locator("#session")).to_contain_text(key.key_id)
     expect(page.locator("#access")).to_be_hidden()
@@ -330,7 +334,7 @@ def test_without_access_then_login_link(
     page.set_input_files("#file", str(_png(tmp_path / "in.png", 40, 30, seed=3)))
     page.click("#run")
     expect(page.locator("#phase")).to_have_text("In queue · position 1", timeout=30_000)
-    _shot(page, artifacts, "10-signed-in-queued")
+    _shot(page, artifacts, "11-signed-in-queued")
     request_id = page.evaluate(
         "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"
     )

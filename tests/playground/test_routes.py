@@ -41,6 +41,17 @@ def _status_via_proxy(client: httpx.Client, server: Server) -> httpx.Response:
     return client.get(f"{server.url}{PROXY}", headers={"x-fal-target-url": target})
 
 
+def _login(client: httpx.Client, link: str) -> httpx.Response:
+    """What a person does with a login link: open it, press Continue (a form POST)."""
+    page = client.get(link)
+    if page.status_code != 200:
+        return page
+    assert "set-cookie" not in page.headers, "opening the link alone must not spend it"
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token, page.text
+    return client.post(link.split("?")[0], data={"token": token.group(1)})
+
+
 def test_page_and_every_asset_it_loads(auth_server: Server) -> None:
     for path in ("/", "/playground"):
         page = httpx.get(auth_server.url + path)
@@ -95,7 +106,8 @@ def test_login_link_opens_one_session(auth_server: Server, store: JobStore, sign
     link = login_url(signer, auth_server.url, key.key_id)
     assert link.startswith(f"{auth_server.url}/playground/login?token=")
     with httpx.Client() as client:
-        response = client.get(link)
+        assert client.get(link).status_code == 200  # a previewer's GET spends nothing
+        response = _login(client, link)
         assert response.status_code == 303
         assert response.headers["location"] == "/playground"
         cookie = response.headers["set-cookie"].lower()
@@ -105,9 +117,12 @@ def test_login_link_opens_one_session(auth_server: Server, store: JobStore, sign
         # The proxy now acts as that key: an unknown request is 404, no longer 401.
         assert _status_via_proxy(client, auth_server).status_code == 404
     with httpx.Client() as other:
-        again = other.get(link)
+        again = _login(other, link)
         assert again.status_code == 401
         assert "already been used" in again.text
+        token = link.rsplit("=", 1)[1]
+        replay = other.post(f"{auth_server.url}/playground/login", data={"token": token})
+        assert replay.status_code == 401 and "set-cookie" not in replay.headers
         assert _status_via_proxy(other, auth_server).status_code == 401
 
 
@@ -131,7 +146,10 @@ def test_forged_expired_or_foreign_links_are_refused(
             response = client.get(link)
             assert response.status_code == 401, what
             assert "set-cookie" not in response.headers, what
-            assert "superscale serve" in response.text, what
+            assert "superscale login-link" in response.text, what
+            token = link.split("token=")[1] if "token=" in link else ""
+            posted = client.post(f"{auth_server.url}/playground/login", data={"token": token})
+            assert posted.status_code == 401 and "set-cookie" not in posted.headers, what
     assert signer.verify(LOGIN_PURPOSE, good.rsplit("=", 1)[1]) is not None
 
 
@@ -140,13 +158,13 @@ def test_revoking_the_key_ends_the_session(
 ) -> None:
     key, _ = create_key(store, "playground test")
     with httpx.Client() as client:
-        assert client.get(login_url(signer, auth_server.url, key.key_id)).status_code == 303
+        assert _login(client, login_url(signer, auth_server.url, key.key_id)).status_code == 303
         assert _status_via_proxy(client, auth_server).status_code == 404
         store.revoke_key(key.key_id)
         assert client.get(f"{auth_server.url}/playground/access").json()["access"] is False
         assert _status_via_proxy(client, auth_server).status_code == 401
     with httpx.Client() as client:
-        response = client.get(login_url(signer, auth_server.url, key.key_id))
+        response = _login(client, login_url(signer, auth_server.url, key.key_id))
         assert response.status_code == 401 and "revoked" in response.text
 
 

@@ -8,7 +8,8 @@ path the request names.
 Access with auth on: the proxy accepts a session cookie (`superscale.api.proxy`). A browser gets
 one from a login link (`login_url`; `login_banner` is the text `superscale serve` prints, and
 `superscale login-link` makes one for a running server): opening `/playground/login?token=…`
-sets the cookie and spends the link (one use per server process; links also expire). Holders of
+asks for a click (so that link previewers cannot spend it), whose POST sets the cookie and
+spends the link (one use per server process; links also expire). Holders of
 a key can open a session themselves with `POST /api/fal/proxy/session` and `Authorization: Key …`.
 """
 
@@ -18,6 +19,7 @@ import html
 import secrets
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -142,44 +144,82 @@ async def access(request: Request, ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.get("/playground/login")
-async def login(request: Request, ctx: Ctx, token: str = "") -> Response:
-    """Trade a login link for a proxy session cookie, then show the playground."""
-    if not ctx.settings.auth:
-        return RedirectResponse("/playground", status_code=303)
+async def _login_owner(ctx: ApiContext, token: str) -> tuple[str, str] | str:
+    """(key id, nonce) of a live login link, or why it cannot be used."""
     claims = ctx.signer.verify(LOGIN_PURPOSE, token)
     if claims is None:
-        return _login_refused("This login link is not valid, or it has expired.")
+        return "This login link is not valid, or it has expired."
     owner, nonce = str(claims.get("o", "")), str(claims.get("n", ""))
     key = await ctx.call(ctx.job_store.get_key, owner)
     if key is None or key.revoked_at is not None:
-        return _login_refused(
-            "The key this login link acts as no longer exists or has been revoked."
-        )
+        return "The key this login link acts as no longer exists or has been revoked."
     with _used_lock:
         if nonce in _used_logins:
+            return "This login link has already been used."
+    return owner, nonce
+
+
+@router.get("/playground/login")
+async def login_page(ctx: Ctx, token: str = "") -> Response:
+    """Ask before spending the link: a GET may come from a link previewer or a prefetch,
+    which must not use up a one-time link."""
+    if not ctx.settings.auth:
+        return RedirectResponse("/playground", status_code=303)
+    checked = await _login_owner(ctx, token)
+    if isinstance(checked, str):
+        return _login_refused(checked)
+    body = f"""<h2>Open the playground</h2>
+<p>This link lets this browser use the API as key <code>{html.escape(checked[0])}</code>,
+through the server: the key itself never reaches the page. It works once.</p>
+<form method="post" action="/playground/login">
+<input type="hidden" name="token" value="{html.escape(token)}">
+<button id="login" type="submit" class="primary">Continue to the playground</button>
+</form>"""
+    return _login_html(body, 200)
+
+
+@router.post("/playground/login")
+async def login(request: Request, ctx: Ctx) -> Response:
+    """Spend a login link: set the proxy session cookie, then show the playground."""
+    if not ctx.settings.auth:
+        return RedirectResponse("/playground", status_code=303)
+    form = parse_qs((await request.body())[:8192].decode("latin-1"))
+    checked = await _login_owner(ctx, (form.get("token") or [""])[0])
+    if isinstance(checked, str):
+        return _login_refused(checked)
+    owner, nonce = checked
+    with _used_lock:
+        if nonce in _used_logins:  # spent by a concurrent request since the check
             return _login_refused("This login link has already been used.")
         _used_logins.add(nonce)
     response = RedirectResponse("/playground", status_code=303)
     grant_proxy_session(response, ctx, owner, secure=request.url.scheme == "https")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
 def _login_refused(reason: str) -> HTMLResponse:
-    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    body = f"""<h2>No access</h2><p>{html.escape(reason)}</p>
+<p>Make a fresh login link with <code>superscale login-link</code> on the server (or
+restart <code>superscale serve</code>, which prints one), or start the server with
+<code>--no-auth</code> on a trusted machine.</p>
+<p><a href="/playground">Back to the playground</a></p>"""
+    return _login_html(body, 401)
+
+
+def _login_html(content: str, status: int) -> HTMLResponse:
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>superscale · login</title>
 <link rel="stylesheet" href="{ASSET_PREFIX}/playground.css"></head>
 <body><main class="layout single"><section class="panel">
-<h2>No access</h2><p>{html.escape(reason)}</p>
-<p>Make a fresh login link with <code>superscale login-link</code> on the server (or
-restart <code>superscale serve</code>, which prints one), or start the server with
-<code>--no-auth</code> on a trusted machine.</p>
-<p><a href="/playground">Back to the playground</a></p></section></main></body></html>"""
-    return HTMLResponse(
-        body,
-        status_code=401,
-        headers={**_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY},
-    )
+{content}
+</section></main></body></html>"""
+    headers = {
+        **_HEADERS,
+        "Cache-Control": "no-store",
+        # The token is in this page's URL: never send it on as a Referer.
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    }
+    return HTMLResponse(page, status_code=status, headers=headers)

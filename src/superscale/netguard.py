@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -119,7 +120,9 @@ class GuardedBackend(httpcore.SyncBackend):
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's own transport, with its connection pool built on the guarded backend."""
 
-    def __init__(self, allow: AllowHook | None = None, verify: bool | str = True) -> None:
+    def __init__(
+        self, allow: AllowHook | None = None, verify: ssl.SSLContext | bool = True
+    ) -> None:
         super().__init__(trust_env=False)
         # httpx does not take a network backend, so swap the pool it built for one that has
         # ours; everything else (request/response mapping, errors) stays httpx's.
@@ -130,11 +133,20 @@ class GuardedTransport(httpx.HTTPTransport):
 
 
 def client(
-    *, guard: bool = True, timeout: float = 30.0, allow: AllowHook | None = None
+    *,
+    guard: bool = True,
+    timeout: float = 30.0,
+    allow: AllowHook | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Client:
     """An httpx client for user-supplied URLs: guarded unless `guard` is False, never proxied
-    through environment settings, redirects left to the caller (each hop is guarded anyway)."""
-    transport = GuardedTransport(allow) if guard else httpx.HTTPTransport(trust_env=False)
+    through environment settings, redirects left to the caller (each hop is guarded anyway).
+    `verify`: True (system CAs) or an SSLContext (say, one trusting a private CA)."""
+    transport = (
+        GuardedTransport(allow, verify)
+        if guard
+        else httpx.HTTPTransport(verify=verify, trust_env=False)
+    )
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(timeout),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ class Seen:
 class FixtureServer:
     """A real HTTP server on 127.0.0.1; `route(path)` answers from a Reply or a function."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Reply | Callable[[Seen], Reply]] = {}
         self.requests: list[Seen] = []
         server = self
@@ -80,8 +81,10 @@ class FixtureServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
@@ -91,12 +94,13 @@ class FixtureServer:
 
 
 @pytest.fixture
-def http_server() -> Iterator[Callable[[], FixtureServer]]:
-    """A factory of loopback fixture servers, all shut down after the test."""
+def http_server() -> Iterator[Callable[..., FixtureServer]]:
+    """A factory of loopback fixture servers (`tls=` an SSLContext for HTTPS), all shut down
+    after the test."""
     servers: list[FixtureServer] = []
 
-    def make() -> FixtureServer:
-        servers.append(FixtureServer())
+    def make(tls: ssl.SSLContext | None = None) -> FixtureServer:
+        servers.append(FixtureServer(tls))
         return servers[-1]
 
     yield make
@@ -132,3 +136,40 @@ def job_store(settings: Settings) -> Iterator[SqliteJobStore]:
     store = SqliteJobStore(settings.data_dir / "superscale.db")
     yield store
     store.close()
+
+
+def localhost_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate valid for the name `localhost` only (no IP address), so a
+    TLS handshake verifies only if the client sends and checks that name."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "localhost.pem", directory / "localhost.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

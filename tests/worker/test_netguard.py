@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from superscale import netguard
 from superscale.worker.fetch import InputError, InputFetcher
 
-from .conftest import FixtureServer, Reply
+from .conftest import FixtureServer, Reply, localhost_certificate
 
 REFUSED = {
     "127.0.0.1": "loopback",
@@ -190,3 +192,21 @@ def test_guarded_transport_keeps_httpx_errors(closed_port: int) -> None:
     allow = lambda host, port: True  # noqa: E731
     with netguard.client(allow=allow, timeout=2) as client, pytest.raises(httpx.ConnectError):
         client.get(f"http://127.0.0.1:{closed_port}/")
+
+
+def test_pinned_connection_keeps_tls_name_verification(
+    http_server: Callable[..., FixtureServer], connects: list[tuple[str, int]], tmp_path: Path
+) -> None:
+    cert, key = localhost_certificate(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    server = http_server(tls=server_tls)
+    server.routes["/x"] = Reply(200, b"over tls")
+    allow = lambda host, port: port == server.port  # noqa: E731
+    with netguard.client(allow=allow, verify=ssl.create_default_context(cafile=cert)) as client:
+        # The socket goes to the vetted address; the certificate is checked for the name.
+        assert client.get(f"https://localhost:{server.port}/x").content == b"over tls"
+        assert connects == [("127.0.0.1", server.port)]
+        # By address the certificate (issued to `localhost` only) does not match: refused.
+        with pytest.raises(httpx.ConnectError, match=r"certificate|hostname|IP address"):
+            client.get(f"https://127.0.0.1:{server.port}/x")

@@ -59,6 +59,8 @@ def test_page_and_every_asset_it_loads(auth_server: Server) -> None:
         assert page.headers["content-type"].startswith("text/html")
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        head = httpx.head(auth_server.url + path)
+        assert head.status_code == 200 and head.content == b""
     assets = set(re.findall(r'(?:src|href)="(/playground/assets/[^"]+)"', page.text))
     assert {"/playground/assets/main.js", "/playground/assets/playground.css"} <= assets
     # Follow the module graph: every import must be served, with a type browsers accept.

@@ -105,8 +105,8 @@ def _file(path: Path) -> FileResponse:
     return FileResponse(path, media_type=_CONTENT_TYPES[path.suffix], headers=_HEADERS)
 
 
-@router.get("/")
-@router.get("/playground")
+@router.api_route("/", methods=["GET", "HEAD"])
+@router.api_route("/playground", methods=["GET", "HEAD"])
 def page() -> FileResponse:
     """The playground page."""
     response = _file(_ASSETS["index.html"])
@@ -114,7 +114,7 @@ def page() -> FileResponse:
     return response
 
 
-@router.get(ASSET_PREFIX + "/{name}")
+@router.api_route(ASSET_PREFIX + "/{name}", methods=["GET", "HEAD"])
 def asset(name: str) -> Response:
     """One of the page's static files."""
     path = _ASSETS.get(name)

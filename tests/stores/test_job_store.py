@@ -224,9 +224,9 @@ def test_cancel_in_each_state(store: JobStore) -> None:
 
 def test_lease_expiry_requeues_then_gives_up(store: JobStore) -> None:
     rid = store.submit(new_job()).id
-    assert store.claim("w1", 0.05).id == rid  # type: ignore[union-attr]
+    assert store.claim("w1", 30).id == rid  # type: ignore[union-attr]
     assert store.recover_expired(max_attempts=2) == []  # lease still valid
-    time.sleep(0.1)
+    assert store.heartbeat(rid, "w1", -1)  # the lease runs out (as when a worker lets go)
     assert store.recover_expired(max_attempts=2) == [rid]
     job = store.get(rid)
     assert job is not None and job.state == "IN_QUEUE" and job.worker_id is None
@@ -247,12 +247,11 @@ def test_lease_expiry_requeues_then_gives_up(store: JobStore) -> None:
 
 def test_heartbeat_keeps_the_lease(store: JobStore) -> None:
     rid = store.submit(new_job()).id
-    store.claim("w", 0.2)
+    store.claim("w", 0.05)
     version = store.get(rid).version  # type: ignore[union-attr]
-    for _ in range(3):
-        time.sleep(0.1)
-        assert store.heartbeat(rid, "w", 0.2)
-    assert store.recover_expired(max_attempts=3) == []
+    time.sleep(0.1)  # expired, but nobody recovered it yet: the worker still holds it
+    assert store.heartbeat(rid, "w", 30)
+    assert store.recover_expired(max_attempts=3) == []  # renewed for 30 s
     assert not store.heartbeat(rid, "other", 30)
     assert store.get(rid).version == version  # type: ignore[union-attr]  # renewals are quiet
 
@@ -327,8 +326,9 @@ def test_wait_for_change_sees_another_stores_write(open_store: Callable[[], JobS
     threading.Timer(0.1, worker.claim, args=("w", 30)).start()
     t0 = time.monotonic()
     assert api.wait_for_change(rid, 1, timeout=5) == 2
-    # SQLite: seen by the 0.2 s version poll; PostgreSQL: woken by NOTIFY.
-    assert time.monotonic() - t0 < 0.5
+    # SQLite: seen by the 0.2 s version poll; PostgreSQL: woken by NOTIFY (its fallback
+    # poll while listening is 2 s, so this fails if notifications do not arrive).
+    assert time.monotonic() - t0 < 1.0
 
 
 def test_wait_for_change_sees_another_process(
@@ -541,7 +541,7 @@ def test_postgres_waiters_survive_a_lost_listener(pg_schema_url: str) -> None:
         threading.Timer(0.05, worker.append_log, args=(rid, "back")).start()
         t0 = time.monotonic()
         assert api.wait_for_change(rid, 2, timeout=5) == 3
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.0  # not the 2 s fallback poll
     finally:
         api.close()
         worker.close()

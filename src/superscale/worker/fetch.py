@@ -196,6 +196,8 @@ class InputFetcher:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise InputError(f"image_url redirected to an unsupported URL: {url[:200]}")
             try:
+                if time.monotonic() > deadline:  # the whole chain shares one time budget
+                    raise httpx.ReadTimeout("total fetch time exceeded")
                 location = self._get_once(url, deadline)
             except netguard.Refused as exc:
                 raise InputError(f"image_url refused: {exc}") from None

@@ -247,6 +247,32 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     assert json.loads(_code(page, "request"))["image_url"] == data_uri
     assert json.loads(_code(page, "response"))["image"]["width"] == 80
 
+    # The viewer by hand: drag the divider, zoom with the wheel, copy the code shown.
+    knob = page.locator("#divider .knob").bounding_box()
+    assert knob is not None
+    page.mouse.move(knob["x"] + knob["width"] / 2, knob["y"] + knob["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(knob["x"] - 150, knob["y"], steps=5)
+    page.mouse.up()
+    assert int(page.input_value("#split")) < 40
+    stage_width = "document.getElementById('stage').getBoundingClientRect().width"
+    before = page.evaluate(stage_width)
+    viewer = page.locator("#viewer").bounding_box()
+    assert viewer is not None
+    page.mouse.move(viewer["x"] + viewer["width"] / 2, viewer["y"] + viewer["height"] / 2)
+    page.mouse.wheel(0, -400)
+    expect(page.locator("#stage")).to_have_class(re.compile("pixelated"))
+    assert page.evaluate(stage_width) > before * 1.5
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#copy")
+    expect(page.locator("#copy")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == page.inner_text("#code")
+
+    # Paste: an image on the clipboard becomes the input.
+    page.evaluate(PASTE_PNG)
+    expect(page.locator("#input-info")).to_contain_text("pasted.png")
+    assert page.input_value("#url") == ""
+
     # Refused at submit (422): the message names the field; nothing is queued.
     page.fill("#url", "ftp://example.invalid/photo.png")
     page.dispatch_event("#url", "change")
@@ -276,6 +302,17 @@ DROP_PNG = """async () => {
   const drop = document.getElementById("drop");
   drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true }));
   drop.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+}"""
+
+
+PASTE_PNG = """async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 6;
+  canvas.height = 6;
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], "pasted.png", { type: "image/png" }));
+  document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
 }"""
 
 

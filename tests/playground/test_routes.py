@@ -74,10 +74,19 @@ def test_page_and_every_asset_it_loads(auth_server: Server) -> None:
         assert response.status_code == 200, path
         suffix = path[path.rindex(".") :]
         assert response.headers["content-type"].startswith(CONTENT_TYPES[suffix]), path
+        # Revalidation is cheap: the ETag answers 304 with no body.
+        etag = response.headers["etag"]
+        again = httpx.get(auth_server.url + path, headers={"if-none-match": etag})
+        assert again.status_code == 304 and again.content == b"", path
         if suffix == ".js":
             for name in re.findall(r'from "\./([\w.-]+)"', response.text):
                 pending.append(f"/playground/assets/{name}")
     assert {"/playground/assets/api.js", "/playground/assets/compare.js"} <= seen
+    # Compressed for browsers that take it (httpx does, and decodes it transparently).
+    main = httpx.get(f"{auth_server.url}/playground/assets/main.js")
+    assert main.headers["content-encoding"] == "gzip"
+    assert int(main.headers["content-length"]) < len(main.content) / 2
+    assert "import * as api" in main.text
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,17 @@ a key can open a session themselves with `POST /api/fal/proxy/session` and `Auth
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import html
 import secrets
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.proxy import SESSION_COOKIE, grant_proxy_session, proxy_session_owner
@@ -39,8 +42,27 @@ _CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-# Only what ships in static/, looked up by name: nothing else on disk can be reached.
-_ASSETS = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _CONTENT_TYPES}
+
+
+@dataclass(frozen=True)
+class _Asset:
+    body: bytes
+    gzipped: bytes
+    media_type: str
+    etag: str
+
+
+def _load(path: Path) -> _Asset:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:32]
+    return _Asset(data, gzip.compress(data, 9, mtime=0), _CONTENT_TYPES[path.suffix], f'"{digest}"')
+
+
+# Only what ships in static/, looked up by name: nothing else on disk can be reached. Read once
+# (about 55 kB): served from memory, compressed ahead, revalidated by ETag.
+_ASSETS = {
+    p.name: _load(p) for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _CONTENT_TYPES
+}
 
 # The page loads only its own files; images may come from anywhere (an input URL, a file
 # store on another host), and so may uploads (signed upload URLs of an S3 file store).
@@ -101,26 +123,32 @@ def login_banner(settings: Settings, job_store: JobStore, key_id: str | None = N
     )
 
 
-def _file(path: Path) -> FileResponse:
-    return FileResponse(path, media_type=_CONTENT_TYPES[path.suffix], headers=_HEADERS)
+def _serve(request: Request, asset: _Asset, headers: dict[str, str] | None = None) -> Response:
+    """An asset with its ETag: 304 when the browser's copy is current, gzip when accepted."""
+    all_headers = {**_HEADERS, **(headers or {}), "ETag": asset.etag, "Vary": "Accept-Encoding"}
+    if asset.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=all_headers)
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
+        all_headers["Content-Encoding"] = "gzip"
+        return Response(asset.gzipped, media_type=asset.media_type, headers=all_headers)
+    return Response(asset.body, media_type=asset.media_type, headers=all_headers)
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
 @router.api_route("/playground", methods=["GET", "HEAD"])
-def page() -> FileResponse:
+def page(request: Request) -> Response:
     """The playground page."""
-    response = _file(_ASSETS["index.html"])
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return response
+    csp = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    return _serve(request, _ASSETS["index.html"], csp)
 
 
 @router.api_route(ASSET_PREFIX + "/{name}", methods=["GET", "HEAD"])
-def asset(name: str) -> Response:
+def asset(request: Request, name: str) -> Response:
     """One of the page's static files."""
-    path = _ASSETS.get(name)
-    if path is None or name == "index.html":
+    found = _ASSETS.get(name)
+    if found is None or name == "index.html":
         return Response("Not found", status_code=404, media_type="text/plain")
-    return _file(path)
+    return _serve(request, found)
 
 
 async def _session_key(request: Request, ctx: ApiContext) -> str | None:

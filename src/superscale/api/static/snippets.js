@@ -18,6 +18,10 @@ export function snippets(input, origin) {
   };
 }
 
+function extension(format) {
+  return format === "jpeg" ? "jpg" : format || "png";
+}
+
 function isLongDataUri(url) {
   return typeof url === "string" && url.startsWith("data:") && url.length > LONG_DATA_URI;
 }
@@ -40,7 +44,7 @@ function python(input, origin, local) {
     "    on_queue_update=print,",
     ")",
     "print(result.image.url, result.image.width, result.image.height)",
-    'result.image.download("output.png")',
+    `result.image.download(${pyStr(`output.${extension(input.output_format)}`)})`,
     "",
   ].join("\n");
 }

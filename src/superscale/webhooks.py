@@ -236,22 +236,25 @@ class WebhookDispatcher:
         headers = {"Content-Type": "application/json", "User-Agent": "superscale-webhook"}
         headers.update(self.signer.sign(delivery.request_id, user_id, delivery.body))
         error: str | None = None
+        final = False  # retrying cannot help: a refused or malformed URL
         try:
             response = self._client.post(delivery.url, content=delivery.body, headers=headers)
             if not 200 <= response.status_code < 300:
                 error = f"receiver answered HTTP {response.status_code}"
         except netguard.Refused as exc:
-            error = f"refused: {exc}"
+            error, final = f"refused: {exc}", True
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            error, final = f"invalid webhook URL: {exc}", True
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a bad URL or the like: record it, keep the thread alive
+        except Exception as exc:  # whatever else: record it, keep the thread alive
             error = f"{type(exc).__name__}: {exc}"
         attempt = delivery.attempts + 1
         if error is None:
             self.job_store.webhook_result(delivery.id, True, None, None)
             log.info("webhook %s delivered (attempt %d)", delivery.request_id, attempt)
             return
-        if attempt >= self.settings.webhook_max_attempts:
+        if final or attempt >= self.settings.webhook_max_attempts:
             next_at = None
             log.warning(
                 "webhook %s gave up after %d attempts: %s", delivery.request_id, attempt, error

@@ -184,7 +184,16 @@ def test_guard_refuses_loopback_receiver(
     assert webhooks.WebhookDispatcher(settings, job_store).run_once() == 1
     (delivery,) = job_store.webhooks(request_id)
     assert delivery.delivered_at is None and "loopback" in (delivery.last_error or "")
+    assert delivery.next_attempt_at is None  # given up at once: retrying cannot help
     assert receiver.requests == []
+
+
+def test_malformed_webhook_url_is_given_up(settings: Settings, job_store: SqliteJobStore) -> None:
+    request_id = _finished_job(job_store, "ftp://example.invalid/hook")
+    assert webhooks.WebhookDispatcher(settings, job_store).run_once() == 1
+    (delivery,) = job_store.webhooks(request_id)
+    assert delivery.next_attempt_at is None and delivery.delivered_at is None
+    assert "invalid webhook URL" in (delivery.last_error or "")
 
 
 def test_no_webhook_without_url(job_store: SqliteJobStore) -> None:

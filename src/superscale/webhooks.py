@@ -160,11 +160,11 @@ def verify(
     for jwk in jwks_document.get("keys", []):
         if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             continue
-        public = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
         try:
+            public = Ed25519PublicKey.from_public_bytes(_b64url_decode(str(jwk["x"])))
             public.verify(signature, message)
             return True
-        except InvalidSignature:
+        except (InvalidSignature, KeyError, ValueError):
             continue
     return False
 
@@ -224,8 +224,10 @@ class WebhookDispatcher:
 
     def run_once(self) -> int:
         """Attempt every due delivery once; returns how many were attempted."""
-        # The claim lease outlasts one attempt, so no other dispatcher sends it meanwhile.
-        due = self.job_store.claim_due_webhooks(self.batch, lease_seconds=self.timeout + 30)
+        # The claim lease outlasts the whole batch sent one by one, each up to the timeout,
+        # so no other dispatcher sends any of them meanwhile.
+        lease = self.timeout * self.batch + 30
+        due = self.job_store.claim_due_webhooks(self.batch, lease_seconds=lease)
         for delivery in due:
             self._attempt(delivery)
         return len(due)

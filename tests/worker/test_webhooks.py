@@ -65,6 +65,10 @@ def test_signature_verifies_and_tampering_fails(tmp_path: Path) -> None:
     assert not webhooks.verify(signer.jwks(), stale, body)
     other = webhooks.WebhookSigner.load_or_create(tmp_path / "other")
     assert not webhooks.verify(other.jwks(), headers, body)
+    # Key rotation: any key of the set may match; junk entries are skipped, not fatal.
+    junk = [{"kty": "OKP", "crv": "Ed25519"}, {"kty": "OKP", "crv": "Ed25519", "x": "!!"}]
+    mixed = {"keys": [*junk, *other.jwks()["keys"], *signer.jwks()["keys"]]}
+    assert webhooks.verify(mixed, headers, body)
 
 
 def test_delivers_signed_payload(

@@ -113,8 +113,9 @@ class Worker:
         self._run(job)
         return True
 
-    def run_forever(self, stop: threading.Event, idle_max: float = 0.25) -> None:
-        """Work until `stop` is set; the running job is finished first."""
+    def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
+        """Work until `stop` is set; the running job is finished first. When idle, polls the
+        queue with a backoff up to `idle_max` s (the store interface has no wake-up call)."""
         idle = 0.01
         while not stop.is_set():
             try:

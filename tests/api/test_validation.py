@@ -163,3 +163,14 @@ def test_no_auth_server_takes_anonymous_requests(open_server: LiveServer) -> Non
         assert r.status_code == 200
         job = open_server.job_store.get(r.json()["request_id"])
         assert job is not None and job.owner == ""
+
+
+def test_routing_errors_have_fals_shape(server: LiveServer) -> None:
+    import httpx
+
+    r = httpx.get(f"{server.url}/no/such/route")
+    assert r.status_code == 404 and r.json()["detail"][0]["type"] == "not_found"
+    r = httpx.post(f"{server.url}/health")
+    assert r.status_code == 404 and r.json()["detail"][0]["type"] == "not_found"
+    r = httpx.request("OPTIONS", f"{server.url}/health")
+    assert r.status_code == 405 and r.json()["detail"][0]["msg"] == "Method Not Allowed"

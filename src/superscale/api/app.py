@@ -9,10 +9,16 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from superscale.api import maintenance, ops, proxy, queue, storage
 from superscale.api.context import ApiContext
-from superscale.api.errors import ApiError, api_error_handler, unexpected_error_handler
+from superscale.api.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+)
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
 from superscale.files.base import FileStore
@@ -77,6 +83,7 @@ def create_app(
     )
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,15 @@ def validation_error(exc: ValidationError, prefix: str = "body") -> ApiError:
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Routing's own refusals (unknown path 404, wrong method 405) in fal's shape too."""
+    assert isinstance(exc, StarletteHTTPException)
+    msg = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+    return ApiError(
+        exc.status_code, msg, loc=("path",), type="http_error", headers=exc.headers
+    ).response()
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:

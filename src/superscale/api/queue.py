@@ -281,6 +281,14 @@ async def run(endpoint: str, request: Request, ctx: Ctx) -> Response:
     return result_response(ctx, job, request)
 
 
+async def no_route(endpoint: str) -> Response:
+    raise ApiError(404, "Not Found", loc=("path",), type="not_found")
+
+
 def add_run_route(app_router: APIRouter) -> None:
-    """The catch-all `POST /{endpoint}`: registered last so it never shadows other routes."""
+    """The catch-all `POST /{endpoint}`: registered last so it never shadows other routes.
+    Other methods on unknown paths answer 404 (not the 405 the POST catch-all would imply)."""
     app_router.add_api_route("/{endpoint:path}", run, methods=["POST"])
+    app_router.add_api_route(
+        "/{endpoint:path}", no_route, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"]
+    )

@@ -98,7 +98,7 @@ class Worker:
         self.fetcher = InputFetcher(settings, file_store, allow=fetch_allow)
         self.public_url = settings.resolved_public_url()
         self._last_recovery = 0.0
-        # Set by a second shutdown request: abandon the running job (its lease will expire).
+        # Set when shutdown may not wait any longer: the running job is released unfinished.
         self.abort = threading.Event()
 
     # --- the loop --------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class Worker:
             try:
                 worked = self.run_once()
             except Exception:  # the store is unreachable, say: wait and try again
-                log.exception("worker %s: claiming failed", self.worker_id)
+                log.exception("worker %s: pass failed; retrying", self.worker_id)
                 worked, idle = False, idle_max
             if worked:
                 idle = 0.01

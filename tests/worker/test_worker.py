@@ -349,3 +349,15 @@ def test_completion_enqueues_webhook_and_run_forever_stops(
 def finished_or_none(store: SqliteJobStore, request_id: str) -> bool:
     job = store.get(request_id)
     return job is not None and job.state == "COMPLETED"
+
+
+def test_progress_on_big_images_is_throttled(job_store: SqliteJobStore) -> None:
+    from superscale.worker.loop import _Progress
+
+    request_id = submit(job_store, "data:,x")
+    progress = _Progress(job_store, request_id)
+    for done in range(401):  # a 1280² input: 400 tiles, reported far faster than 1 line/s
+        progress(done, 400)
+    lines = tile_logs(job_store, request_id)
+    assert lines[0] == "tiles 0/400" and lines[-1] == "tiles 400/400"
+    assert len(lines) <= 4

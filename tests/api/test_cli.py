@@ -92,6 +92,8 @@ def test_first_serve_prints_a_working_key_and_never_loads_torch(api_only) -> Non
         proc2.terminate()
         out2, _ = proc2.communicate(timeout=10)
     assert "FAL_KEY=" not in out2
+    # Each start offers the playground a login link (auth on).
+    assert f"http://127.0.0.1:{port}/playground/login?token=" in out2
 
 
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:

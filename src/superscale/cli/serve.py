@@ -39,6 +39,15 @@ def ensure_first_key(settings: Settings, job_store: Any) -> str | None:
     return create_key(job_store, "first key (created by serve)")[1]
 
 
+def _playground_banner(settings: Settings, job_store: Any) -> str | None:
+    """The playground's login link for this start (None when it needs none or is absent)."""
+    try:
+        from superscale.api.playground import login_banner
+    except ImportError:
+        return None
+    return login_banner(settings, job_store)
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
@@ -159,6 +168,9 @@ def serve(
                 "Manage keys with `superscale keys`.\n"
             )
         app = create_app(settings, job_store, file_store)
+        banner = _playground_banner(settings, job_store)
+        if banner:
+            click.echo(banner)
         if settings.workers:
             from superscale.worker import Worker  # imports torch: only when there are workers
 

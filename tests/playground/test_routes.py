@@ -194,3 +194,15 @@ def test_login_banner_names_the_newest_key(tmp_path: Path) -> None:
         assert login_banner(Settings(data_dir=tmp_path, auth=False), job_store) is None
     finally:
         job_store.close()
+
+
+def test_serve_prints_a_working_login_link(auth_server: Server) -> None:
+    """`superscale serve` with auth on prints a login link for its (here: first) key."""
+    output = auth_server.output()
+    first_key = re.search(r"FAL_KEY=(\w+):", output)
+    link = re.search(r"(http://\S+/playground/login\?token=\S+)", output)
+    assert first_key and link, output
+    with httpx.Client() as client:
+        assert _login(client, link.group(1)).status_code == 303
+        access = client.get(f"{auth_server.url}/playground/access").json()
+        assert access["key_id"] == first_key.group(1)

@@ -14,10 +14,17 @@ from PIL import Image
 from torch import Tensor
 
 from .. import images
-from ..model import AuraSR, load_model, resolve_checkpoint
+from ..model import (
+    AuraSR,
+    CheckpointFiles,
+    CheckpointReader,
+    fold_network,
+    load_model,
+    resolve_checkpoint,
+)
 from ..schemas import DEFAULT_SEED
 from .devices import default_batch_size, resolve_device, resolve_dtype
-from .noise import ReferenceNoise, SharedNoise
+from .noise import ReferenceNoise, SharedNoise, shared_z
 from .tiling import BandAssembler, Tile, TilePlan
 
 NoiseMode = Literal["shared", "per_tile"]
@@ -35,7 +42,7 @@ class Upscaler:
 
     def __init__(
         self,
-        model: AuraSR,
+        source: AuraSR | CheckpointFiles,
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
@@ -43,10 +50,20 @@ class Upscaler:
         fold_cache_size: int = 2,
         channels_last: bool | None = None,
     ) -> None:
+        """`source`: a loaded network, or checkpoint files (their shapes are checked now;
+        tensors are read when weights are folded, one at a time, and not kept)."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(self.device).eval().requires_grad_(False)
-        self.config = model.config
+        self._model: AuraSR | None = None
+        self._reader: CheckpointReader | None = None
+        if isinstance(source, AuraSR):
+            if source.folded:
+                raise ValueError("Upscaler needs the adaptive network, not a folded one")
+            self._model = source.to(self.device).eval().requires_grad_(False)
+            self.config = source.config
+        else:
+            self._reader = CheckpointReader(source)
+            self.config = self._reader.config
         self.batch_size = batch_size or default_batch_size(self.device)
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -64,12 +81,19 @@ class Upscaler:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         model_dir: str | Path | None = None,
-        **kwargs: int | bool | None,
+        batch_size: int | None = None,
+        fold_cache_size: int = 2,
+        channels_last: bool | None = None,
     ) -> Upscaler:
-        """Load `v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
-        files = resolve_checkpoint(checkpoint, model_dir)
-        dev = resolve_device(device)
-        return cls(load_model(files, device=dev), device=dev, dtype=dtype, **kwargs)  # type: ignore[arg-type]
+        """`v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
+        return cls(
+            resolve_checkpoint(checkpoint, model_dir),
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            fold_cache_size=fold_cache_size,
+            channels_last=channels_last,
+        )
 
     # Folding -------------------------------------------------------------------------------
 
@@ -80,8 +104,12 @@ class Upscaler:
             if net is not None:
                 self._folded.move_to_end(seed)
                 return net
-            z = SharedNoise(seed, self.config.style_network.dim_in, 1, 1).z.to(self.device)
-            net = self.model.fold(z, self.dtype)
+            z = shared_z(seed, self.config.style_network.dim_in)
+            if self._model is not None:
+                net = self._model.fold(z, self.dtype)
+            else:
+                assert self._reader is not None
+                net = fold_network(self.config, z, self._reader.get, self.dtype, self.device)
             if self.channels_last:
                 net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self._folded[seed] = net
@@ -92,6 +120,14 @@ class Upscaler:
     def warm_up(self, seed: int | None = None) -> None:
         """Fold the weights for `seed` (default: the default seed) ahead of the first request."""
         self.folded(DEFAULT_SEED if seed is None else seed)
+
+    def adaptive_model(self) -> AuraSR:
+        """The adaptive network (per_tile mode). Loaded from the checkpoint for each call when
+        the Upscaler was built from files, so its 2.4 GB do not stay resident."""
+        if self._model is not None:
+            return self._model
+        assert self._reader is not None
+        return load_model(self._reader.files, device=self.device)
 
     # Upscaling -----------------------------------------------------------------------------
 
@@ -160,6 +196,7 @@ class Upscaler:
                 return self._forward(net, x.clamp_(0, 1), None)
         else:
             ref = ReferenceNoise(seed, z_dim, c, tile, plan)
+            adaptive = self.adaptive_model()
 
             def run(batch: list[Tile]) -> Tensor:
                 draws = [ref.draw(t) for t in batch]
@@ -167,7 +204,7 @@ class Upscaler:
                     [_cut(inputs, t, tile) + n for t, (_, n) in zip(batch, draws, strict=True)]
                 )
                 z = torch.stack([zi for zi, _ in draws])
-                return self._forward(self.model, x.clamp_(0, 1), z)
+                return self._forward(adaptive, x.clamp_(0, 1), z)
 
         tiles = list(plan.tiles())
         total = len(tiles)

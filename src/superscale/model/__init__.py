@@ -8,6 +8,7 @@ from .checkpoints import (
     CheckpointFiles,
     CheckpointMismatch,
     CheckpointNotFound,
+    CheckpointReader,
     HubUnreachable,
     check_state_dict,
     load_model,
@@ -17,7 +18,7 @@ from .checkpoints import (
     save_random_checkpoint,
 )
 from .config import RELEASED_CONFIG, SMALL_CONFIG, AuraSRConfig, ConfigError, StyleNetworkConfig
-from .network import INPUT_NOISE_SCALE, AuraSR
+from .network import INPUT_NOISE_SCALE, AuraSR, fold_network
 
 __all__ = [
     "CONFIG_FILE",
@@ -32,10 +33,12 @@ __all__ = [
     "CheckpointFiles",
     "CheckpointMismatch",
     "CheckpointNotFound",
+    "CheckpointReader",
     "ConfigError",
     "HubUnreachable",
     "StyleNetworkConfig",
     "check_state_dict",
+    "fold_network",
     "load_model",
     "random_state_dict",
     "resolve_checkpoint",

@@ -214,6 +214,27 @@ def check_state_dict(
         raise CheckpointMismatch(missing, unexpected, mismatched, source)
 
 
+class CheckpointReader:
+    """Reads a checkpoint's tensors one at a time.
+
+    The file is mapped only while one tensor is read, so the pages a caller touched leave
+    the process's memory as soon as it drops the tensor (one long-lived mapping would keep
+    all 2.4 GB of a released checkpoint resident once read).
+    """
+
+    def __init__(self, files: CheckpointFiles) -> None:
+        self.files = files
+        self.config = AuraSRConfig.from_file(files.config)
+        with safe_open(str(files.weights), framework="pt") as f:
+            self.shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        with torch.device("meta"):
+            check_state_dict(AuraSR(self.config), self.shapes, str(files.weights))
+
+    def get(self, key: str) -> Tensor:
+        with safe_open(str(self.files.weights), framework="pt") as f:
+            return f.get_tensor(key)
+
+
 def load_model(
     files: CheckpointFiles | str | Path,
     *,

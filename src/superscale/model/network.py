@@ -17,7 +17,7 @@ Submodule names and nesting follow the official checkpoint's state-dict keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any, cast
 
@@ -359,29 +359,66 @@ class AuraSR(nn.Module):
     def fold(self, z: Tensor, dtype: torch.dtype | None = None) -> AuraSR:
         """The plain CNN this network is for one shared style noise z (1, dim_in).
 
-        Kernels are computed in the banks' precision, then cast to `dtype`; every other
-        parameter is copied (cast), so the result shares no storage with this network.
+        Every parameter of the result is a new tensor: it shares no storage with this one.
         """
         if self.folded:
             raise RuntimeError("already folded")
-        if z.ndim != 2 or z.shape[0] != 1:
-            raise ValueError("fold takes a single z of shape (1, dim_in)")
-        dtype = dtype or self.init_conv.weight.dtype
-        mods = iter(self.modulations(z.to(self.init_conv.weight)))
-        block_names = {id(m): n for n, m in self.named_modules()}
-        state: dict[str, Tensor] = {}
-        for block in self.resnet_blocks():
-            for sub in (block.block1, block.block2):
-                proj = sub.proj
-                assert isinstance(proj, AdaptiveConv)
-                kernel = modulated_kernels(proj.weights, next(mods), next(mods))[0]
-                state[f"{block_names[id(sub)]}.proj.weight"] = kernel.to(dtype)
-        for name, param in self.named_parameters():
-            if not name.endswith(".proj.weights") and not name.startswith(
-                ("style_network.", "style_to_conv_modulations.")
-            ):
-                state[name] = param.detach().to(dtype, copy=True)
-        with torch.device("meta"):
-            folded = AuraSR(self.config, folded=True)
-        folded.load_state_dict(state, strict=True, assign=True)
-        return folded.eval()
+        params = dict(self.named_parameters())
+        weight = self.init_conv.weight
+        return fold_network(
+            self.config, z, params.__getitem__, dtype or weight.dtype, weight.device
+        )
+
+
+STYLE_PREFIXES = ("style_network.", "style_to_conv_modulations.")
+
+
+@torch.no_grad()
+def fold_network(
+    config: AuraSRConfig,
+    z: Tensor,
+    get: Callable[[str], Tensor],
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> AuraSR:
+    """Fold the shared style noise z (1, dim_in) into a plain CNN, reading the adaptive
+    network's parameters by state-dict name through `get`.
+
+    Reading one tensor at a time (from a checkpoint file, say) keeps memory at the folded
+    network plus one kernel bank. Kernels are mixed, modulated and demodulated in the banks'
+    precision (fp32 in the released files), then cast to `dtype`.
+    """
+    if z.ndim != 2 or z.shape[0] != 1:
+        raise ValueError("fold takes a single z of shape (1, dim_in)")
+    with torch.device("meta"):
+        adaptive = AuraSR(config)
+        folded = AuraSR(config, folded=True)
+
+    # The style path is small: load it for real, and compute every modulation at once.
+    style_state = {
+        k: get(k).to(device) for k in adaptive.state_dict() if k.startswith(STYLE_PREFIXES)
+    }
+    style = nn.ModuleDict(
+        {
+            "style_network": adaptive.style_network,
+            "style_to_conv_modulations": adaptive.style_to_conv_modulations,
+        }
+    )
+    style.load_state_dict(style_state, strict=True, assign=True)
+    bank_dtype = style_state["style_to_conv_modulations.weight"].dtype
+    mods = iter(adaptive.modulations(z.to(device, bank_dtype)))
+
+    names = {id(m): n for n, m in adaptive.named_modules()}
+    state: dict[str, Tensor] = {}
+    for block in adaptive.resnet_blocks():
+        for sub in (block.block1, block.block2):
+            name = names[id(sub)]
+            banks = get(f"{name}.proj.weights").to(device)
+            kernel = modulated_kernels(banks, next(mods), next(mods))[0]
+            state[f"{name}.proj.weight"] = kernel.to(dtype)
+            del banks
+    for name in folded.state_dict():
+        if name not in state:
+            state[name] = get(name).to(device, dtype, copy=True)
+    folded.load_state_dict(state, strict=True, assign=True)
+    return folded.eval().requires_grad_(False)

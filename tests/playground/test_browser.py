@@ -293,13 +293,18 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     assert "base64 -w0 input.png" in code["curl"] and "AAAA" not in code["curl"]
     assert subprocess.run(["bash", "-n"], input=code["curl"], text=True).returncode == 0
 
-    # Paste: an image on the clipboard becomes the input.
+    # Paste: a URL pasted outside the text fields becomes the image URL; an image, the input.
+    page.click("h2#input-title")
+    page.evaluate(PASTE_TEXT, "http://127.0.0.1:9/cat.png")
+    assert page.input_value("#url") == "http://127.0.0.1:9/cat.png"
+    page.evaluate(PASTE_TEXT, "not a url")
+    assert page.input_value("#url") == "http://127.0.0.1:9/cat.png"
     page.evaluate(PASTE_PNG)
     expect(page.locator("#input-info")).to_contain_text("pasted.png")
     assert page.input_value("#url") == ""
 
     # Refused at submit (422): the message names the field; nothing is queued.
-    page.fill("#url", "ftp://example.invalid/photo.png")
+    page.fill("#url", "ftp://127.0.0.1/photo.png")
     page.dispatch_event("#url", "change")
     page.click("#run")
     page.wait_for_selector("#status[data-phase=failed]", timeout=30_000)
@@ -338,6 +343,15 @@ PASTE_PNG = """async () => {
   const transfer = new DataTransfer();
   transfer.items.add(new File([blob], "pasted.png", { type: "image/png" }));
   document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+}"""
+
+
+PASTE_TEXT = """(text) => {
+  const transfer = new DataTransfer();
+  transfer.setData("text/plain", text);
+  document.body.dispatchEvent(
+    new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true })
+  );
 }"""
 
 

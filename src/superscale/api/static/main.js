@@ -137,6 +137,15 @@ document.addEventListener("paste", (e) => {
   if (file) {
     e.preventDefault();
     pickFile(file);
+    return;
+  }
+  // A URL pasted anywhere but a text field becomes the image URL.
+  const text = (e.clipboardData?.getData("text/plain") || "").trim();
+  const inField = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
+  if (!inField && /^(https?:\/\/|data:image\/)\S+$/i.test(text)) {
+    e.preventDefault();
+    el.url.value = text;
+    pickUrl(text);
   }
 });
 
@@ -372,9 +381,12 @@ function renderHistory() {
       button.type = "button";
       button.className = `history-item outcome-${item.outcome}`;
       button.dataset.id = item.id;
-      if (item.image?.url) {
+      // The input makes the thumbnail: 1/16 of the output's pixels, same picture.
+      const thumb = /^https?:/.test(item.preview || "") ? item.preview : item.image?.url;
+      if (thumb) {
         const img = document.createElement("img");
-        img.src = item.image.url;
+        img.src = thumb;
+        img.decoding = "async";
         img.alt = "";
         img.loading = "lazy";
         img.onerror = () => img.remove();

@@ -143,6 +143,7 @@ def test_upload_run_watch_compare_download_cancel(
 
     # --- snippets name this server and this request ----------------------------------------
     python = _code(page, "python")
+    _shot(page, artifacts, "05-snippet-python")
     assert "from superscale.client import SyncClient" in python
     assert f'base_url="{open_server.url}"' in python and request["image_url"] in python
     assert '"seed": 7' in python and '"checkpoint": "v2"' in python
@@ -163,7 +164,6 @@ def test_upload_run_watch_compare_download_cancel(
         assert f"{open_server.url}/files/" in ran_curl.stdout.splitlines()[-1], ran_curl.stdout
     else:
         assert subprocess.run(["bash", "-n"], input=curl, text=True).returncode == 0
-    _shot(page, artifacts, "05-snippet-python")
 
     # Copy-ready means it runs: both Python snippets, as shown, against this server.
     for tab, code in (("python", python), ("fal_client", fal)):

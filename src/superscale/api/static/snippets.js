@@ -119,18 +119,21 @@ function curl(input, origin, local) {
   }
   lines.push(
     "# Submit to the queue; answers a request_id.",
-    `ID=$(curl -s -X POST "$HOST/queue/${ENDPOINT}" ${auth} \\`,
-    `  -H "Content-Type: application/json" -d ${data} \\`,
+    `ID=$(curl -s -X POST "$HOST/queue/${ENDPOINT}" \\`,
+    `  ${auth} -H "Content-Type: application/json" \\`,
+    `  -d ${data} \\`,
     `  | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_id"])')`,
     "",
     "# Live status (server-sent events) until COMPLETED:",
-    `curl -sN "$HOST/queue/${ENDPOINT}/requests/$ID/status/stream?logs=1" ${auth}`,
+    `curl -sN "$HOST/queue/${ENDPOINT}/requests/$ID/status/stream?logs=1" \\`,
+    `  ${auth}`,
     "",
     "# The result:",
     `curl -s "$HOST/queue/${ENDPOINT}/requests/$ID" ${auth}`,
     "",
     "# Or in one blocking call:",
-    `# curl -s -X POST "$HOST/${ENDPOINT}" ${auth} -H "Content-Type: application/json" -d ...`,
+    `# curl -s -X POST "$HOST/${ENDPOINT}" ${auth} \\`,
+    `#   -H "Content-Type: application/json" -d ...`,
     "",
   );
   return lines.join("\n");

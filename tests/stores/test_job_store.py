@@ -310,7 +310,7 @@ def test_wait_for_change_wakes_on_another_threads_write(store: JobStore) -> None
     threading.Timer(0.1, store.append_log, args=(rid, "hello")).start()
     t0 = time.monotonic()
     assert store.wait_for_change(rid, 1, timeout=5) == 2
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5
     # Nothing changes: it returns the same version at the timeout.
     t0 = time.monotonic()
     assert store.wait_for_change(rid, 2, timeout=0.3) == 2
@@ -328,7 +328,7 @@ def test_wait_for_change_sees_another_stores_write(open_store: Callable[[], JobS
     assert api.wait_for_change(rid, 1, timeout=5) == 2
     # SQLite: seen by the 0.2 s version poll; PostgreSQL: woken by NOTIFY (its fallback
     # poll while listening is 2 s, so this fails if notifications do not arrive).
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5
 
 
 def test_wait_for_change_sees_another_process(
@@ -541,7 +541,7 @@ def test_postgres_waiters_survive_a_lost_listener(pg_schema_url: str) -> None:
         threading.Timer(0.05, worker.append_log, args=(rid, "back")).start()
         t0 = time.monotonic()
         assert api.wait_for_change(rid, 2, timeout=5) == 3
-        assert time.monotonic() - t0 < 1.0  # not the 2 s fallback poll
+        assert time.monotonic() - t0 < 1.5  # not the 2 s fallback poll
     finally:
         api.close()
         worker.close()

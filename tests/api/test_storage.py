@@ -178,3 +178,12 @@ def test_upload_over_body_limit_is_413(server: LiveServer) -> None:
     with server.client() as c:
         r = c.post("/files/upload", content=b"x" * (server.settings.max_body_bytes + 1))
         assert r.status_code == 413
+
+
+def test_upload_tokens_die_with_their_key(server: LiveServer) -> None:
+    with server.client() as c:
+        token = python_token(c)["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{server.url}/files/upload", content=b"a", headers=bearer).status_code == 200
+    server.job_store.revoke_key(server.key_id)
+    assert httpx.post(f"{server.url}/files/upload", content=b"a", headers=bearer).status_code == 401

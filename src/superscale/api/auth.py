@@ -50,5 +50,10 @@ async def owner_from_key_or_token(request: Request, ctx: ApiContext) -> str:
         claims = ctx.signer.verify(UPLOAD_TOKEN_PURPOSE, credential.strip())
         if claims is None:
             raise unauthorized("Invalid or expired upload token")
-        return str(claims["o"])
+        owner = str(claims["o"])
+        if ctx.settings.auth:  # a revoked key's tokens die with it
+            key = await ctx.call(ctx.job_store.get_key, owner)
+            if key is None or key.revoked_at is not None:
+                raise unauthorized("The key this upload token was made for is revoked")
+        return owner
     return await owner_from_key(request, ctx)

@@ -1,0 +1,220 @@
+"""The scale-out deployment on one machine: 2 API servers (`superscale serve --no-worker`) and 3
+`superscale worker` processes on a fresh PostgreSQL database and a real S3 bucket, configured by
+URL from the environment only. 60 jobs go in across both servers; one worker is killed with
+SIGKILL in the middle of a job. Every job must complete exactly once, none may be lost, every
+output must download from either server, and status streams on both servers must see every
+state change of the jobs they follow."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import PG_URL
+from s3server import SeaweedS3
+from superscale.jobs import JobStore, open_job_store
+
+from .harness import QUEUE, Cluster, fresh_database, png_data_uri, wait_for
+
+JOBS = 60
+LEASE_SECONDS = 2.0
+STREAMED = 3  # jobs per server whose stream is followed on both servers
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        with fresh_database(PG_URL) as url:
+            yield url
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL} (run scripts/services.sh): {exc}")
+
+
+@pytest.fixture
+def bucket(s3_server: SeaweedS3) -> str:
+    name = f"cluster-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+class Stream(threading.Thread):
+    """Follows one job's status stream (with logs) on one server, recording every event."""
+
+    def __init__(self, base_url: str, key: str, request_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{base_url}{QUEUE}/requests/{request_id}/status/stream?logs=1"
+        self.headers = {"Authorization": f"Key {key}"}
+        self.events: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, headers=self.headers, timeout=180) as r:
+                r.raise_for_status()
+                self.opened.set()
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            self.error = exc
+        finally:
+            self.opened.set()
+
+    def states(self) -> list[str]:
+        """The distinct states in the order they were seen."""
+        seen: list[str] = []
+        for event in self.events:
+            if not seen or seen[-1] != event["status"]:
+                seen.append(event["status"])
+        return seen
+
+    def log_messages(self) -> list[str]:
+        return [entry["message"] for event in self.events for entry in event.get("logs") or []]
+
+
+@pytest.mark.slow
+def test_two_servers_three_workers_one_killed(
+    tmp_path: Path,
+    small_model_dir: Path,
+    database_url: str,
+    s3_server: SeaweedS3,
+    bucket: str,
+) -> None:
+    env = {**s3_server.env(), "SUPERSCALE_LEASE_SECONDS": str(LEASE_SECONDS)}
+    storage_url = f"s3://{bucket}/outputs"
+    with Cluster(tmp_path / "cluster", small_model_dir, database_url, storage_url, env) as cluster:
+        # All five start at once on an empty database: migrations must not trip over each other.
+        a, b = cluster.start_server(), cluster.start_server()
+        for _ in range(3):
+            cluster.start_worker()
+        cluster.wait_ready()
+        key = cluster.cli("keys", "create", "--name", "cluster test").strip()
+        auth = {"Authorization": f"Key {key}"}
+        servers = [a, b]
+
+        def submit(server_url: str, image_url: str, **extra: Any) -> str:
+            r = httpx.post(
+                f"{server_url}{QUEUE}", json={"image_url": image_url, **extra}, headers=auth
+            )
+            assert r.status_code == 200, r.text
+            return str(r.json()["request_id"])
+
+        # The victim: a long job (64 + 81 tiles) that is certain to be mid-run when its worker
+        # dies. Then 59 small ones, alternating servers; the last few are followed by streams.
+        long_job = submit(a.url, png_data_uri(512, 512), overlapping_tiles=True)
+        submitted: dict[str, str] = {long_job: a.url}
+        for i in range(1, JOBS - 2 * STREAMED):
+            server = servers[i % 2]
+            submitted[submit(server.url, png_data_uri(32, 32, seed=i))] = server.url
+        streams: list[Stream] = []
+        streamed: list[str] = []
+        for i in range(2 * STREAMED):
+            server = servers[i % 2]
+            rid = submit(server.url, png_data_uri(128, 128, seed=i))  # 4 tiles
+            submitted[rid] = server.url
+            streamed.append(rid)
+            for other in servers:  # the same job followed on both servers
+                streams.append(Stream(other.url, key, rid))
+                streams[-1].start()
+        assert len(submitted) == JOBS
+        for stream in streams:
+            assert stream.opened.wait(30)
+
+        store = open_job_store(database_url)
+        try:
+            holder = wait_for(
+                lambda: _running_on(store, long_job), 120, f"the long job to run\n{cluster.logs()}"
+            )
+            victim = next(w for w in cluster.workers if w.name == holder)
+            victim.kill()
+
+            def all_done() -> bool:
+                return all(_state(store, rid) == "COMPLETED" for rid in submitted)
+
+            wait_for(all_done, 180, f"every job to complete\n{cluster.logs()}")
+            jobs = {rid: store.get(rid) for rid in submitted}
+            logs = {rid: [r.message for r in store.logs(rid)] for rid in submitted}
+        finally:
+            store.close()
+
+        for stream in streams:
+            stream.join(30)
+
+        # None lost, none failed; the long job was retried on a worker that is still alive.
+        for rid, job in jobs.items():
+            assert job is not None and job.error is None, (rid, job)
+        long = jobs[long_job]
+        assert long is not None
+        assert long.attempts >= 2 and long.worker_id != holder, long
+        assert any(m.startswith("tiles ") for m in logs[long_job])
+        print(
+            f"killed {holder} mid-job; long job finished by {long.worker_id}, {long.attempts} attempts"
+        )
+
+        # Exactly once: one "done" line per job (a second run to completion would log another)
+        # and exactly one output object per job in the bucket, each the one its result names.
+        for rid, messages in logs.items():
+            assert sum(m.startswith("done: ") for m in messages) == 1, (rid, messages)
+        objects = _list_keys(s3_server, bucket, "outputs/files/")
+        results = {}
+        for rid, origin in submitted.items():
+            elsewhere = b.url if origin == a.url else a.url  # not the server it went in by
+            r = httpx.get(f"{elsewhere}{QUEUE}/requests/{rid}", headers=auth, timeout=30)
+            assert r.status_code == 200, (rid, r.text)
+            results[rid] = r.json()["image"]
+        named = sorted(image["url"].split("/files/", 1)[1] for image in results.values())
+        assert sorted(k.removeprefix("outputs/files/") for k in objects) == named
+        assert len(set(named)) == JOBS
+
+        # Every output downloads from either server, byte for byte the same.
+        with httpx.Client(timeout=60) as client:
+            for rid, image in results.items():
+                path = "/files/" + image["url"].split("/files/", 1)[1]
+                bodies = [client.get(f"{server.url}{path}") for server in servers]
+                for r in bodies:
+                    assert r.status_code == 200, (rid, r.status_code)
+                    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+                assert bodies[0].content == bodies[1].content
+                assert len(bodies[0].content) == image["file_size"]
+        assert (results[long_job]["width"], results[long_job]["height"]) == (2048, 2048)
+
+        # Streams on both servers saw the whole life of each followed job, with its logs.
+        for stream in streams:
+            assert stream.error is None, stream.error
+            assert stream.states() == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"], stream.events
+            messages = stream.log_messages()
+            assert any(m.startswith("tiles ") for m in messages), messages
+            assert sum(m.startswith("done: ") for m in messages) == 1, messages
+
+
+def _state(store: JobStore, request_id: str) -> str | None:
+    job = store.get(request_id)
+    return job.state if job else None
+
+
+def _running_on(store: JobStore, request_id: str) -> str | None:
+    """The worker running the job, once it has finished at least one tile batch."""
+    job = store.get(request_id)
+    if job is None or job.state != "IN_PROGRESS":
+        return None
+    if not any(r.message.startswith("tiles ") for r in store.logs(request_id)):
+        return None
+    return job.worker_id
+
+
+def _list_keys(s3_server: SeaweedS3, bucket: str, prefix: str) -> list[str]:
+    client = s3_server.client()
+    keys: list[str] = []
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys

@@ -199,3 +199,20 @@ def test_cors(server: LiveServer) -> None:
         r = c.post("/queue/fal-ai/aura-sr", json=INPUT, headers={"Origin": "https://app.example"})
     assert r.headers["access-control-allow-origin"] == "*"
     assert "x-fal-request-id" in r.headers["access-control-expose-headers"]
+
+
+def test_store_down_is_not_ready_and_errors_keep_fals_shape(tmp_path) -> None:
+    from .server import live_server
+
+    with live_server(tmp_path, workers=0, auth=False) as srv:
+        srv.job_store.close()  # as if the database went away
+        ready = httpx.get(f"{srv.url}/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+        assert httpx.get(f"{srv.url}/health").status_code == 200  # alive, just not ready
+        r = httpx.post(f"{srv.url}/queue/fal-ai/aura-sr", json=INPUT)
+        assert r.status_code == 500
+        assert r.json()["detail"][0] == {
+            "loc": ["body"],
+            "msg": "Internal server error",
+            "type": "internal_error",
+        }

@@ -50,9 +50,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, model_dir: Path | None, *extra: str) -> Server:
-    """Runs `superscale serve` in a subprocess on a free loopback port; waits for /health."""
-    port = _free_port()
+def start_server(
+    data_dir: Path, model_dir: Path | None, *extra: str, port: int | None = None
+) -> Server:
+    """Runs `superscale serve` in a subprocess on loopback (a free port unless given); waits
+    for /health."""
+    port = port or _free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "serve.log"
     env = {**os.environ, "SUPERSCALE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -60,7 +63,7 @@ def start_server(data_dir: Path, model_dir: Path | None, *extra: str) -> Server:
         env["SUPERSCALE_MODEL_DIR"] = str(model_dir)
     cmd = [sys.executable, "-m", "superscale", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), *extra]
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", process, log, data_dir)
     deadline = time.monotonic() + 60

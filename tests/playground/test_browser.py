@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Server
+from .conftest import Server, start_server, stop_server
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -319,6 +319,39 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     expect(page.locator("#phase")).to_contain_text("seed")
     context.close()
     assert not errors, errors
+
+
+def test_page_rides_out_a_server_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_model_dir: Path,
+    browser: Any,
+    artifacts: Path,
+    tmp_path: Path,
+) -> None:
+    """The server dies with the page's run queued; the page keeps trying, and when the server
+    is back (same port, same data) it follows the run to its result."""
+    data_dir = tmp_path_factory.mktemp("serve-restart")
+    first = start_server(data_dir, small_model_dir, "--no-auth", "--workers", "0")
+    port = int(first.url.rsplit(":", 1)[1])
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(f"{first.url}/playground")
+        page.set_input_files("#file", str(_png(tmp_path / "in.png", 64, 64, seed=4)))
+        page.click("#run")
+        expect(page.locator("#phase")).to_have_text("In queue · next in line", timeout=30_000)
+    finally:
+        first.process.kill()  # a crash, not a clean stop
+        first.process.wait()
+    expect(page.locator("#phase")).to_contain_text("Reconnecting", timeout=30_000)
+    _shot(page, artifacts, "13-reconnecting")
+    second = start_server(data_dir, small_model_dir, "--no-auth", port=port)
+    try:
+        page.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
+        assert json.loads(_code(page, "response"))["image"]["width"] == 256
+    finally:
+        stop_server(second)
+        context.close()
 
 
 DROP_PNG = """async () => {

@@ -108,32 +108,49 @@ export async function cancel(id) {
   return (await call("PUT", `${requestUrl(id)}/cancel`)).data;
 }
 
+const RETRY_LIMIT = 60; // consecutive failed reconnects (about 4 minutes) before giving up
+
+/** Whether a failure may pass: the server restarting, or a proxy in front of it. */
+function transient(err) {
+  return err instanceof TypeError || (err instanceof ApiError && [502, 503, 504].includes(err.status));
+}
+
 /**
  * Follows a request until COMPLETED, calling onStatus with every QueueStatus. Reads the SSE
- * status stream (fetch, since EventSource cannot send the target header); falls back to polling
- * when the stream is unavailable or ends early.
+ * status stream (fetch, since EventSource cannot send the target header); polls where the
+ * stream is unavailable; rides out a server restart (onRetry(n) tells of each reconnect).
  */
-export async function watch(id, onStatus, { signal } = {}) {
-  let last = null;
-  try {
-    last = await readStream(id, onStatus, signal);
-  } catch (err) {
-    if (signal && signal.aborted) throw err;
-    if (err instanceof ApiError && err.status === 404) throw err;
-  }
-  while (!last || last.status !== "COMPLETED") {
+export async function watch(id, onStatus, { signal, onRetry } = {}) {
+  let useStream = true;
+  let failures = 0;
+  for (;;) {
     if (signal && signal.aborted) throw new DOMException("aborted", "AbortError");
-    if (last) await sleep(500, signal);
-    last = await status(id, { signal });
-    onStatus(last);
+    try {
+      let last = null;
+      if (useStream) {
+        const streamed = await readStream(id, onStatus, signal);
+        if (streamed === undefined) useStream = false; // not an event stream: poll
+        last = streamed || null;
+      }
+      if (!last || last.status !== "COMPLETED") {
+        last = await status(id, { signal });
+        onStatus(last);
+      }
+      if (last.status === "COMPLETED") return last;
+      failures = 0;
+      if (!useStream) await sleep(500, signal);
+    } catch (err) {
+      if ((signal && signal.aborted) || !transient(err) || ++failures > RETRY_LIMIT) throw err;
+      if (onRetry) onRetry(failures);
+      await sleep(Math.min(500 * failures, 5000), signal);
+    }
   }
-  return last;
 }
 
 async function readStream(id, onStatus, signal) {
   const { response } = await streamResponse(id, signal);
   const type = response.headers.get("content-type") || "";
-  if (!type.includes("text/event-stream") || !response.body) return null;
+  if (!type.includes("text/event-stream") || !response.body) return undefined;
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let last = null;

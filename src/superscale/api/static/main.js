@@ -211,7 +211,8 @@ el.form.addEventListener("submit", async (e) => {
 async function follow(id, beforeUrl, reopened = false) {
   state.requestId = id;
   el.cancel.disabled = false;
-  await api.watch(id, onStatus, { signal: state.controller.signal });
+  const onRetry = (n) => setPhase("reconnecting", `Reconnecting to the server… (${n})`);
+  await api.watch(id, onStatus, { signal: state.controller.signal, onRetry });
   el.cancel.disabled = true;
   setPhase("fetching", "Fetching the result…");
   try {

@@ -181,3 +181,32 @@ def test_tls_with_fal_host_variables(
             got = httpx.get(output["image"]["url"], verify=tls_context(cert))
             assert Image.open(io.BytesIO(got.content)).size == (64, 64)
         assert result["updates"][-1] == "Completed"
+
+
+def test_multipart_upload_of_the_python_client(
+    fal: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fal's client switches to multipart over 100 MiB in 10 MiB parts; shrink both so a small
+    # file takes that path through the real client code.
+    monkeypatch.setattr(fal_module, "MULTIPART_THRESHOLD", 100_000)
+    monkeypatch.setattr(fal_module, "MULTIPART_CHUNK_SIZE", 64 * 1024)
+    data = os.urandom(300_000)
+    url = fal.upload(data, "application/octet-stream", "blob.bin")
+    assert "/files/" in url
+    got = httpx.get(url)
+    assert got.content == data and got.headers["content-type"] == "application/octet-stream"
+
+
+def test_async_client(worker_server: LiveServer, fal: fal_client.SyncClient) -> None:
+    import asyncio
+
+    async def go() -> dict:
+        client = fal_client.AsyncClient(key=worker_server.key)
+        handle = await client.submit(
+            APP, {"image_url": fal_client.encode(png_bytes(8), "image/png")}
+        )
+        async for _ in handle.iter_events(with_logs=True, interval=0.05):
+            pass
+        return await handle.get()
+
+    assert_4x_png(asyncio.run(go()), 8)

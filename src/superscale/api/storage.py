@@ -149,11 +149,17 @@ def _parts_list(data: Any) -> list[tuple[int, str]]:
     parts = data.get("parts") if isinstance(data, dict) else None
     try:
         assert isinstance(parts, list) and parts
-        return [(int(p["partNumber"]), str(p["etag"])) for p in parts]
+        listed = [(int(p["partNumber"]), str(p["etag"])) for p in parts]
     except (AssertionError, KeyError, TypeError, ValueError):
         raise ApiError(
             422, 'body must be {"parts": [{"partNumber": n, "etag": e}, …]}', type="value_error"
         ) from None
+    # fal's Python client uploads parts concurrently and lists them in the order they finished;
+    # stores (S3 too) want them ascending.
+    listed.sort()
+    if len({n for n, _ in listed}) != len(listed):
+        raise ApiError(422, "a part is listed twice", type="value_error")
+    return listed
 
 
 async def _complete(request: Request, ctx: ApiContext, claims: dict[str, Any]) -> int:

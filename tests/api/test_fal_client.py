@@ -210,3 +210,11 @@ def test_async_client(worker_server: LiveServer, fal: fal_client.SyncClient) -> 
         return await handle.get()
 
     assert_4x_png(asyncio.run(go()), 8)
+
+
+def test_python_clients_fallback_upload_flow(fal: fal_client.SyncClient) -> None:
+    # repository="fal": initiate?storage_type=gcs, then a PUT to the signed upload URL.
+    data = png_bytes(10, 9)
+    url = fal.upload(data, "image/png", "x.png", repository="fal")
+    got = httpx.get(url)
+    assert got.content == data and got.headers["content-type"] == "image/png"

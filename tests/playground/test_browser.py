@@ -293,6 +293,30 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     assert "base64 -w0 input.png" in code["curl"] and "AAAA" not in code["curl"]
     assert subprocess.run(["bash", "-n"], input=code["curl"], text=True).returncode == 0
 
+    # Files named on 127.0.0.1 by a server without --public-url load from the page's own
+    # address when the page was opened from another machine (a phone on the LAN).
+    cases = page.evaluate(
+        """async () => {
+          const { reachable } = await import('/playground/assets/urls.js');
+          const lan = new URL('http://192.168.1.5:8000/playground');
+          const here = new URL('http://127.0.0.1:8000/playground');
+          return [
+            reachable('http://127.0.0.1:8000/files/k/a.png?x=1', lan),
+            reachable('http://localhost:8000/files/k/a.png', lan),
+            reachable('https://cdn.example/files/a.png', lan),
+            reachable('http://127.0.0.1:8000/files/k/a.png', here),
+            reachable('data:image/png;base64,AAAA', lan),
+          ];
+        }"""
+    )
+    assert cases == [
+        "http://192.168.1.5:8000/files/k/a.png?x=1",
+        "http://192.168.1.5:8000/files/k/a.png",
+        "https://cdn.example/files/a.png",
+        "http://127.0.0.1:8000/files/k/a.png",
+        "data:image/png;base64,AAAA",
+    ]
+
     # Paste: a URL pasted outside the text fields becomes the image URL; an image, the input.
     page.click("h2#input-title")
     page.evaluate(PASTE_TEXT, "http://127.0.0.1:9/cat.png")

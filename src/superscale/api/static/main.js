@@ -5,6 +5,7 @@ import * as api from "./api.js";
 import { Compare } from "./compare.js";
 import * as history from "./history.js";
 import { snippets } from "./snippets.js";
+import { reachable } from "./urls.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -219,8 +220,8 @@ async function follow(id, beforeUrl, reopened = false) {
     const output = await api.result(id, { signal: state.controller.signal });
     state.response = output;
     renderCode();
-    const image = output.image;
-    await compare.show(beforeUrl, image.url, image.width, image.height);
+    const image = { ...output.image, url: reachable(output.image.url) };
+    await compare.show(reachable(beforeUrl), image.url, image.width, image.height);
     el.download.href = image.url;
     el.download.download = image.file_name || "upscaled.png";
     el.download.hidden = false;
@@ -386,7 +387,7 @@ function renderHistory() {
       const thumb = /^https?:/.test(item.preview || "") ? item.preview : item.image?.url;
       if (thumb) {
         const img = document.createElement("img");
-        img.src = thumb;
+        img.src = reachable(thumb);
         img.decoding = "async";
         img.alt = "";
         img.loading = "lazy";

@@ -78,7 +78,7 @@ def test_upload_run_watch_compare_download_cancel(
     page.goto(f"{open_server.url}/")
     page.wait_for_selector("#phase")
     assert page.is_hidden("#access"), "auth is off: the page must not ask for access"
-    _shot(page, artifacts, "01-empty")
+    _shot(page, artifacts, "00-empty")
 
     # --- pick an image, choose options ---------------------------------------------------
     small = _png(tmp_path / "small.png", 96, 72, seed=1)
@@ -86,7 +86,7 @@ def test_upload_run_watch_compare_download_cancel(
     expect(page.locator("#input-info")).to_contain_text("384×288")
     page.select_option("#checkpoint", "v2")
     page.fill("#seed", "7")
-    _shot(page, artifacts, "02-input")
+    _shot(page, artifacts, "01-input")
 
     # --- run: upload, queue, progress, result --------------------------------------------
     page.evaluate(RECORD_PHASES)
@@ -94,7 +94,7 @@ def test_upload_run_watch_compare_download_cancel(
     page.wait_for_selector("#status[data-phase=running]", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#download:not([hidden])")
-    _shot(page, artifacts, "03-result")
+    _shot(page, artifacts, "02-result")
 
     # Progress came live from the SSE status stream, not from polling.
     assert any(t.endswith("/status/stream?logs=1") for t in targets), targets
@@ -129,7 +129,7 @@ def test_upload_run_watch_compare_download_cancel(
     page.dispatch_event("#split", "input")
     clip = page.evaluate("document.getElementById('after').style.clipPath")
     assert clip.startswith("inset("), clip
-    _shot(page, artifacts, "04-zoom-8x")
+    _shot(page, artifacts, "03-zoom-8x")
     page.click("button[data-zoom='fit']")
     assert "pixelated" not in (page.get_attribute("#stage", "class") or "")
 
@@ -143,7 +143,7 @@ def test_upload_run_watch_compare_download_cancel(
 
     # --- snippets name this server and this request ----------------------------------------
     python = _code(page, "python")
-    _shot(page, artifacts, "05-snippet-python")
+    _shot(page, artifacts, "04-snippet-python")
     assert "from superscale.client import SyncClient" in python
     assert f'base_url="{open_server.url}"' in python and request["image_url"] in python
     assert '"seed": 7' in python and '"checkpoint": "v2"' in python
@@ -191,11 +191,11 @@ def test_upload_run_watch_compare_download_cancel(
     page.click("#run")
     tiles_done = re.compile(r"tiles [1-9]\d*/\d+")  # some done: the bar has moved
     expect(page.locator("#phase")).to_have_text(tiles_done, timeout=RUN_TIMEOUT_MS)
-    _shot(page, artifacts, "06-running")
+    _shot(page, artifacts, "05-running")
     page.click("#cancel")
     page.wait_for_selector("#status[data-phase=cancelled]", timeout=RUN_TIMEOUT_MS)
     page.click("[role=tab][data-tab=response]")
-    _shot(page, artifacts, "07-cancelled")
+    _shot(page, artifacts, "06-cancelled")
     cancelled = json.loads(page.inner_text("#code"))
     assert cancelled["error_type"] == "cancelled", cancelled
     assert page.get_attribute("#download", "hidden") is not None
@@ -223,7 +223,7 @@ def test_upload_run_watch_compare_download_cancel(
     assert phone.input_value("#url") == request["image_url"]
     scroll_width = phone.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= 390, "the page must not scroll sideways on a phone"
-    _shot(phone, artifacts, "08-phone-result")
+    _shot(phone, artifacts, "07-phone-result")
 
     context.close()
     assert not errors, errors
@@ -335,7 +335,17 @@ def test_url_input_drop_and_bad_input(open_server: Server, browser: Any, artifac
     message = page.inner_text("#phase")
     assert message.startswith("Failed: image_url"), message
     assert json.loads(_code(page, "response"))["detail"][0]["loc"][-1] == "image_url"
-    _shot(page, artifacts, "12-bad-input")
+    _shot(page, artifacts, "11-bad-input")
+
+    # Refused by the worker (not an image): the job ends with an error, shown the same way.
+    not_png = "data:image/png;base64," + base64.b64encode(b"hello, not a picture").decode()
+    page.fill("#url", not_png)
+    page.dispatch_event("#url", "change")
+    page.click("#run")
+    page.wait_for_selector("#status[data-phase=failed]", timeout=RUN_TIMEOUT_MS)
+    assert "image" in page.inner_text("#phase").lower()
+    assert "failed" in page.inner_text("#history .history-item >> nth=0")
+    _shot(page, artifacts, "12-job-error")
 
     # A seed the form itself refuses never reaches the server.
     page.fill("#seed", "-3")
@@ -429,7 +439,7 @@ def test_without_access_then_login_link(
     expect(page.locator("#access")).to_be_visible()
     expect(page.locator("#access")).to_contain_text("login link")
     assert page.is_disabled("#run")
-    _shot(page, artifacts, "09-no-access")
+    _shot(page, artifacts, "08-no-access")
 
     store = open_job_store(f"sqlite:///{auth_server.data_dir / 'superscale.db'}")
     try:
@@ -449,7 +459,7 @@ def test_without_access_then_login_link(
     )
     page.goto(made.stdout.strip())
     expect(page.locator("body")).to_contain_text(key.key_id)
-    _shot(page, artifacts, "10-login-link")
+    _shot(page, artifacts, "09-login-link")
     page.click("#login")
     page.wait_for_url(f"{auth_server.url}/playground")
     assert page.url == f"{auth_server.url}/playground"
@@ -467,7 +477,7 @@ def test_without_access_then_login_link(
     page.set_input_files("#file", str(_png(tmp_path / "in.png", 40, 30, seed=3)))
     page.click("#run")
     expect(page.locator("#phase")).to_have_text("In queue · position 1", timeout=30_000)
-    _shot(page, artifacts, "11-signed-in-queued")
+    _shot(page, artifacts, "10-signed-in-queued")
     request_id = page.evaluate(
         "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"
     )

@@ -99,6 +99,8 @@ function showPreview(src, label) {
     }×${el.preview.naturalHeight * 4}`;
   };
   el.preview.onerror = () => {
+    el.preview.hidden = true; // no broken-image icon: the line below says it
+    el.dropHint.hidden = false;
     el.inputInfo.textContent = `${label} · no preview (the server fetches it itself)`;
   };
   el.preview.src = src;

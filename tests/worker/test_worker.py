@@ -361,3 +361,29 @@ def test_progress_on_big_images_is_throttled(job_store: SqliteJobStore) -> None:
     lines = tile_logs(job_store, request_id)
     assert lines[0] == "tiles 0/400" and lines[-1] == "tiles 400/400"
     assert len(lines) <= 4
+
+
+def test_output_too_large_for_the_format_fails_before_inference(
+    worker: Worker, job_store: SqliteJobStore
+) -> None:
+    # 4096 px wide → 16384 px: one more than WebP holds. Refused right after decoding.
+    data = base64.b64encode(png_bytes(4096, 1)).decode()
+    request_id = submit(job_store, f"data:image/png;base64,{data}", output_format="webp")
+    assert worker.run_once()
+    error = finished(job_store, request_id).error
+    assert error is not None and error.status_code == 422
+    assert error.error_type == "image_too_large"
+    assert "webp cannot hold a 16384x4 image" in error.message and "png" in error.message
+    assert error.to_body()["detail"][0]["loc"] == ["body", "output_format"]
+    assert tile_logs(job_store, request_id) == []  # no tile was run
+
+
+def test_encode_refusal_is_a_job_error_not_an_exception() -> None:
+    from superscale.worker.fetch import InputError
+    from superscale.worker.loop import encode_output
+
+    with pytest.raises(InputError) as caught:
+        encode_output(Image.new("RGB", (16384, 1)), "webp", None)
+    error = caught.value.to_job_error()
+    assert error.status_code == 422 and error.error_type == "image_too_large"
+    assert "at most 16383 px" in error.message

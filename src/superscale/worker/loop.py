@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from PIL import Image
 from pydantic import ValidationError
 
 from superscale import images, netguard, webhooks
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CANCELLED = JobError(400, "The request was cancelled.", "cancelled")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+SCALE = 4  # AuraSR's output is 4× the input on each side
 # Below this many tiles every batch is logged; above it, at most one line per interval.
 _LOG_EVERY_BATCH_UP_TO = 64
 _LOG_INTERVAL = 1.0
@@ -233,6 +235,10 @@ class Worker:
         del data
         width, height = decoded.image.size
         self._log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
+        try:  # before the inference, which an output the format cannot hold would waste
+            images.check_size(SCALE * width, SCALE * height, params.output_format)
+        except images.ImageError as exc:
+            raise _OutputError(str(exc)) from None
         if should_cancel():
             raise Cancelled()
 
@@ -248,7 +254,7 @@ class Worker:
         timings["inference"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        encoded = images.encode(result, params.output_format, decoded.icc_profile)
+        encoded = encode_output(result, params.output_format, decoded.icc_profile)
         timings["encode"] = time.perf_counter() - t
         if should_cancel():
             raise Cancelled()
@@ -292,6 +298,25 @@ class Worker:
             self.job_store.append_log(request_id, message, level)
         except Exception:  # a log line is not worth failing the job over
             log.warning("could not append a log line to %s", request_id, exc_info=True)
+
+
+def encode_output(image: Image.Image, fmt: str, icc_profile: bytes | None) -> bytes:
+    """`images.encode`, its refusals turned into a job error the user can act on."""
+    try:
+        return images.encode(image, fmt, icc_profile)
+    except images.ImageError as exc:
+        raise _OutputError(str(exc)) from None
+
+
+class _OutputError(InputError):
+    """The output cannot be written in the requested format (e.g. WebP over 16383 px a side)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "image_too_large")
+
+    def to_job_error(self) -> JobError:
+        detail = [{"loc": ["body", "output_format"], "msg": self.message, "type": self.error_type}]
+        return JobError(422, self.message, self.error_type, detail)
 
 
 class _Invalid(InputError):

@@ -61,4 +61,4 @@ def test_per_tile_equals_reference(models: tuple[Upscaler, object], overlapping:
     assert _levels_apart(got, expected) <= 0.5 + 1e-3
     # Another seed gives other draws: the match above is not a coincidence of flat outputs.
     other = ours.upscale(image, overlapping_tiles=overlapping, seed=SEED + 1, noise="per_tile")
-    assert _levels_apart(other, expected) > 2
+    assert _levels_apart(other, expected) > 1  # beyond rounding

@@ -224,8 +224,8 @@ class Upscaler:
 
     def _forward(self, net: AuraSR, x: Tensor, z: Tensor | None) -> Tensor:
         """One batch of tiles through `net`: float32 [0, 1] in and out, on the CPU."""
-        if z is None:  # folded: runs in the compute dtype
-            x = x.to(self.device, self.dtype)
+        if z is None:  # folded: its body runs in the compute dtype, its ends in fp32
+            x = x.to(self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = net(x)

@@ -261,31 +261,37 @@ def load_model(
 
 
 def random_state_dict(config: AuraSRConfig, seed: int = 0) -> dict[str, Tensor]:
-    """Random weights of the right shapes, scaled so activations stay in a sane range.
+    """Random weights of the right shapes, distributed like PyTorch's default initialisation
+    of this architecture (what an untrained model holds).
 
     Built from shapes on the meta device: no initialisation pass over the real network.
-    The output conv gets a 0.5 bias and small weights so that outputs sit inside [0, 1]
-    (clamping would otherwise hide differences between implementations).
+    Convs and linears: uniform(±1/√fan_in) for weights and biases; equalised linears:
+    standard normal weights, zero biases; RMSNorm gains: ones. The output conv's bias is
+    0.5 so that outputs sit inside [0, 1] (clamping would hide differences in tests).
     """
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in AuraSR(config).state_dict().items()}
     gen = torch.Generator().manual_seed(seed)
+
+    def uniform(shape: torch.Size, bound: float) -> Tensor:
+        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
     state: dict[str, Tensor] = {}
     for key, shape in shapes.items():
         if key.endswith(".g"):  # RMSNorm gains
             t = torch.ones(shape)
         elif key.endswith("attend.scale"):
             t = torch.randn(shape, generator=gen)
-        elif key.endswith(".proj.weights"):  # kernel banks (n, out, in, k, k): fan-in is in·k·k
-            t = torch.randn(shape, generator=gen) * math.sqrt(2.0 / math.prod(shape[2:]))
-        elif key.startswith("style_network.") and key.endswith(".weight"):  # equalised: unit
-            t = torch.randn(shape, generator=gen)
-        elif len(shape) >= 2:
-            t = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
-        else:  # biases
-            t = torch.randn(shape, generator=gen) * 0.01
+        elif key.startswith("style_network."):  # equalised linears
+            t = torch.randn(shape, generator=gen) if key.endswith("weight") else torch.zeros(shape)
+        elif key.endswith(".proj.weights"):  # kernel banks (n, out, in, k, k); scale is
+            t = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[2:]))  # demodulated
+        elif key.endswith(".bias"):
+            fan_in = math.prod(shapes[key[: -len("bias")] + "weight"][1:])
+            t = uniform(shape, 1 / math.sqrt(fan_in))
+        else:
+            t = uniform(shape, 1 / math.sqrt(math.prod(shape[1:])))
         state[key] = t
-    state["final_to_rgb.weight"] = state["final_to_rgb.weight"] * 0.25
     state["final_to_rgb.bias"] = torch.full_like(state["final_to_rgb.bias"], 0.5)
     return state
 

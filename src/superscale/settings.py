@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     file_ttl_seconds: float = 7 * 24 * 3600.0
     webhook_max_attempts: int = 10
+    # Finished jobs (with their logs and settled webhooks) are deleted this long after they
+    # finish; 0 keeps them forever. Their output files live by file_ttl_seconds, separately.
+    job_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'superscale.db'}"

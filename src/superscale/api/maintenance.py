@@ -1,5 +1,6 @@
 """The app's housekeeping: requeue jobs whose worker vanished, fail jobs whose start deadline
-passed (504), delete expired files. Idempotent, so every API server may run it."""
+passed (504), delete expired files and finished jobs past their retention. Idempotent, so every
+API server may run it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from superscale.api.context import ApiContext
 log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # x-fal-request-timeout is honoured to about this precision
-# Deleting expired files walks the whole store (a directory tree, a bucket listing): rarely.
+# Deleting expired files walks the whole store (a directory tree, a bucket listing), and
+# retention deletes finished jobs in bulk: rarely.
 # Readers never see an expired file meanwhile (stores check expiry on read).
 FILE_INTERVAL = 60.0
 
@@ -38,6 +40,18 @@ def sweep_files(ctx: ApiContext) -> None:
         log.info("maintenance: %d expired file(s) deleted", deleted)
 
 
+def sweep_finished(ctx: ApiContext, now: float | None = None) -> int:
+    """Delete jobs finished more than `job_retention_seconds` ago (0: keep them). Blocking."""
+    retention = ctx.settings.job_retention_seconds
+    if retention <= 0:
+        return 0
+    now = time.time() if now is None else now
+    deleted = ctx.job_store.delete_finished(before=now - retention)
+    if deleted:
+        log.info("maintenance: %d finished job(s) past retention deleted", deleted)
+    return deleted
+
+
 async def run_forever(
     ctx: ApiContext, interval: float = INTERVAL, file_interval: float = FILE_INTERVAL
 ) -> None:
@@ -48,6 +62,7 @@ async def run_forever(
             if time.monotonic() >= next_files:
                 next_files = time.monotonic() + file_interval
                 await ctx.call(sweep_files, ctx)
+                await ctx.call(sweep_finished, ctx)
         except Exception:  # a store hiccup must not end housekeeping for good
             log.exception("maintenance pass failed")
         await asyncio.sleep(interval)

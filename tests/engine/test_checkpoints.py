@@ -13,6 +13,7 @@ from superscale.model import (
     SMALL_CONFIG,
     CheckpointMismatch,
     CheckpointNotFound,
+    CheckpointUnreadable,
     HubUnreachable,
     load_model,
     random_state_dict,
@@ -116,3 +117,18 @@ def test_mismatch_names_missing_unexpected_and_shapes(tmp_path: Path) -> None:
     text = str(err)
     assert "missing keys (1): init_conv.bias" in text
     assert "final_to_rgb.weight: checkpoint [3, 9, 1, 1] vs model [3, 8, 1, 1]" in text
+
+
+def test_unreadable_files_are_checkpoint_errors(tmp_path: Path) -> None:
+    directory = tmp_path / "broken"
+    directory.mkdir()
+    (directory / "model.safetensors").write_bytes(b"not a safetensors file")
+    (directory / "config.json").write_text(json.dumps(SMALL_CONFIG.to_dict()))
+    with pytest.raises(CheckpointUnreadable, match="not a readable safetensors file"):
+        load_model(directory)
+    (directory / "config.json").write_text('{"dim": 8, "colour": "red"}')
+    with pytest.raises(CheckpointUnreadable, match="unknown config keys"):
+        load_model(directory)
+    (directory / "config.json").write_text("{")
+    with pytest.raises(CheckpointUnreadable, match="not valid JSON"):
+        load_model(directory)

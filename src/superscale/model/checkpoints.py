@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .config import AuraSRConfig
+from .config import AuraSRConfig, ConfigError
 from .network import AuraSR
 
 WEIGHTS_FILE = "model.safetensors"
@@ -61,6 +61,10 @@ class CheckpointMismatch(CheckpointError):
             parts.append(f"mismatched shapes ({len(mismatched)}): {_listing(shown)}")
         where = f" in {source}" if source else ""
         super().__init__(f"checkpoint does not fit the network{where}: " + "; ".join(parts))
+
+
+class CheckpointUnreadable(CheckpointError, ValueError):
+    """The files are there but are not a valid config.json / safetensors file."""
 
 
 class HubUnreachable(CheckpointError):
@@ -200,6 +204,24 @@ def _download(name: str, repo: str) -> CheckpointFiles:
 # Loading ---------------------------------------------------------------------------------------
 
 
+def read_config(files: CheckpointFiles) -> AuraSRConfig:
+    try:
+        return AuraSRConfig.from_file(files.config)
+    except ConfigError as exc:
+        raise CheckpointUnreadable(str(exc)) from exc
+
+
+def read_shapes(files: CheckpointFiles) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, from the safetensors header (no data is read)."""
+    try:
+        with safe_open(str(files.weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types, and OSError
+        raise CheckpointUnreadable(
+            f"{files.weights}: not a readable safetensors file ({exc})"
+        ) from exc
+
+
 def check_state_dict(
     model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source: str = ""
 ) -> None:
@@ -224,9 +246,8 @@ class CheckpointReader:
 
     def __init__(self, files: CheckpointFiles) -> None:
         self.files = files
-        self.config = AuraSRConfig.from_file(files.config)
-        with safe_open(str(files.weights), framework="pt") as f:
-            self.shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        self.config = read_config(files)
+        self.shapes = read_shapes(files)
         with torch.device("meta"):
             check_state_dict(AuraSR(self.config), self.shapes, str(files.weights))
 
@@ -244,12 +265,11 @@ def load_model(
     """Build the network on the meta device and load the checkpoint into it (no init pass)."""
     if not isinstance(files, CheckpointFiles):
         files = resolve_checkpoint(files, download=False)
-    config = AuraSRConfig.from_file(files.config)
+    config = read_config(files)
     with torch.device("meta"):
         model = AuraSR(config)
+    check_state_dict(model, read_shapes(files), str(files.weights))
     with safe_open(str(files.weights), framework="pt", device=str(device)) as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-        check_state_dict(model, shapes, str(files.weights))
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
+
+from superscale.files import new_key
 
 from .server import LiveServer
 from .test_routes_queue import DATA_URI, INPUT
@@ -82,6 +85,14 @@ def test_url_safe_base64_data_uri_is_accepted(server: LiveServer) -> None:
             c.post(SUBMIT, json={"image_url": f"data:image/png;base64,{payload}"}).status_code
             == 200
         )
+
+
+def test_own_expired_file_is_refused_at_submit(server: LiveServer) -> None:
+    key = new_key("old.png")
+    server.file_store.put(key, b"png", "image/png", expires_at=time.time() - 1)
+    with server.client() as c:
+        r = c.post(SUBMIT, json={"image_url": f"{server.url}/files/{key}"})
+    assert "does not exist" in assert_422(r, ["body", "image_url"])["msg"]
 
 
 def test_own_file_urls_must_exist(server: LiveServer) -> None:

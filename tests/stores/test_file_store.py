@@ -82,6 +82,26 @@ def test_expired_files_vanish_and_are_swept(file_store: FileStore) -> None:
         file_store.get(soon)
 
 
+def test_exists_agrees_with_get(file_store: FileStore) -> None:
+    now = time.time()
+    live, forever, expired = new_key("live.png"), new_key("forever.png"), new_key("old.png")
+    file_store.put(live, b"live", "image/png", expires_at=now + 3600)
+    file_store.put(forever, b"", "image/png")
+    file_store.put(expired, b"old", "image/png", expires_at=now - 5)
+    assert file_store.exists(live) and file_store.exists(forever)
+    assert not file_store.exists(expired)  # expired but not yet swept: gone for readers
+    assert not file_store.exists(new_key("never.png"))
+    file_store.delete(live)
+    assert not file_store.exists(live)
+    for key in BAD_KEYS:
+        assert not file_store.exists(key)
+    parts = file_store.start_multipart(big := new_key("big.bin"), "text/plain", now + 3600)
+    assert not file_store.exists(big)  # not until the upload is completed
+    etag = file_store.put_part(big, parts, 1, b"x")
+    file_store.complete_multipart(big, parts, [(1, etag)])
+    assert file_store.exists(big)
+
+
 def test_sweep_respects_overwrites_and_deletes(file_store: FileStore) -> None:
     now = time.time()
     renewed = new_key("renewed.png")

@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
-from superscale.files.base import FileNotFound
 from superscale.schemas import AuraSrInput
 
 _IMAGE_URL_LOC = ("body", "image_url")
@@ -98,10 +97,8 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
         raise _bad_url("image_url has no host")
     if parts.netloc.lower() in ctx.own_netlocs(request) and parts.path.startswith(FILES_PREFIX):
         key = unquote(parts.path[len(FILES_PREFIX) :])
-        try:
-            await ctx.call(ctx.file_store.get, key)
-        except FileNotFound:
-            raise _bad_url("image_url names a file of this server that does not exist") from None
+        if not await ctx.call(ctx.file_store.exists, key):
+            raise _bad_url("image_url names a file of this server that does not exist")
         return ctx.canonical_file_url(key)
     return url
 

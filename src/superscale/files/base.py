@@ -65,6 +65,15 @@ class FileStore(abc.ABC):
     def get(self, key: str) -> StoredFile:
         """Raises FileNotFound for a missing or expired file."""
 
+    def exists(self, key: str) -> bool:
+        """Whether `get(key)` would find the file (present and not expired). Stores override
+        this with a cheaper check than this default, which reads the whole file."""
+        try:
+            self.get(key)
+        except FileNotFound:
+            return False
+        return True
+
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
 

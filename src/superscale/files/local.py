@@ -112,6 +112,15 @@ class LocalFileStore(FileStore):
             expires_at=expires_at,
         )
 
+    def exists(self, key: str) -> bool:
+        """The sidecar's expiry and a stat of the bytes; the file itself is not read."""
+        try:
+            expires_at = self._read_meta(key).get("expires_at")
+            present = self._data(key).is_file()
+        except FileNotFound:
+            return False
+        return present and (expires_at is None or expires_at > time.time())
+
     def delete(self, key: str) -> None:
         # Metadata first: from then on the file is gone for readers, whatever happens next.
         for path, stop in ((self._meta(key), "meta"), (self._data(key), "data")):

@@ -171,6 +171,19 @@ class S3FileStore(FileStore):
             expires_at=expires_at,
         )
 
+    def exists(self, key: str) -> bool:
+        """A HEAD request: the object's metadata (expiry included), never its bytes."""
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=self._object(key))
+        except FileNotFound:  # an invalid key names no object
+            return False
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return False
+            raise
+        expires_at = self._expiry(head.get("Metadata", {}))
+        return expires_at is None or expires_at > time.time()
+
     def delete(self, key: str) -> None:
         # Its expiry marker stays: the sweep finds no object for it and drops it.
         self._s3.delete_object(Bucket=self.bucket, Key=self._object(key))

@@ -111,6 +111,9 @@ class Cluster:
     database_url: str
     storage_url: str
     env: dict[str, str]  # extra environment: S3 endpoint and keys, lease length …
+    # Files every process's data directory starts with, as an operator would copy them to each
+    # machine (the shared webhook signing key, `webhook-ed25519.pem`).
+    data_files: dict[str, bytes] = field(default_factory=dict)
     servers: list[Proc] = field(default_factory=list)
     workers: list[Proc] = field(default_factory=list)
 
@@ -138,6 +141,10 @@ class Cluster:
         }
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
+        data_dir = self.workdir / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for file_name, content in self.data_files.items():
+            (data_dir / file_name).write_bytes(content)
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(

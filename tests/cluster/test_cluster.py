@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,9 @@ import pytest
 
 from conftest import PG_URL
 from s3server import SeaweedS3
+from superscale import webhooks
 from superscale.jobs import JobStore, open_job_store
+from worker.conftest import FixtureServer, Reply
 
 from .harness import QUEUE, Cluster, fresh_database, png_data_uri, wait_for
 
@@ -43,6 +46,15 @@ def bucket(s3_server: SeaweedS3) -> str:
     name = f"cluster-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def receiver() -> Iterator[FixtureServer]:
+    """A loopback webhook receiver."""
+    server = FixtureServer()
+    server.routes["/hook"] = Reply(200)
+    yield server
+    server.close()
 
 
 class Stream(threading.Thread):
@@ -88,10 +100,21 @@ def test_two_servers_three_workers_one_killed(
     database_url: str,
     s3_server: SeaweedS3,
     bucket: str,
+    receiver: FixtureServer,
 ) -> None:
-    env = {**s3_server.env(), "SUPERSCALE_LEASE_SECONDS": str(LEASE_SECONDS)}
+    env = {
+        **s3_server.env(),
+        "SUPERSCALE_LEASE_SECONDS": str(LEASE_SECONDS),
+        "SUPERSCALE_SSRF_GUARD": "false",  # the webhook receiver is on loopback
+    }
     storage_url = f"s3://{bucket}/outputs"
-    with Cluster(tmp_path / "cluster", small_model_dir, database_url, storage_url, env) as cluster:
+    # One webhook signing key for every process, as docs/deployment.md tells operators.
+    key_file = webhooks.KEY_FILE
+    webhooks.WebhookSigner.load_or_create(tmp_path / "keys")
+    shared = {key_file: (tmp_path / "keys" / key_file).read_bytes()}
+    with Cluster(
+        tmp_path / "cluster", small_model_dir, database_url, storage_url, env, shared
+    ) as cluster:
         # All five start at once on an empty database: migrations must not trip over each other.
         a, b = cluster.start_server(), cluster.start_server()
         for _ in range(3):
@@ -101,9 +124,12 @@ def test_two_servers_three_workers_one_killed(
         auth = {"Authorization": f"Key {key}"}
         servers = [a, b]
 
-        def submit(server_url: str, image_url: str, **extra: Any) -> str:
+        def submit(server_url: str, image_url: str, hook: bool = False, **extra: Any) -> str:
             r = httpx.post(
-                f"{server_url}{QUEUE}", json={"image_url": image_url, **extra}, headers=auth
+                f"{server_url}{QUEUE}",
+                json={"image_url": image_url, **extra},
+                params={"fal_webhook": f"{receiver.url}/hook"} if hook else None,
+                headers=auth,
             )
             assert r.status_code == 200, r.text
             return str(r.json()["request_id"])
@@ -119,7 +145,7 @@ def test_two_servers_three_workers_one_killed(
         streamed: list[str] = []
         for i in range(2 * STREAMED):
             server = servers[i % 2]
-            rid = submit(server.url, png_data_uri(128, 128, seed=i))  # 4 tiles
+            rid = submit(server.url, png_data_uri(128, 128, seed=i), hook=True)  # 4 tiles
             submitted[rid] = server.url
             streamed.append(rid)
             for other in servers:  # the same job followed on both servers
@@ -141,6 +167,7 @@ def test_two_servers_three_workers_one_killed(
                 return all(_state(store, rid) == "COMPLETED" for rid in submitted)
 
             wait_for(all_done, 180, f"every job to complete\n{cluster.logs()}")
+            wait_for(lambda: len(receiver.requests) >= len(streamed), 60, "the webhooks")
             jobs = {rid: store.get(rid) for rid in submitted}
             logs = {rid: [r.message for r in store.logs(rid)] for rid in submitted}
         finally:
@@ -195,6 +222,17 @@ def test_two_servers_three_workers_one_killed(
             messages = stream.log_messages()
             assert any(m.startswith("tiles ") for m in messages), messages
             assert sum(m.startswith("done: ") for m in messages) == 1, messages
+
+        # Webhooks of the followed jobs: one each, sent by whichever process finished the job,
+        # and verifiable against the JWKS of either server (they all share one signing key).
+        time.sleep(1.0)  # room for a duplicate delivery to show up
+        delivered = sorted(d.headers["X-Fal-Webhook-Request-Id"] for d in receiver.requests)
+        assert delivered == sorted(streamed)
+        for server in servers:
+            jwks = httpx.get(f"{server.url}/.well-known/jwks.json").json()
+            for delivery in receiver.requests:
+                assert webhooks.verify(jwks, delivery.headers, delivery.body), server.name
+                assert json.loads(delivery.body)["status"] == "OK"
 
 
 def _state(store: JobStore, request_id: str) -> str | None:

@@ -129,7 +129,9 @@ def test_two_servers_three_workers_one_killed(
                 f"{server_url}{QUEUE}",
                 json={"image_url": image_url, **extra},
                 params={"fal_webhook": f"{receiver.url}/hook"} if hook else None,
-                headers=auth,
+                # Followed jobs go last (fal's low priority), so their streams open while they
+                # are certainly still queued.
+                headers={**auth, "x-fal-queue-priority": "low"} if hook else auth,
             )
             assert r.status_code == 200, r.text
             return str(r.json()["request_id"])
@@ -145,7 +147,8 @@ def test_two_servers_three_workers_one_killed(
         streamed: list[str] = []
         for i in range(2 * STREAMED):
             server = servers[i % 2]
-            rid = submit(server.url, png_data_uri(128, 128, seed=i), hook=True)  # 4 tiles
+            # 16 tiles: IN_PROGRESS lasts long enough for a stream to see it even on a busy CPU.
+            rid = submit(server.url, png_data_uri(256, 256, seed=i), hook=True)
             submitted[rid] = server.url
             streamed.append(rid)
             for other in servers:  # the same job followed on both servers

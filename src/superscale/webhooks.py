@@ -1,9 +1,10 @@
 """Webhooks as fal sends them: payload, Ed25519 signature headers, JWKS, delivery with retries.
 
-A finished job only enqueues its webhook in the job store (`enqueue`); a `WebhookDispatcher`
-thread claims due deliveries, signs and POSTs them, and records each attempt. Because the
-state lives in the store, pending deliveries survive restarts, and several dispatchers (one per
-process) never send the same attempt twice (claiming leases a delivery).
+A job's webhook is queued in the job store by the same transaction that finishes the job, so
+no crash can finish one without the other; a `WebhookDispatcher` thread claims due deliveries,
+signs and POSTs them, and records each attempt. Because the state lives in the store, pending
+deliveries survive restarts, and several dispatchers (one per process) never send the same
+attempt twice (claiming leases a delivery).
 
 Signature (fal's scheme): hex Ed25519 over
 `"{request_id}\\n{user_id}\\n{timestamp}\\n{sha256hex(body)}"`, checked against the keys published
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from superscale import netguard
+from superscale.jobs._common import webhook_body
 from superscale.jobs.base import Job, JobStore, WebhookDelivery
 from superscale.settings import Settings
 
@@ -171,20 +173,15 @@ def verify(
 
 def payload(job: Job) -> bytes:
     """fal's webhook body for a finished job."""
-    body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
-    if job.error is None:
-        body.update(status="OK", payload=job.output)
-    else:
-        body.update(
-            status="ERROR",
-            payload=job.error.to_body(),
-            error=f"Invalid status code: {job.error.status_code}",
-        )
-    return json.dumps(body, separators=(",", ":")).encode()
+    return webhook_body(job.id, job.output, job.error)
 
 
 def enqueue(job_store: JobStore, request_id: str) -> bool:
-    """Queue the webhook of a finished job, if it asked for one. Never sends anything itself."""
+    """Queue the webhook of a finished job, if it asked for one. Never sends anything itself.
+
+    A separate write after the one that finished the job, so not crash-safe: the service
+    itself queues webhooks in that same transaction (`JobStore.complete`/`fail` with
+    `webhook=`; the store's own finishes do it unasked). This is for jobs finished otherwise."""
     job = job_store.get(request_id)
     if job is None or job.state != "COMPLETED" or not job.webhook_url:
         return False

@@ -1,11 +1,14 @@
-"""The API's housekeeping on real stores: retention of finished jobs."""
+"""The API's housekeeping on real stores: retention of finished jobs; webhooks of the jobs the
+API and its maintenance pass end (cancel, start deadline, dead worker)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from superscale.api import maintenance
@@ -18,6 +21,7 @@ from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 
 from .server import live_server
+from .test_routes_queue import INPUT
 
 BOOM = JobError(500, "boom", "internal_error")
 
@@ -86,3 +90,43 @@ def test_the_servers_periodic_pass_applies_retention(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert store.get(done) is None
         assert store.get(queued).state == "IN_QUEUE"  # type: ignore[union-attr]
+
+
+# --- every way a job ends queues its webhook once ------------------------------------------------
+
+HOOK = "http://127.0.0.1:9/hook"  # never contacted: these servers run no webhook dispatcher
+
+
+def _one_error_webhook(store: JobStore, request_id: str) -> dict:
+    (delivery,) = store.webhooks(request_id)
+    assert delivery.url == HOOK
+    body = json.loads(delivery.body)
+    assert body["request_id"] == request_id and body["status"] == "ERROR"
+    return dict(body["payload"])
+
+
+def test_api_finished_jobs_get_their_webhook_whichever_way_they_end(tmp_path: Path) -> None:
+    with live_server(tmp_path, workers=0, auth=False, max_attempts=1, lease_seconds=0.2) as srv:
+        store = srv.job_store
+        submit = f"{srv.url}/queue/fal-ai/aura-sr?fal_webhook={HOOK}"
+        with httpx.Client(timeout=30) as c:
+            # Cancelled while queued, by the API.
+            cancelled = c.post(submit, json=INPUT).json()
+            assert c.put(cancelled["cancel_url"]).status_code == 202
+            assert _one_error_webhook(store, cancelled["request_id"])["error_type"] == "cancelled"
+            # Its worker died holding it, on its last attempt: maintenance gives up on it.
+            dead = c.post(submit, json=INPUT).json()["request_id"]
+            claimed = store.claim("dead-worker", 0.2, ["v1", "v2"])
+            assert claimed is not None and claimed.id == dead
+            # Not started before its x-fal-request-timeout: the maintenance pass ends it.
+            late = c.post(submit, json=INPUT, headers={"x-fal-request-timeout": "0.2"}).json()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            store.webhooks(late["request_id"]) and store.webhooks(dead)
+        ):
+            time.sleep(0.05)
+        assert _one_error_webhook(store, late["request_id"])["error_type"] == "timeout"
+        assert _one_error_webhook(store, dead)["error_type"] == "internal_error"
+        time.sleep(0.5)  # more maintenance passes: still exactly one each
+        for request_id in (cancelled["request_id"], late["request_id"], dead):
+            assert len(store.webhooks(request_id)) == 1

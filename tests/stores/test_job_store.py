@@ -603,3 +603,84 @@ def test_delete_finished_forgets_old_jobs_only(store: JobStore) -> None:
     assert len(store.webhooks(pending)) == 1
     assert store.get(queued) is not None
     assert store.counts() == {"IN_QUEUE": 1, "IN_PROGRESS": 0, "COMPLETED": 0}
+
+
+# --- webhooks queued with the write that finishes the job --------------------------------------
+
+
+def test_complete_and_fail_queue_their_webhook_in_the_same_write(store: JobStore) -> None:
+    hook = "https://hook/a"
+    done = store.submit(new_job(webhook_url=hook)).id
+    assert store.claim("w", 30).id == done  # type: ignore[union-attr]
+    # Not the lease holder: the job is not finished, and no webhook is queued.
+    assert not store.complete(done, "other", {"x": 1}, 0.1, webhook=(hook, b"late"))
+    assert store.webhooks(done) == []
+    # A webhook that cannot be written (no body) rolls the completion back with it.
+    with pytest.raises(Exception):  # noqa: B017 - each database names its own constraint error
+        store.complete(done, "w", {"x": 1}, 0.1, webhook=(hook, None))  # type: ignore[arg-type]
+    assert store.get(done).state == "IN_PROGRESS"  # type: ignore[union-attr]
+    assert store.complete(done, "w", {"x": 1}, 0.1, webhook=(hook, b'{"ok":1}'))
+    assert not store.complete(done, "w", {"x": 2}, 0.1, webhook=(hook, b"again"))
+    (delivery,) = store.webhooks(done)
+    assert (delivery.url, delivery.body, delivery.attempts) == (hook, b'{"ok":1}', 0)
+
+    failed = store.submit(new_job(webhook_url=hook)).id
+    assert store.claim("w", 30).id == failed  # type: ignore[union-attr]
+    assert not store.fail(failed, "other", boom(), webhook=(hook, b"late"))
+    assert store.webhooks(failed) == []
+    with pytest.raises(Exception):  # noqa: B017
+        store.fail(failed, "w", boom(), webhook=(hook, None))  # type: ignore[arg-type]
+    assert store.get(failed).state == "IN_PROGRESS"  # type: ignore[union-attr]
+    assert store.fail(failed, "w", boom(), webhook=(hook, b'{"err":1}'))
+    assert not store.fail(failed, None, boom(), webhook=(hook, b"again"))
+    assert [d.body for d in store.webhooks(failed)] == [b'{"err":1}']
+    due = store.claim_due_webhooks(10, 30)
+    assert sorted(d.request_id for d in due) == sorted([done, failed])
+
+
+def _error_webhook(store: JobStore, request_id: str) -> tuple[int, str]:
+    """The one webhook queued for a job the store ended: (status code, error_type)."""
+    import json
+
+    (delivery,) = store.webhooks(request_id)
+    assert delivery.url == "https://hook/x" and delivery.next_attempt_at is not None
+    body = json.loads(delivery.body)
+    assert body["request_id"] == body["gateway_request_id"] == request_id
+    assert body["status"] == "ERROR"
+    code = int(body["error"].removeprefix("Invalid status code: "))
+    return code, body["payload"]["error_type"]
+
+
+def test_the_stores_own_finishes_queue_the_webhook(store: JobStore) -> None:
+    hook = "https://hook/x"
+    # Cancel of a queued job.
+    cancelled = store.submit(new_job(webhook_url=hook)).id
+    silent = store.submit(new_job()).id  # no webhook URL: nothing to queue
+    assert store.cancel(cancelled) is CancelOutcome.CANCELLED
+    assert store.cancel(silent) is CancelOutcome.CANCELLED
+    assert store.cancel(cancelled) is CancelOutcome.ALREADY_COMPLETED
+    assert _error_webhook(store, cancelled) == (400, "cancelled")
+    # Start deadline passed.
+    late = store.submit(new_job(webhook_url=hook, start_deadline=time.time() - 1)).id
+    assert store.expire_deadlines() == [late]
+    assert store.expire_deadlines() == []
+    assert _error_webhook(store, late) == (504, "timeout")
+    # Leases run out: attempts exhausted, cancel requested, or requeued (not finished).
+    exhausted = store.submit(new_job(webhook_url=hook)).id
+    assert store.claim("dead", 0.01).id == exhausted  # type: ignore[union-attr]
+    time.sleep(0.05)
+    assert store.recover_expired(max_attempts=2) == [exhausted]  # requeued: attempt 1 of 2
+    assert store.webhooks(exhausted) == []
+    assert store.claim("dead", 0.01).id == exhausted  # type: ignore[union-attr]
+    requeued = store.submit(new_job(webhook_url=hook)).id
+    assert store.claim("dead", 0.01).id == requeued  # type: ignore[union-attr]
+    asked = store.submit(new_job(webhook_url=hook)).id
+    assert store.claim("dead", 0.01).id == asked  # type: ignore[union-attr]
+    assert store.cancel(asked) is CancelOutcome.REQUESTED
+    assert store.webhooks(asked) == []  # still running: its worker may yet finish it
+    time.sleep(0.05)
+    assert sorted(store.recover_expired(max_attempts=2)) == sorted([exhausted, requeued, asked])
+    assert _error_webhook(store, exhausted) == (500, "internal_error")
+    assert _error_webhook(store, asked) == (400, "cancelled")
+    assert store.webhooks(requeued) == [] and store.webhooks(silent) == []
+    assert store.get(requeued).state == "IN_QUEUE"  # type: ignore[union-attr]

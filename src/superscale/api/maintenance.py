@@ -8,7 +8,6 @@ import asyncio
 import logging
 import time
 
-from superscale import webhooks
 from superscale.api.context import ApiContext
 
 log = logging.getLogger(__name__)
@@ -22,10 +21,9 @@ FILE_INTERVAL = 60.0
 
 def sweep_jobs(ctx: ApiContext) -> None:
     """One pass over the jobs. Blocking."""
+    # Jobs these end for good get their webhooks queued by the store, in the same transaction.
     recovered = ctx.job_store.recover_expired(ctx.settings.max_attempts)
     expired = ctx.job_store.expire_deadlines()
-    for request_id in (*recovered, *expired):
-        webhooks.enqueue(ctx.job_store, request_id)  # only those that ended for good
     if recovered or expired:
         log.info(
             "maintenance: %d lease(s) recovered, %d start deadline(s) expired",

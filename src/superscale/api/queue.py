@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from superscale import webhooks
 from superscale.api.auth import owner_from_key
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
@@ -116,10 +115,8 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
 
 
 async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:
-    outcome = await ctx.call(ctx.job_store.cancel, request_id)
-    if outcome is CancelOutcome.CANCELLED:  # finished here and now: its webhook is ours to send
-        await ctx.call(webhooks.enqueue, ctx.job_store, request_id)
-    return outcome
+    # A queued job ends here and now; the store queues its webhook in the same transaction.
+    return await ctx.call(ctx.job_store.cancel, request_id)
 
 
 def result_response(ctx: ApiContext, job: Job, request: Request) -> Response:

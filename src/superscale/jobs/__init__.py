@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from superscale.jobs._common import webhook_body
 from superscale.jobs.base import (
     ApiKey,
     CancelOutcome,
@@ -11,6 +12,7 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    Webhook,
     WebhookDelivery,
 )
 
@@ -23,8 +25,10 @@ __all__ = [
     "LogRecord",
     "NewJob",
     "QueueFull",
+    "Webhook",
     "WebhookDelivery",
     "open_job_store",
+    "webhook_body",
 ]
 
 

@@ -51,6 +51,21 @@ def attempts_exhausted_error(attempts: int) -> JobError:
     )
 
 
+def webhook_body(request_id: str, output: dict[str, Any] | None, error: JobError | None) -> bytes:
+    """fal's webhook body for a job finished with `output` or `error`. Here, not in
+    `superscale.webhooks`, so that stores can queue it in the transaction that ends the job."""
+    body: dict[str, Any] = {"request_id": request_id, "gateway_request_id": request_id}
+    if error is None:
+        body.update(status="OK", payload=output)
+    else:
+        body.update(
+            status="ERROR",
+            payload=error.to_body(),
+            error=f"Invalid status code: {error.status_code}",
+        )
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def dump_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 

@@ -50,6 +50,10 @@ class JobError:
         return {"detail": detail, "error_type": self.error_type}
 
 
+# A webhook to queue: (receiver URL, body).
+Webhook = tuple[str, bytes]
+
+
 @dataclass
 class NewJob:
     endpoint: str
@@ -144,14 +148,29 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def complete(
-        self, request_id: str, worker_id: str, output: dict[str, Any], inference_time: float | None
+        self,
+        request_id: str,
+        worker_id: str,
+        output: dict[str, Any],
+        inference_time: float | None,
+        webhook: Webhook | None = None,
     ) -> bool:
-        """Finish successfully. False (and no change) when the worker lost the lease."""
+        """Finish successfully. False (and no change) when the worker lost the lease.
+        `webhook` (url, body) is queued in the same transaction, only if the job finished."""
 
     @abc.abstractmethod
-    def fail(self, request_id: str, worker_id: str | None, error: JobError) -> bool:
-        """Finish with an error. worker_id None: fail a job whoever holds it (or none)."""
+    def fail(
+        self,
+        request_id: str,
+        worker_id: str | None,
+        error: JobError,
+        webhook: Webhook | None = None,
+    ) -> bool:
+        """Finish with an error. worker_id None: fail a job whoever holds it (or none).
+        `webhook` as for `complete`."""
 
+    # The store's own finishes below queue the job's webhook (if it has a URL) themselves,
+    # in the transaction that finishes it.
     @abc.abstractmethod
     def cancel(self, request_id: str) -> CancelOutcome: ...
 

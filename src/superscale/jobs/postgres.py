@@ -36,6 +36,7 @@ from superscale.jobs._common import (
     job_from_row,
     new_request_id,
     retry_after,
+    webhook_body,
 )
 from superscale.jobs.base import (
     ApiKey,
@@ -46,6 +47,7 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    Webhook,
     WebhookDelivery,
 )
 
@@ -207,12 +209,25 @@ class PostgresJobStore(JobStore):
         return None if row is None else job_from_row(row)
 
     def _finish(self, conn: Conn, request_id: str, error: JobError, now: float) -> None:
-        conn.execute(
+        """End a job with `error` on the store's own account, queueing its webhook if any."""
+        row = conn.execute(
             "UPDATE jobs SET state = 'COMPLETED', error = %s, finished_at = %s, "
-            "worker_id = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = %s",
+            "worker_id = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = %s "
+            "RETURNING webhook_url",
             (_error(error), now, request_id),
-        )
+        ).fetchone()
+        if row is not None and row["webhook_url"]:
+            url = row["webhook_url"]
+            self._insert_webhook(conn, request_id, (url, webhook_body(request_id, None, error)))
         self._notify(conn, request_id)
+
+    @staticmethod
+    def _insert_webhook(conn: Conn, request_id: str, webhook: Webhook) -> None:
+        url, body = webhook
+        conn.execute(
+            "INSERT INTO webhooks (request_id, url, body, next_attempt_at) VALUES (%s, %s, %s, %s)",
+            (request_id, url, body, time.time()),
+        )
 
     # --- jobs -----------------------------------------------------------------------------
     def submit(self, job: NewJob, max_unfinished: int | None = None) -> Job:
@@ -331,7 +346,12 @@ class PostgresJobStore(JobStore):
             return cur.rowcount == 1
 
     def complete(
-        self, request_id: str, worker_id: str, output: dict[str, Any], inference_time: float | None
+        self,
+        request_id: str,
+        worker_id: str,
+        output: dict[str, Any],
+        inference_time: float | None,
+        webhook: Webhook | None = None,
     ) -> bool:
         with self._tx() as conn:
             cur = conn.execute(
@@ -343,10 +363,18 @@ class PostgresJobStore(JobStore):
             )
             if cur.rowcount != 1:
                 return False
+            if webhook is not None:
+                self._insert_webhook(conn, request_id, webhook)
             self._notify(conn, request_id)
         return True
 
-    def fail(self, request_id: str, worker_id: str | None, error: JobError) -> bool:
+    def fail(
+        self,
+        request_id: str,
+        worker_id: str | None,
+        error: JobError,
+        webhook: Webhook | None = None,
+    ) -> bool:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state = 'COMPLETED', error = %s, finished_at = %s, "
@@ -357,6 +385,8 @@ class PostgresJobStore(JobStore):
             )
             if cur.rowcount != 1:
                 return False
+            if webhook is not None:
+                self._insert_webhook(conn, request_id, webhook)
             self._notify(conn, request_id)
         return True
 
@@ -566,11 +596,7 @@ class PostgresJobStore(JobStore):
     # --- webhooks -------------------------------------------------------------------------
     def add_webhook(self, request_id: str, url: str, body: bytes) -> None:
         with self._conn() as conn:
-            conn.execute(
-                "INSERT INTO webhooks (request_id, url, body, next_attempt_at) "
-                "VALUES (%s, %s, %s, %s)",
-                (request_id, url, body, time.time()),
-            )
+            self._insert_webhook(conn, request_id, (url, body))
 
     def claim_due_webhooks(self, limit: int, lease_seconds: float) -> list[WebhookDelivery]:
         now = time.time()

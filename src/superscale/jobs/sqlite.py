@@ -33,6 +33,7 @@ from superscale.jobs._common import (
     job_from_row,
     new_request_id,
     retry_after,
+    webhook_body,
 )
 from superscale.jobs.base import (
     ApiKey,
@@ -43,6 +44,7 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    Webhook,
     WebhookDelivery,
 )
 
@@ -195,14 +197,25 @@ class SqliteJobStore(JobStore):
         found = row.fetchone()
         return None if found is None else job_from_row(found)
 
-    @staticmethod
+    @classmethod
     def _finish(
-        conn: sqlite3.Connection, request_id: str, error: JobError | None, now: float
+        cls, conn: sqlite3.Connection, request_id: str, error: JobError, now: float
     ) -> None:
-        conn.execute(
+        """End a job with `error` on the store's own account, queueing its webhook if any."""
+        row = conn.execute(
             "UPDATE jobs SET state = 'COMPLETED', error = ?, finished_at = ?, worker_id = NULL, "
-            "lease_expires_at = NULL, version = version + 1 WHERE id = ?",
+            "lease_expires_at = NULL, version = version + 1 WHERE id = ? RETURNING webhook_url",
             (dump_error(error), now, request_id),
+        ).fetchone()
+        if row is not None and row[0]:
+            cls._insert_webhook(conn, request_id, (row[0], webhook_body(request_id, None, error)))
+
+    @staticmethod
+    def _insert_webhook(conn: sqlite3.Connection, request_id: str, webhook: Webhook) -> None:
+        url, body = webhook
+        conn.execute(
+            "INSERT INTO webhooks (request_id, url, body, next_attempt_at) VALUES (?, ?, ?, ?)",
+            (request_id, url, body, time.time()),
         )
 
     # --- jobs -----------------------------------------------------------------------------
@@ -303,7 +316,12 @@ class SqliteJobStore(JobStore):
             return cur.rowcount == 1
 
     def complete(
-        self, request_id: str, worker_id: str, output: dict[str, Any], inference_time: float | None
+        self,
+        request_id: str,
+        worker_id: str,
+        output: dict[str, Any],
+        inference_time: float | None,
+        webhook: Webhook | None = None,
     ) -> bool:
         with self._write() as conn:
             cur = conn.execute(
@@ -312,9 +330,19 @@ class SqliteJobStore(JobStore):
                 "version = version + 1 WHERE id = ? AND worker_id = ? AND state = 'IN_PROGRESS'",
                 (dump_json(output), inference_time, time.time(), request_id, worker_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if webhook is not None:
+                self._insert_webhook(conn, request_id, webhook)
+            return True
 
-    def fail(self, request_id: str, worker_id: str | None, error: JobError) -> bool:
+    def fail(
+        self,
+        request_id: str,
+        worker_id: str | None,
+        error: JobError,
+        webhook: Webhook | None = None,
+    ) -> bool:
         with self._write() as conn:
             params: tuple[str, ...]
             if worker_id is None:
@@ -327,7 +355,11 @@ class SqliteJobStore(JobStore):
                 f"worker_id = NULL, lease_expires_at = NULL, version = version + 1 WHERE {where}",
                 (dump_error(error), time.time(), *params),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if webhook is not None:
+                self._insert_webhook(conn, request_id, webhook)
+            return True
 
     def cancel(self, request_id: str) -> CancelOutcome:
         with self._write() as conn:
@@ -475,10 +507,7 @@ class SqliteJobStore(JobStore):
     # --- webhooks -------------------------------------------------------------------------
     def add_webhook(self, request_id: str, url: str, body: bytes) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO webhooks (request_id, url, body, next_attempt_at) VALUES (?, ?, ?, ?)",
-                (request_id, url, body, time.time()),
-            )
+            self._insert_webhook(conn, request_id, (url, body))
 
     def claim_due_webhooks(self, limit: int, lease_seconds: float) -> list[WebhookDelivery]:
         now = time.time()

@@ -1,8 +1,9 @@
 """The worker: claim a job → fetch its input → decode → upscale → encode → store → complete.
 
 Every failure ends the job with an error the user can read (4xx when the input is at fault,
-500 with the exception type when we are) and never escapes the loop. Finished jobs only
-enqueue their webhook; delivery is the `WebhookDispatcher`'s business.
+500 with the exception type when we are) and never escapes the loop. A finished job's webhook
+is queued in the same store transaction that finishes it (never one without the other);
+delivery is the `WebhookDispatcher`'s business.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from urllib.parse import quote
 from PIL import Image
 from pydantic import ValidationError
 
-from superscale import images, netguard, webhooks
+from superscale import images, netguard
 from superscale.engine import Cancelled, Upscaler
 from superscale.files.base import FileStore, new_key
-from superscale.jobs.base import Job, JobError, JobStore
+from superscale.jobs import Job, JobError, JobStore, Webhook, webhook_body
 from superscale.schemas import AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
 from superscale.worker.fetch import InputError, InputFetcher
@@ -141,8 +142,8 @@ class Worker:
         self._recover()
 
     def _recover(self) -> None:
-        for request_id in self.job_store.recover_expired(self.settings.max_attempts):
-            webhooks.enqueue(self.job_store, request_id)  # only if it ended for good
+        # Jobs it fails for good get their webhooks queued by the store, in the same transaction.
+        self.job_store.recover_expired(self.settings.max_attempts)
 
     # --- one job ---------------------------------------------------------------------------
     def _run(self, job: Job) -> None:
@@ -171,18 +172,17 @@ class Worker:
                     f"Internal error while running the request ({type(exc).__name__}).",
                     "internal_error",
                 )
+        webhook: Webhook | None = None
+        if job.webhook_url:
+            webhook = (job.webhook_url, webhook_body(job.id, output, error))
         if output is not None:
-            if not self.job_store.complete(job.id, self.worker_id, output, inference_time):
+            if not self.job_store.complete(job.id, self.worker_id, output, inference_time, webhook):
                 log.warning("lost the lease on %s before completing; output discarded", job.id)
                 self._discard(output)
-                return
         else:
             assert error is not None
             self._log(job.id, error.message, "ERROR")
-            if not self.job_store.fail(job.id, self.worker_id, error):
-                return
-        if job.webhook_url:
-            webhooks.enqueue(self.job_store, job.id)
+            self.job_store.fail(job.id, self.worker_id, error, webhook)
 
     def _release(self, request_id: str) -> None:
         """Give a job back unfinished: a lease of zero seconds ends now, so the next recovery

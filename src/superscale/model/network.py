@@ -188,8 +188,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         qkv = self.to_qkv(self.norm(x))
-        # (b, 3·heads·d, h, w) → 3 × (b, heads, h·w, d)
-        q, k, v = qkv.reshape(b, 3, self.heads, -1, h * w).transpose(-1, -2).unbind(dim=1)
+        # (b, 3·heads·d, h, w) → 3 × (b, heads, h·w, d), each contiguous: PyTorch's fused
+        # CPU attention kernel takes only those (else it falls back to a 2-4× slower path).
+        qkv = qkv.reshape(b, 3, self.heads, -1, h * w).permute(1, 0, 2, 4, 3).contiguous()
+        q, k, v = qkv.unbind(dim=0)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(-1, -2).reshape(b, -1, h, w))
 

@@ -52,9 +52,11 @@ def live_server(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     maintenance_interval: float = 0.2,
+    job_store: JobStore | None = None,
     **overrides: Any,
 ) -> Iterator[LiveServer]:
-    """Serve the API over SQLite + a local directory in `data_dir` on a free loopback port."""
+    """Serve the API over SQLite + a local directory in `data_dir` on a free loopback port
+    (or over `job_store`, which the server then owns and closes)."""
     # proto=IPPROTO_TCP, or asyncio leaves Nagle on for accepted connections (a 40 ms stall on
     # every response written in two parts).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -64,7 +66,8 @@ def live_server(
     if ssl_certfile:
         overrides.setdefault("public_url", f"https://127.0.0.1:{port}")
     settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
-    job_store = open_job_store(settings.resolved_database_url())
+    if job_store is None:
+        job_store = open_job_store(settings.resolved_database_url())
     file_store = open_file_store(settings.resolved_storage_url())
     key = create_key(job_store, "test")[1] if settings.auth else ""
     app = create_app(

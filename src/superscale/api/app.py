@@ -17,12 +17,13 @@ from superscale.api.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
+    store_unavailable_handler,
     unexpected_error_handler,
 )
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
 from superscale.files.base import FileStore
-from superscale.jobs.base import JobStore
+from superscale.jobs.base import JobStore, StoreUnavailable
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.api")
@@ -84,6 +85,7 @@ def create_app(
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(StoreUnavailable, store_unavailable_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)

@@ -77,6 +77,23 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     ).response()
 
 
+STORE_RETRY_AFTER = 5  # seconds; a database restart or failover usually takes about this long
+
+
+async def store_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The job store is unreachable: a temporary condition, so 503 with Retry-After (which
+    clients retry), not a 500. The cause goes to the log, not to the client."""
+    log.warning("job store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    retry = str(STORE_RETRY_AFTER)
+    return ApiError(
+        503,
+        f"The service cannot reach its job store; retry in {retry} s",
+        type="service_unavailable",
+        headers={"Retry-After": retry, "X-Fal-Retryable": "true"},
+        error_type="service_unavailable",
+    ).response()
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # A bug on our side: log it with the traceback, answer in fal's shape without internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)

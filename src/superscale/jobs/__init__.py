@@ -12,6 +12,7 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    StoreUnavailable,
     Webhook,
     WebhookDelivery,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "LogRecord",
     "NewJob",
     "QueueFull",
+    "StoreUnavailable",
     "Webhook",
     "WebhookDelivery",
     "open_job_store",

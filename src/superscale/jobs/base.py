@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class StoreUnavailable(ConnectionError):
+    """The store's database cannot be reached (down, restarting, out of connections); the
+    same call may well succeed later. The API answers it with 503 and Retry-After."""
+
+
 class QueueFull(Exception):
     """The endpoint already holds as many unfinished jobs as it may; retry later."""
 

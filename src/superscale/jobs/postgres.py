@@ -9,6 +9,8 @@
 - Migrations run on open under a transaction-scoped advisory lock, so servers starting together
   apply each one exactly once.
 - Times are unix seconds from the clocks of the machines involved: keep them in sync (NTP).
+- Losing the database (a failed connection, no pooled connection within `acquire_timeout`)
+  raises `StoreUnavailable`, which callers can tell apart from bugs and retry.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from superscale.jobs._common import (
     JOB_COLUMNS,
@@ -47,6 +49,7 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    StoreUnavailable,
     Webhook,
     WebhookDelivery,
 )
@@ -128,12 +131,21 @@ _WEBHOOK_COLUMNS = (
 class PostgresJobStore(JobStore):
     """`JobStore` on PostgreSQL through a psycopg 3 connection pool."""
 
-    def __init__(self, url: str, max_connections: int = 10, connect_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_connections: int = 10,
+        connect_timeout: float = 15.0,
+        acquire_timeout: float = 10.0,
+    ) -> None:
+        """`acquire_timeout`: how long a call waits for a pooled connection before it raises
+        `StoreUnavailable` (with the database down, every call waits this long)."""
         self.url = url
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             min_size=1,
             max_size=max_connections,
+            timeout=acquire_timeout,
             kwargs={"autocommit": True, "row_factory": dict_row},
             # Checked out connections are checked first (one round trip), so a database
             # restart costs the pool its stale connections, not a caller an error.
@@ -168,13 +180,24 @@ class PostgresJobStore(JobStore):
     # --- plumbing -------------------------------------------------------------------------
     @contextmanager
     def _tx(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._unavailable_on_loss(), self._pool.connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager
     def _conn(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn:
+        with self._unavailable_on_loss(), self._pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def _unavailable_on_loss(self) -> Iterator[None]:
+        """Connection failures (OperationalError, PoolTimeout among them) → StoreUnavailable;
+        constraint violations, use after close and other errors pass through unchanged."""
+        try:
+            yield
+        except PoolClosed:
+            raise
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL at {_redact(self.url)}: {exc}") from exc
 
     @staticmethod
     def _notify(conn: Conn, request_id: str) -> None:
@@ -639,7 +662,7 @@ class PostgresJobStore(JobStore):
         try:  # wakes the listener now rather than at its next timeout
             with self._conn() as conn:
                 conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-        except psycopg.Error:
+        except (psycopg.Error, StoreUnavailable):
             pass
         self._listener.join(5)
         self._pool.close()

@@ -135,3 +135,26 @@ def test_unreachable_job_store_is_a_503_with_retry_after(
             time.sleep(0.5)
         assert r.status_code == 202 and r.json()["status"] == "IN_QUEUE"
         assert c.post(SUBMIT, json=INPUT).status_code == 200
+
+
+def test_sqlite_store_locked_past_its_busy_timeout_is_a_503(tmp_path: Path) -> None:
+    import sqlite3
+
+    from superscale.jobs.sqlite import SqliteJobStore
+
+    db = tmp_path / "jobs.db"
+    store = SqliteJobStore(db, busy_timeout=0.2)
+    with (
+        live_server(tmp_path, workers=0, auth=False, job_store=store) as srv,
+        httpx.Client(base_url=srv.url, timeout=30) as c,
+    ):
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            r = c.post(SUBMIT, json=INPUT)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.json()["error_type"] == "service_unavailable"
+        assert c.post(SUBMIT, json=INPUT).status_code == 200

@@ -684,3 +684,26 @@ def test_the_stores_own_finishes_queue_the_webhook(store: JobStore) -> None:
     assert _error_webhook(store, asked) == (400, "cancelled")
     assert store.webhooks(requeued) == [] and store.webhooks(silent) == []
     assert store.get(requeued).state == "IN_QUEUE"  # type: ignore[union-attr]
+
+
+def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    import sqlite3
+
+    from superscale.jobs import StoreUnavailable
+    from superscale.jobs.sqlite import SqliteJobStore
+
+    store = SqliteJobStore(tmp_path / "jobs.db", busy_timeout=0.2)
+    try:
+        rid = store.submit(new_job()).id
+        other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.submit(new_job())
+        assert store.get(rid) is not None  # WAL: reads go on
+        other.execute("ROLLBACK")
+        other.close()
+        store.submit(new_job())  # and writes resume once the lock is gone
+        with pytest.raises(ValueError):  # a duplicate id is still the caller's error
+            store.submit(new_job(request_id=rid))
+    finally:
+        store.close()

@@ -44,9 +44,12 @@ from superscale.jobs.base import (
     LogRecord,
     NewJob,
     QueueFull,
+    StoreUnavailable,
     Webhook,
     WebhookDelivery,
 )
+
+_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
 
 # Each migration is a list of statements, applied in one transaction; append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -148,6 +151,12 @@ class SqliteJobStore(JobStore):
             conn = self._connect()
         try:
             yield conn
+        except sqlite3.OperationalError as exc:
+            # Held locks past the busy timeout, a vanished or failing disk: not our bug, and
+            # the same call may succeed later. Other OperationalErrors (bad SQL) are bugs.
+            if str(exc).startswith(_UNAVAILABLE):
+                raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
+            raise
         finally:
             self._idle.put(conn)
 

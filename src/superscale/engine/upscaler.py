@@ -23,7 +23,7 @@ from ..model import (
     resolve_checkpoint,
 )
 from ..schemas import DEFAULT_SEED
-from .devices import default_batch_size, resolve_device, resolve_dtype
+from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
 from .noise import ReferenceNoise, SharedNoise, shared_z
 from .tiling import BandAssembler, Tile, TilePlan
 
@@ -64,12 +64,15 @@ class Upscaler:
         else:
             self._reader = CheckpointReader(source)
             self.config = self._reader.config
-        self.batch_size = batch_size or default_batch_size(self.device)
+        self.batch_size = batch_size or default_batch_size(self.device, self.dtype)
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.fold_cache_size = max(1, fold_cache_size)
-        # channels_last speeds up oneDNN's and cuDNN's convolutions for this network.
-        self.channels_last = self.device.type != "mps" if channels_last is None else channels_last
+        self.channels_last = (
+            default_channels_last(self.device, self.dtype)
+            if channels_last is None
+            else channels_last
+        )
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
         self._fold_lock = threading.Lock()
 

@@ -72,3 +72,14 @@ def test_at_most_two_float_bands_are_held(
     up.upscale(image, overlapping_tiles=True)
     assert len(held) == 5 * 1 + 6 * 2
     assert max(held) <= 2
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_reduced_precision_stays_close_to_fp32(small_model_dir: Path, dtype: str) -> None:
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    fp32 = Upscaler.from_checkpoint("v1", model_dir=small_model_dir, device="cpu", dtype="fp32")
+    low = Upscaler.from_checkpoint("v1", model_dir=small_model_dir, device="cpu", dtype=dtype)
+    assert low.dtype != torch.float32
+    a = np.asarray(fp32.upscale(image), dtype=np.int16)
+    b = np.asarray(low.upscale(image), dtype=np.int16)
+    assert np.abs(a - b).max() <= 2  # 8-bit levels

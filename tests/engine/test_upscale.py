@@ -72,11 +72,18 @@ def test_cancel_raises_between_batches(upscaler: Upscaler) -> None:
 
     def should_cancel() -> bool:
         calls.append(1)
-        return len(calls) > 2
+        return len(calls) > 3
 
+    done: list[int] = []
     with pytest.raises(Cancelled):
-        upscaler.upscale(_noise_image(130, 130), should_cancel=should_cancel)
-    assert len(calls) == 3
+        upscaler.upscale(
+            _noise_image(130, 130),  # 9 tiles, batch 1
+            should_cancel=should_cancel,
+            progress=lambda d, _: done.append(d),
+        )
+    # Checked before folding, then before each batch: two batches ran, the third did not.
+    assert len(calls) == 4
+    assert done == [0, 1, 2]
 
 
 def test_rgba_keeps_alpha(upscaler: Upscaler) -> None:

@@ -189,6 +189,8 @@ class Upscaler:
         assembler = BandAssembler(plan, out)
         z_dim = self.config.style_network.dim_in
 
+        if should_cancel is not None and should_cancel():  # before folding: it takes seconds
+            raise Cancelled()
         run: Callable[[list[Tile]], Tensor]
         if noise == "shared":
             shared = SharedNoise(seed, z_dim, c, tile)

@@ -62,3 +62,27 @@ def test_per_tile_equals_reference(models: tuple[Upscaler, object], overlapping:
     # Another seed gives other draws: the match above is not a coincidence of flat outputs.
     other = ours.upscale(image, overlapping_tiles=overlapping, seed=SEED + 1, noise="per_tile")
     assert _levels_apart(other, expected) > 1  # beyond rounding
+
+
+def test_shared_mode_equals_reference_forward_fed_the_shared_z(
+    models: tuple[Upscaler, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default mode: every tile gets the seed's z; the reference network, fed that z and our
+    per-tile input noise (its `torch.randn_like` patched to return it), gives the same image."""
+    from superscale.engine.noise import SharedNoise
+    from superscale.engine.tiling import Tile
+
+    ours, ref = models
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)  # two tiles side by side
+    got = ours.upscale(Image.fromarray(pixels), seed=SEED)
+
+    shared = SharedNoise(SEED, 128, 3, 64)
+    tiles = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255)
+    x = torch.stack([tiles[:, :, :64], tiles[:, :, 64:]])
+    noise = torch.stack([shared.input_noise(Tile(0, 0, c, c)) for c in (0, 1)])
+    monkeypatch.setattr(torch, "randn_like", lambda t: noise / 0.001)
+    with torch.no_grad():
+        out = ref.upsampler(x, noise=shared.z.expand(2, -1)).clamp(0, 1)  # type: ignore[attr-defined]
+    expected = torch.cat([out[0], out[1]], dim=2)
+    assert _levels_apart(got, expected) <= 0.5 + 1e-3

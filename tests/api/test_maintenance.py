@@ -130,3 +130,18 @@ def test_api_finished_jobs_get_their_webhook_whichever_way_they_end(tmp_path: Pa
         time.sleep(0.5)  # more maintenance passes: still exactly one each
         for request_id in (cancelled["request_id"], late["request_id"], dead):
             assert len(store.webhooks(request_id)) == 1
+
+
+def test_retention_runs_even_when_the_file_sweep_fails(tmp_path: Path) -> None:
+    import shutil
+
+    with live_server(
+        tmp_path, workers=0, auth=False, job_retention_seconds=0.5, maintenance_interval=0.1
+    ) as srv:
+        shutil.rmtree(tmp_path / "files")  # the file store's directory is gone: its sweep fails
+        done = new_job(srv.job_store)
+        assert srv.job_store.fail(done, None, BOOM)
+        deadline = time.monotonic() + 10
+        while srv.job_store.get(done) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.job_store.get(done) is None

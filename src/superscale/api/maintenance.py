@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from superscale.api.context import ApiContext
 
@@ -55,12 +56,13 @@ async def run_forever(
 ) -> None:
     next_files = 0.0
     while True:
-        try:
-            await ctx.call(sweep_jobs, ctx)
-            if time.monotonic() >= next_files:
-                next_files = time.monotonic() + file_interval
-                await ctx.call(sweep_files, ctx)
-                await ctx.call(sweep_finished, ctx)
-        except Exception:  # a store hiccup must not end housekeeping for good
-            log.exception("maintenance pass failed")
+        sweeps: list[Callable[[ApiContext], object]] = [sweep_jobs]
+        if time.monotonic() >= next_files:
+            next_files = time.monotonic() + file_interval
+            sweeps += [sweep_files, sweep_finished]
+        for sweep in sweeps:  # each on its own: a file store outage must not stop the others
+            try:
+                await ctx.call(sweep, ctx)
+            except Exception:  # a store hiccup must not end housekeeping for good
+                log.exception("maintenance: %s failed", sweep.__name__)
         await asyncio.sleep(interval)

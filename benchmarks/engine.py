@@ -10,6 +10,7 @@ and input noise, ours bf16 vs ours fp32.
     .venv/bin/python benchmarks/engine.py                 # 256² image: 16 tiles per variant
     .venv/bin/python benchmarks/engine.py --tiles 4       # a 64×256 strip: shorter
     .venv/bin/python benchmarks/engine.py --variants ours-bf16 --checkpoint /tmp/ckpt
+    .venv/bin/python benchmarks/engine.py --repeat 2     # on a busy machine: best of two
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--ref-batch", type=int, default=8, help="reference max_batch_size")
     parser.add_argument("--batch", type=int, help="our tile batch size (default: per device)")
     parser.add_argument("--checkpoint", type=Path, help="reuse/create a random checkpoint here")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds over all variants; the best of each is kept"
+    )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
@@ -191,19 +195,25 @@ def main() -> None:
         print(f"input {width}×{height}: {tiles} tiles of 64² per variant\n")
         results: dict[str, dict[str, Any]] = {}
         probes: dict[str, torch.Tensor] = {}
-        for variant in variants:
-            probe_path = work / f"{variant}.pt"
-            cmd = [sys.executable, __file__, "--worker", variant, "--checkpoint", str(checkpoint)]
-            cmd += ["--image", str(image_path), "--probe", str(probe_path)]
-            cmd += ["--ref-batch", str(args.ref_batch)]
-            if args.batch:
-                cmd += ["--batch", str(args.batch)]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-            probes[variant] = torch.load(probe_path)
-            r = results[variant]
-            per_tile = r["seconds"] / tiles
-            print(f"  {variant}: {per_tile:.3f} s/tile, peak RSS {r['peak_rss_gb']:.2f} GB")
+        for round_ in range(args.repeat):
+            for variant in variants:
+                probe_path = work / f"{variant}.pt"
+                cmd = [sys.executable, __file__, "--worker", variant]
+                cmd += ["--checkpoint", str(checkpoint), "--image", str(image_path)]
+                cmd += ["--probe", str(probe_path), "--ref-batch", str(args.ref_batch)]
+                if args.batch:
+                    cmd += ["--batch", str(args.batch)]
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                probes[variant] = torch.load(probe_path)
+                per_tile = r["seconds"] / tiles
+                print(
+                    f"  round {round_ + 1}, {variant}: {per_tile:.3f} s/tile, "
+                    f"peak RSS {r['peak_rss_gb']:.2f} GB"
+                )
+                # Other load on the machine only slows a run down: keep each variant's best.
+                if variant not in results or r["seconds"] < results[variant]["seconds"]:
+                    results[variant] = r
 
     ref = results.get("reference")
     header = ("variant", "s/tile", "tiles/s", "vs ref", "peak RSS", "setup", "fold")

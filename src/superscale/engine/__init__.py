@@ -1,4 +1,8 @@
-"""The engine: an image in, its 4× AuraSR upscale out (see `Upscaler`)."""
+"""The engine: an image in, its 4× AuraSR upscale out (see `Upscaler`).
+
+`tiling`: padding, tile order, two-pass blending, band-wise 8-bit assembly; `noise`: the
+seeded style and input noise of each tile; `devices`: device, dtype and batch choice.
+"""
 
 from .devices import default_batch_size, resolve_device, resolve_dtype
 from .upscaler import Cancelled, NoiseMode, Upscaler

@@ -144,7 +144,15 @@ class Upscaler:
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> Image.Image:
-        """`image` (any mode) → its 4× upscale, RGB or RGBA (alpha: Lanczos-resampled)."""
+        """`image` (any mode) → its 4× upscale, RGB or RGBA (alpha: Lanczos-resampled).
+
+        `seed` (None: `schemas.DEFAULT_SEED`) fixes the style noise: on one device, dtype and
+        batch size, the same seed gives the same bytes. `noise="shared"` folds one z into the
+        weights (cached per seed); `"per_tile"` draws a z per tile as the reference does and
+        runs the adaptive network in fp32 (slow: a compatibility mode). `progress(done,
+        total)` counts tiles; `should_cancel()` is polled between batches and raises
+        `Cancelled`. Bad arguments raise ValueError.
+        """
         seed = DEFAULT_SEED if seed is None else seed
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")

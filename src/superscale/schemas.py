@@ -38,8 +38,7 @@ class AuraSrInput(BaseModel):
     upscaling_factor: Literal[4] = Field(
         4,
         validation_alias=AliasChoices("upscaling_factor", "upscale_factor"),
-        description="Upscaling factor. Only 4 is supported (newer clients call it "
-        "upscale_factor).",
+        description="Upscaling factor. Only 4 is supported (newer clients call it upscale_factor).",
     )
     overlapping_tiles: bool = Field(
         False,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 from safetensors.torch import load_file, save_file
 
 from superscale.model import (
@@ -73,16 +77,6 @@ def test_offline_and_missing_says_how_to_place_files(no_hub: None) -> None:
     assert "model.safetensors" in message and "fal/AuraSR" in message
 
 
-def test_unreachable_hub_says_how_to_place_files(
-    no_hub: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Online mode against a loopback port nobody listens on: the download fails fast.
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(HubUnreachable, match="place them in"):
-        resolve_checkpoint("v2")
-
-
 def test_unknown_name_and_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(CheckpointNotFound, match="unknown checkpoint 'v3'"):
         resolve_checkpoint("v3")
@@ -132,3 +126,94 @@ def test_unreadable_files_are_checkpoint_errors(tmp_path: Path) -> None:
     (directory / "config.json").write_text("{")
     with pytest.raises(CheckpointUnreadable, match="not valid JSON"):
         load_model(directory)
+
+
+class _FakeHub(ThreadingHTTPServer):
+    """The two hub routes hf_hub_download uses (HEAD for metadata, GET for content), on
+    loopback, serving one repo's files; records the paths asked for."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[str] = []
+        super().__init__(("127.0.0.1", 0), _FakeHubHandler)
+
+
+class _FakeHubHandler(BaseHTTPRequestHandler):
+    server: _FakeHub
+
+    def _send(self, body: bool) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")
+        data = self.server.files.get(self.path.split("?")[0])
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", "b" * 40)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:
+        self._send(body=False)
+
+    def do_GET(self) -> None:
+        self._send(body=True)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_downloads_only_weights_and_config(
+    no_hub: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = save_random_checkpoint(tmp_path / "source", SMALL_CONFIG, seed=4)
+    prefix = "/fal/AuraSR-v2/resolve/main/"
+    hub = _FakeHub(
+        {
+            prefix + name: (source / name).read_bytes()
+            for name in ("model.safetensors", "config.json")
+        }
+        | {prefix + "model.ckpt": b"never fetched"}
+    )
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        # huggingface_hub froze the variable at import (maybe while another test set it).
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+        files = resolve_checkpoint("v2")
+        assert files.weights.read_bytes() == (source / "model.safetensors").read_bytes()
+        assert load_model(files).config == SMALL_CONFIG
+        assert not any("model.ckpt" in r for r in hub.requests)
+        # Now in the Hugging Face cache: found again with the hub gone and downloads off.
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        assert resolve_checkpoint("v2") == files
+    finally:
+        hub.shutdown()
+        hub.server_close()
+
+
+def test_failed_download_says_how_to_place_files(
+    no_hub: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub answers but has no such files (a connection error takes the same path, after
+    huggingface_hub's retries: ~20 s)."""
+    hub = _FakeHub({})
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+        with pytest.raises(HubUnreachable, match=r"could not download config\.json") as info:
+            resolve_checkpoint("v2")
+        assert "place them in $SUPERSCALE_MODEL_DIR/v2/" in str(info.value)
+        assert hub.requests  # it did ask the (fake) hub
+    finally:
+        hub.shutdown()
+        hub.server_close()

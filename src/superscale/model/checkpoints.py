@@ -152,10 +152,13 @@ def resolve_checkpoint(
 
 
 def _hf_offline() -> bool:
+    """HF_HUB_OFFLINE as the environment says now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    return env or bool(constants.HF_HUB_OFFLINE)
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _hub_cache_dir() -> str:

@@ -18,6 +18,7 @@ from superscale.jobs import JobStore, NewJob, open_job_store
 from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 from superscale.worker import Worker
+from superscale.worker.loop import get_upscaler
 
 from .conftest import FixtureServer, Reply
 from .test_worker import png_bytes
@@ -70,10 +71,10 @@ def test_worker_on_postgres_and_s3(
     key = url.split("/files/", 1)[1]
     decoded = images.decode(s3_store.get(key).data, 10**8)
     assert decoded.image.size == (280, 160)
+    batch = get_upscaler(settings, "v1").batch_size
+    expected = [0, *range(batch, 2, batch), 2]
     assert [r.message for r in pg_store.logs(job.id) if r.message.startswith("tiles")] == [
-        "tiles 0/2",
-        "tiles 1/2",
-        "tiles 2/2",
+        f"tiles {n}/2" for n in expected
     ]
     dispatcher = webhooks.WebhookDispatcher(settings, pg_store)
     deadline = time.monotonic() + 10

@@ -2,10 +2,10 @@
 
 Released AuraSR config, random weights (written once to a temporary checkpoint: built from
 shapes, no init pass), the same image for every variant. Each variant runs in its own
-subprocess so that its peak RSS is its own. Printed per variant: seconds per 64² tile, the
-speed-up over the reference, peak RSS, set-up and folding time; then the max abs difference
-of the network outputs on two probe tiles: ours fp32 vs the reference fed the same shared z
-and input noise, ours bf16 vs ours fp32.
+subprocess so that its peak RSS is its own. Printed per variant: wall and CPU seconds per
+64² tile, the speed-ups over the reference, peak RSS, set-up and folding time; then the max
+abs difference of the network outputs on two probe tiles: ours fp32 vs the reference fed the
+same shared z and input noise, ours bf16 vs ours fp32.
 
     .venv/bin/python benchmarks/engine.py                 # 256² image: 16 tiles per variant
     .venv/bin/python benchmarks/engine.py --tiles 4       # a 64×256 strip: shorter
@@ -84,10 +84,10 @@ def _run_reference(checkpoint: Path, image: Image.Image, batch: int) -> dict[str
     with torch.no_grad():
         torch.manual_seed(PROBE_SEED)  # → the same input noise as `_probe_inputs`
         probe = net(x, noise=z.expand(2, -1)).float()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.upscale_4x(image, max_batch_size=batch)
-        seconds = time.perf_counter() - t0
-    return {"setup_s": setup, "fold_s": 0.0, "seconds": seconds, "probe": probe}
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"setup_s": setup, "fold_s": 0.0, "seconds": seconds, "cpu_s": cpu, "probe": probe}
 
 
 def _run_ours(
@@ -109,13 +109,14 @@ def _run_ours(
         if up.channels_last:
             xin = xin.contiguous(memory_format=torch.channels_last)
         probe = net(xin).float()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     up.upscale(image)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "setup_s": setup,
         "fold_s": fold,
         "seconds": seconds,
+        "cpu_s": cpu,
         "probe": probe,
         "batch": up.batch_size,
     }
@@ -216,16 +217,23 @@ def main() -> None:
                     results[variant] = r
 
     ref = results.get("reference")
-    header = ("variant", "s/tile", "tiles/s", "vs ref", "peak RSS", "setup", "fold")
-    print("\n{:<12}{:>8}{:>9}{:>8}{:>10}{:>8}{:>7}".format(*header))
+    header = ("variant", "s/tile", "tiles/s", "vs ref", "cpu-s/tile", "vs ref", "peak RSS")
+    print("\n{:<13}{:>7}{:>8}{:>8}{:>11}{:>8}{:>10}".format(*header))
     for variant, r in results.items():
-        per_tile = r["seconds"] / tiles
+        wall, cpu = r["seconds"] / tiles, r["cpu_s"] / tiles
         ratio = f"{ref['seconds'] / r['seconds']:.2f}×" if ref else "—"
+        cpu_ratio = f"{ref['cpu_s'] / r['cpu_s']:.2f}×" if ref else "—"
         name = f"{variant} b{r.get('batch', args.ref_batch)}"
         print(
-            f"{name:<12}{per_tile:>8.3f}{1 / per_tile:>9.2f}{ratio:>8}"
-            f"{r['peak_rss_gb']:>8.2f}GB{r['setup_s']:>7.1f}s{r['fold_s']:>6.1f}s"
+            f"{name:<13}{wall:>7.3f}{1 / wall:>8.2f}{ratio:>8}{cpu:>11.3f}{cpu_ratio:>8}"
+            f"{r['peak_rss_gb']:>8.2f}GB"
         )
+    setup = ", ".join(
+        f"{v} {r['setup_s']:.1f} s" + (f" + fold {r['fold_s']:.1f} s" if r["fold_s"] else "")
+        for v, r in results.items()
+    )
+    print(f"set-up (not in s/tile): {setup}")
+    print("cpu-s: CPU seconds of the process (all threads); less inflated by other load.")
     print()
     if "reference" in probes and "ours-fp32" in probes:
         diff = (probes["ours-fp32"] - probes["reference"]).abs().max().item()

@@ -23,6 +23,7 @@ from ..model import (
     resolve_checkpoint,
 )
 from ..schemas import DEFAULT_SEED
+from . import prepack as prepacking
 from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
 from .noise import ReferenceNoise, SharedNoise, shared_z
 from .tiling import BandAssembler, Tile, TilePlan
@@ -49,9 +50,11 @@ class Upscaler:
         batch_size: int | None = None,
         fold_cache_size: int = 2,
         channels_last: bool | None = None,
+        prepack: bool | None = None,
     ) -> None:
         """`source`: a loaded network, or checkpoint files (their shapes are checked now;
-        tensors are read when weights are folded, one at a time, and not kept)."""
+        tensors are read when weights are folded, one at a time, and not kept).
+        `prepack` (default: on CPUs with oneDNN): see `superscale.engine.prepack`."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._model: AuraSR | None = None
@@ -73,6 +76,9 @@ class Upscaler:
             if channels_last is None
             else channels_last
         )
+        self.prepack = (
+            self.device.type == "cpu" and prepacking.available() if prepack is None else prepack
+        )
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
         self._fold_lock = threading.Lock()
 
@@ -87,6 +93,7 @@ class Upscaler:
         batch_size: int | None = None,
         fold_cache_size: int = 2,
         channels_last: bool | None = None,
+        prepack: bool | None = None,
     ) -> Upscaler:
         """`v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
         return cls(
@@ -96,6 +103,7 @@ class Upscaler:
             batch_size=batch_size,
             fold_cache_size=fold_cache_size,
             channels_last=channels_last,
+            prepack=prepack,
         )
 
     # Folding -------------------------------------------------------------------------------
@@ -115,10 +123,17 @@ class Upscaler:
                 net = fold_network(self.config, z, self._reader.get, self.dtype, self.device)
             if self.channels_last:
                 net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            if self.prepack:
+                net = prepacking.prepack(net, self._example_batch())
             self._folded[seed] = net
             while len(self._folded) > self.fold_cache_size:
                 self._folded.popitem(last=False)
             return net
+
+    def _example_batch(self) -> Tensor:
+        c, t = self.config.channels, self.config.input_image_size
+        x = torch.zeros(self.batch_size, c, t, t, device=self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def warm_up(self, seed: int | None = None) -> None:
         """Fold the weights for `seed` (default: the default seed) ahead of the first request."""

@@ -332,8 +332,8 @@ class AuraSR(nn.Module):
 
         # The stem and the output conv may hold fp32 while the body runs in bf16/fp16 (see
         # fold_network): cast at their boundaries (no-ops when everything shares a dtype).
-        body_dtype = next(self.mid_block1.parameters()).dtype
-        x = self.init_conv(x.to(self.init_conv.weight.dtype)).to(body_dtype)
+        body_dtype = _dtype_of(self.final_res_block.block1)
+        x = self.init_conv(x.to(_dtype_of(self.init_conv))).to(body_dtype)
         skips = []
         for blocks, (attn, down) in cast(Any, self.downs):
             for block in blocks:
@@ -358,7 +358,7 @@ class AuraSR(nn.Module):
                 x = attn(x)
 
         x = self.final_res_block(x, mods)
-        return self.final_to_rgb(x.to(self.final_to_rgb.weight.dtype))
+        return self.final_to_rgb(x.to(_dtype_of(self.final_to_rgb)))
 
     @torch.no_grad()
     def fold(self, z: Tensor, dtype: torch.dtype | None = None) -> AuraSR:
@@ -373,6 +373,12 @@ class AuraSR(nn.Module):
         return fold_network(
             self.config, z, params.__getitem__, dtype or weight.dtype, weight.device
         )
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    """A layer's compute dtype: its parameters', or its own `dtype` (prepacked layers)."""
+    dtype = getattr(module, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else next(module.parameters()).dtype
 
 
 STYLE_PREFIXES = ("style_network.", "style_to_conv_modulations.")

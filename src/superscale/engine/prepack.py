@@ -24,6 +24,10 @@ from ..model.network import AuraSR, Block, FoldedConv
 log = logging.getLogger(__name__)
 
 
+def is_packed(net: nn.Module) -> bool:
+    return any(isinstance(m, PackedConv) for m in net.modules())
+
+
 def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(
         torch.ops.mkldnn, "_convolution_pointwise"
@@ -96,30 +100,34 @@ def prepack(net: AuraSR, example: Tensor) -> AuraSR:
         return net
     try:
         shapes = _input_shapes(net, example)
-        replacements: list[tuple[str, nn.Module]] = []
-        for name, module in net.named_modules():
-            if isinstance(module, Block) and isinstance(module.proj, FoldedConv):
+    except RuntimeError as exc:
+        log.warning("oneDNN prepacking skipped (%s); using plain convolutions", exc)
+        return net
+    targets = [
+        name
+        for name, m in net.named_modules()
+        if (isinstance(m, Block) and isinstance(m.proj, FoldedConv))
+        or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation == (1, 1))
+    ]
+    # One layer at a time, each plain layer dropped as soon as its packed twin exists: memory
+    # never holds two copies of the network. A layer that fails stays plain (still correct).
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        module = getattr(parent, child)
+        try:
+            if isinstance(module, Block):
+                assert isinstance(module.proj, FoldedConv)
                 w = module.proj.weight
                 pad = (w.shape[-1] // 2,) * 2
-                replacements.append(
-                    (name, PackedConv(w, None, (1, 1), pad, shapes[name], attr="swish"))
+                packed = PackedConv(w, None, (1, 1), pad, shapes[name], attr="swish")
+            else:
+                packed = PackedConv(
+                    module.weight, module.bias, module.stride, module.padding, shapes[name]
                 )
-            elif isinstance(module, nn.Conv2d):
-                if module.groups != 1 or module.dilation != (1, 1):
-                    continue
-                padding = module.padding
-                assert isinstance(padding, tuple)
-                replacements.append(
-                    (
-                        name,
-                        PackedConv(
-                            module.weight, module.bias, module.stride, padding, shapes[name]
-                        ),
-                    )
-                )
-        for name, packed in replacements:
-            parent_name, _, child = name.rpartition(".")
-            setattr(net.get_submodule(parent_name) if parent_name else net, child, packed)
-    except RuntimeError as exc:  # an unsupported build or layer: run unpacked, just slower
-        log.warning("oneDNN prepacking unavailable (%s); using plain convolutions", exc)
+        except RuntimeError as exc:
+            log.warning("oneDNN prepacking failed for %s (%s); it stays plain", name, exc)
+            continue
+        setattr(parent, child, packed)
+        del module
     return net

@@ -121,10 +121,10 @@ class Upscaler:
             else:
                 assert self._reader is not None
                 net = fold_network(self.config, z, self._reader.get, self.dtype, self.device)
-            if self.channels_last:
-                net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            if self.prepack:
+            if self.prepack:  # prepacked weights have oneDNN's own layout: no channels_last copy
                 net = prepacking.prepack(net, self._example_batch())
+            if self.channels_last and not prepacking.is_packed(net):
+                net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self._folded[seed] = net
             while len(self._folded) > self.fold_cache_size:
                 self._folded.popitem(last=False)

@@ -66,7 +66,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         raise ValueError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16") from None
 
 
-def default_batch_size(device: torch.device, dtype: torch.dtype = torch.float32) -> int:
+def default_batch_size(device: torch.device) -> int:
     """Tiles per forward pass. On a CPU one 64² tile already fills the cores: bigger batches
     are slower (measured with prepacked weights, fp32 and bf16) and cost memory."""
     if device.type == "cuda":

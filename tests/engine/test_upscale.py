@@ -114,5 +114,8 @@ def test_bad_arguments(upscaler: Upscaler) -> None:
     image = _noise_image(8, 8)
     with pytest.raises(ValueError, match="seed"):
         upscaler.upscale(image, seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        upscaler.upscale(image, seed=2**64)
+    assert upscaler.upscale(image, seed=2**64 - 1).size == (32, 32)  # the largest seed works
     with pytest.raises(ValueError, match="noise"):
         upscaler.upscale(image, noise="bogus")  # type: ignore[arg-type]

@@ -397,9 +397,8 @@ def fold_network(
     network's parameters by state-dict name through `get`.
 
     Reading one tensor at a time (from a checkpoint file, say) keeps memory at the folded
-    network plus one kernel bank. Kernels are mixed, modulated and demodulated in the banks'
-    precision (fp32 in the released files), then cast to `dtype`. The result takes and
-    returns fp32 whatever `dtype` its body computes in.
+    network plus one kernel bank. Kernels are mixed, modulated and demodulated in fp32, then
+    cast to `dtype`. The result takes and returns fp32 whatever `dtype` its body computes in.
     """
     if z.ndim != 2 or z.shape[0] != 1:
         raise ValueError("fold takes a single z of shape (1, dim_in)")
@@ -408,8 +407,12 @@ def fold_network(
         folded = AuraSR(config, folded=True)
 
     # The style path is small: load it for real, and compute every modulation at once.
+    # Folding runs in fp32 at least, whatever the checkpoint's storage dtype.
+    fold_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     style_state = {
-        k: get(k).to(device) for k in adaptive.state_dict() if k.startswith(STYLE_PREFIXES)
+        k: get(k).to(device, fold_dtype)
+        for k in adaptive.state_dict()
+        if k.startswith(STYLE_PREFIXES)
     }
     style = nn.ModuleDict(
         {
@@ -418,15 +421,14 @@ def fold_network(
         }
     )
     style.load_state_dict(style_state, strict=True, assign=True)
-    bank_dtype = style_state["style_to_conv_modulations.weight"].dtype
-    mods = iter(adaptive.modulations(z.to(device, bank_dtype)))
+    mods = iter(adaptive.modulations(z.to(device, fold_dtype)))
 
     names = {id(m): n for n, m in adaptive.named_modules()}
     state: dict[str, Tensor] = {}
     for block in adaptive.resnet_blocks():
         for sub in (block.block1, block.block2):
             name = names[id(sub)]
-            banks = get(f"{name}.proj.weights").to(device)
+            banks = get(f"{name}.proj.weights").to(device, fold_dtype)
             kernel = modulated_kernels(banks, next(mods), next(mods))[0]
             state[f"{name}.proj.weight"] = kernel.to(dtype)
             del banks

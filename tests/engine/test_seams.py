@@ -45,9 +45,11 @@ def outputs(small_model_dir: Path) -> dict[bool, np.ndarray]:
 @pytest.mark.parametrize("axis", [0, 1], ids=["rows", "columns"])
 def test_overlapping_tiles_leave_no_seam(outputs: dict[bool, np.ndarray], axis: int) -> None:
     border, inside = _line_steps(outputs[True], axis)
-    # Steps across tile borders are no larger than steps inside tiles.
-    assert border.max() <= inside.max()
+    # Steps across tile borders are no larger than steps inside tiles. The largest inside
+    # ones lie on the second pass's borders, where the blend is symmetric to ours: equal
+    # up to float noise, hence the 10% margin.
+    assert border.max() <= 1.1 * inside.max()
     # Without overlap the same borders stand out: the test can see a seam.
     border_plain, inside_plain = _line_steps(outputs[False], axis)
-    assert border_plain.min() > np.percentile(inside_plain, 95)
-    assert border.max() < border_plain.min() / 5
+    assert border_plain.min() > 10 * np.percentile(inside_plain, 95)
+    assert border.max() < border_plain.min() / 20

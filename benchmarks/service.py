@@ -78,7 +78,9 @@ def main() -> None:
         data_dir=tmp, port=port, model_dir=tmp / "models", checkpoints=["v1"], device="cpu"
     )
     jobs = open_job_store(settings.resolved_database_url())
-    files = open_file_store(settings.resolved_storage_url())
+    files = open_file_store(
+        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+    )
     key = create_key(jobs, "bench")[1]
     server = uvicorn.Server(uvicorn.Config(create_app(settings, jobs, files), log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

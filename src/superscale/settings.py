@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SUPERSCALE_", extra="ignore")
+    # An empty variable counts as unset (`export SUPERSCALE_SECRET_KEY=` sets no secret).
+    model_config = SettingsConfigDict(
+        env_prefix="SUPERSCALE_", extra="ignore", env_ignore_empty=True
+    )
 
     # Where the embedded defaults keep their data (SQLite file, local file store, keys).
     data_dir: Path = Path("./data")
@@ -17,6 +20,21 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # file:///path (default: {data_dir}/files) or s3://bucket/prefix
     storage_url: str | None = None
+    # The S3 endpoint of a non-AWS store (unset: AWS itself). AWS_ENDPOINT_URL also works.
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_endpoint_url", "SUPERSCALE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"
+        ),
+    )
+
+    # Secrets: SecretStr, so that no repr, log line or dump shows them.
+    # Signs upload tokens, upload URLs and proxy sessions; the same on every API server of a
+    # cluster. Unset: created once as {data_dir}/secret.key.
+    secret_key: SecretStr | None = None
+    # The Ed25519 webhook signing key: PEM text, or the path of a PEM file; the same on every
+    # server and worker of a cluster. Unset: created once as {data_dir}/webhook-ed25519.pem.
+    webhook_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -47,6 +65,12 @@ class Settings(BaseSettings):
     # Finished jobs (with their logs and settled webhooks) are deleted this long after they
     # finish; 0 keeps them forever. Their output files live by file_ttl_seconds, separately.
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+
+    @field_validator("s3_endpoint_url", "secret_key", "webhook_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty flag (`--webhook-key ""`) sets nothing, as an empty variable does.
+        return None if value == "" else value
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'superscale.db'}"

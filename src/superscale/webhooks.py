@@ -101,10 +101,37 @@ class WebhookSigner:
                 pass
             finally:
                 os.unlink(tmp)
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return cls.from_pem(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_pem(cls, pem: bytes, where: str = "the webhook key") -> WebhookSigner:
+        """The key in PEM text (PKCS#8, unencrypted); `where` names its source in errors."""
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where} is not an unencrypted PEM private key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} does not hold an Ed25519 private key")
+            raise ValueError(f"{where} does not hold an Ed25519 private key")
         return cls(key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookSigner:
+        """The configured key (`settings.webhook_key`: PEM text or a PEM file's path), else the
+        one kept in the data directory. Raises ValueError, naming the source, for a bad key."""
+        if settings.webhook_key is None:
+            return cls.load_or_create(settings.data_dir)
+        value = settings.webhook_key.get_secret_value()
+        if value.lstrip().startswith("-----BEGIN"):
+            return cls.from_pem(value.encode(), "SUPERSCALE_WEBHOOK_KEY")
+        path = Path(value).expanduser()
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(
+                f"the webhook key file {path} cannot be read ({exc.strerror}); "
+                "SUPERSCALE_WEBHOOK_KEY is PEM text or the path of a PEM file"
+            ) from None
+        return cls.from_pem(pem, str(path))
 
     def jwk(self) -> dict[str, str]:
         return {
@@ -136,7 +163,7 @@ class WebhookSigner:
 
 def jwks(settings: Settings) -> dict[str, Any]:
     """The JWKS of the server configured by `settings` (creating its key on first use)."""
-    return WebhookSigner.load_or_create(settings.data_dir).jwks()
+    return WebhookSigner.from_settings(settings).jwks()
 
 
 def verify(
@@ -210,7 +237,7 @@ class WebhookDispatcher:
     ) -> None:
         self.settings = settings
         self.job_store = job_store
-        self.signer = signer or WebhookSigner.load_or_create(settings.data_dir)
+        self.signer = signer or WebhookSigner.from_settings(settings)
         self.base_delay = base_delay
         self.timeout = timeout
         self.poll_interval = poll_interval

@@ -3,8 +3,9 @@ servers and `superscale worker` processes sharing a fresh PostgreSQL database an
 
 Used by `tests/cluster/test_cluster.py` and `benchmarks/cluster.py`. Every process gets its own
 data directory (as on separate machines); what they share comes from the environment only:
-`SUPERSCALE_DATABASE_URL`, `SUPERSCALE_STORAGE_URL`, the AWS variables for the bucket, and
-`SUPERSCALE_SECRET_KEY` for the API servers' signed URLs.
+`SUPERSCALE_DATABASE_URL`, `SUPERSCALE_STORAGE_URL`, the AWS variables for the bucket,
+`SUPERSCALE_SECRET_KEY` for the API servers' signed URLs, and `SUPERSCALE_WEBHOOK_KEY` (one
+Ed25519 key per cluster) for webhook signatures every server's JWKS verifies.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def png_data_uri(width: int, height: int, seed: int = 0) -> str:
     out = io.BytesIO()
     image.save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def new_webhook_key() -> str:
+    """A fresh Ed25519 private key as PKCS#8 PEM text (what SUPERSCALE_WEBHOOK_KEY takes)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -111,9 +128,8 @@ class Cluster:
     database_url: str
     storage_url: str
     env: dict[str, str]  # extra environment: S3 endpoint and keys, lease length …
-    # Files every process's data directory starts with, as an operator would copy them to each
-    # machine (the shared webhook signing key, `webhook-ed25519.pem`).
-    data_files: dict[str, bytes] = field(default_factory=dict)
+    # The cluster's webhook signing key (PEM), given to every process as SUPERSCALE_WEBHOOK_KEY.
+    webhook_key: str = field(default_factory=new_webhook_key)
     servers: list[Proc] = field(default_factory=list)
     workers: list[Proc] = field(default_factory=list)
 
@@ -137,14 +153,13 @@ class Cluster:
             "SUPERSCALE_MODEL_DIR": str(self.model_dir),
             "SUPERSCALE_DEVICE": "cpu",
             "SUPERSCALE_SECRET_KEY": "cluster-shared-secret",
+            "SUPERSCALE_WEBHOOK_KEY": self.webhook_key,
             **self.env,
         }
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         data_dir = self.workdir / name
         data_dir.mkdir(parents=True, exist_ok=True)
-        for file_name, content in self.data_files.items():
-            (data_dir / file_name).write_bytes(content)
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(

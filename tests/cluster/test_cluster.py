@@ -112,13 +112,9 @@ def test_two_servers_three_workers_one_killed(
         "SUPERSCALE_SSRF_GUARD": "false",  # the webhook receiver is on loopback
     }
     storage_url = f"s3://{bucket}/outputs"
-    # One webhook signing key for every process, as docs/deployment.md tells operators.
-    key_file = webhooks.KEY_FILE
-    webhooks.WebhookSigner.load_or_create(tmp_path / "keys")
-    shared = {key_file: (tmp_path / "keys" / key_file).read_bytes()}
-    with Cluster(
-        tmp_path / "cluster", small_model_dir, database_url, storage_url, env, shared
-    ) as cluster:
+    # One webhook signing key for every process (SUPERSCALE_WEBHOOK_KEY, set by the harness),
+    # as docs/deployment.md tells operators; each process keeps its own data directory.
+    with Cluster(tmp_path / "cluster", small_model_dir, database_url, storage_url, env) as cluster:
         # All five start at once on an empty database: migrations must not trip over each other.
         a, b = cluster.start_server(), cluster.start_server()
         for _ in range(3):
@@ -240,6 +236,8 @@ def test_two_servers_three_workers_one_killed(
             for delivery in receiver.requests:
                 assert webhooks.verify(jwks, delivery.headers, delivery.body), server.name
                 assert json.loads(delivery.body)["status"] == "OK"
+        # The key came from the environment: no process made one in its data directory.
+        assert not list(cluster.workdir.glob(f"*/{webhooks.KEY_FILE}"))
 
 
 def _state(store: JobStore, request_id: str) -> str | None:

@@ -33,7 +33,7 @@ def store(auth_server: Server) -> Iterator[JobStore]:
 
 @pytest.fixture
 def signer(auth_server: Server) -> Signer:
-    return Signer(load_secret(auth_server.data_dir))
+    return Signer(load_secret(Settings(data_dir=auth_server.data_dir)))
 
 
 def _status_via_proxy(client: httpx.Client, server: Server) -> httpx.Response:
@@ -189,7 +189,7 @@ def test_login_banner_names_the_newest_key(tmp_path: Path) -> None:
         banner = login_banner(settings, job_store)
         assert banner is not None and newest.key_id in banner
         token = banner.rsplit("token=", 1)[1].strip()
-        claims = Signer(load_secret(tmp_path)).verify(LOGIN_PURPOSE, token)
+        claims = Signer(load_secret(settings)).verify(LOGIN_PURPOSE, token)
         assert claims is not None and claims["o"] == newest.key_id
         assert login_banner(Settings(data_dir=tmp_path, auth=False), job_store) is None
     finally:

@@ -16,6 +16,7 @@ import pytest
 from s3server import SeaweedS3
 from superscale.files import FileStore, open_file_store
 from superscale.jobs import JobStore, open_job_store
+from superscale.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,6 +69,6 @@ def file_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def file_store(file_store_url: str) -> Iterator[FileStore]:
-    store = open_file_store(file_store_url)
+    store = open_file_store(file_store_url, s3_endpoint_url=Settings().s3_endpoint_url)
     yield store
     store.close()

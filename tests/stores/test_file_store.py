@@ -19,6 +19,7 @@ from superscale.files import (
     new_key,
     open_file_store,
 )
+from superscale.settings import Settings
 
 MIB = 1024 * 1024
 BAD_KEYS = ["", "../x", "/etc/passwd", "a/../../b", "a/./b", "a//b", "a\\b", "a\x00b", "..", "a/"]
@@ -243,7 +244,7 @@ def test_s3_layout_and_lifecycle_rules(s3_bucket: str, s3_server) -> None:  # ty
             ]
         },
     )
-    store = open_file_store(f"s3://{s3_bucket}/pre")
+    store = open_file_store(f"s3://{s3_bucket}/pre", s3_endpoint_url=Settings().s3_endpoint_url)
     key = new_key("out.png")
     store.put(key, b"x", "image/png", expires_at=time.time() + 3 * 86400)
     names = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
@@ -255,7 +256,7 @@ def test_s3_layout_and_lifecycle_rules(s3_bucket: str, s3_server) -> None:  # ty
     tags = client.get_object_tagging(Bucket=s3_bucket, Key=f"pre/files/{key}")["TagSet"]
     assert tags == [{"Key": "superscale-ttl-days", "Value": "7"}]
     # Opening again (another server) leaves the rules as they are.
-    open_file_store(f"s3://{s3_bucket}/pre").close()
+    open_file_store(f"s3://{s3_bucket}/pre", s3_endpoint_url=Settings().s3_endpoint_url).close()
     again = client.get_bucket_lifecycle_configuration(Bucket=s3_bucket)["Rules"]
     assert len(again) == len(rules)
     store.close()
@@ -265,14 +266,14 @@ def test_s3_missing_bucket_is_a_clear_error(s3_server, monkeypatch: pytest.Monke
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="not reachable"):
-        open_file_store("s3://no-such-bucket-here/x")
+        open_file_store("s3://no-such-bucket-here/x", s3_endpoint_url=Settings().s3_endpoint_url)
     with socket.socket() as closed:  # a loopback port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     monkeypatch.setenv("SUPERSCALE_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(ValueError, match="not reachable"):
-        open_file_store("s3://some-bucket/x")
+        open_file_store("s3://some-bucket/x", s3_endpoint_url=Settings().s3_endpoint_url)
 
 
 def test_open_file_store_urls() -> None:

@@ -37,7 +37,7 @@ def s3_store(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         monkeypatch.setenv(name, value)
     bucket = f"t-{uuid.uuid4().hex[:16]}"
     s3_server.client().create_bucket(Bucket=bucket)
-    store = open_file_store(f"s3://{bucket}/outputs")
+    store = open_file_store(f"s3://{bucket}/outputs", s3_endpoint_url=Settings().s3_endpoint_url)
     yield store
     store.close()
 

@@ -25,6 +25,7 @@ from superscale.api.signing import Signer, load_secret
 from superscale.files.base import FileStore
 from superscale.jobs.base import JobStore, StoreUnavailable
 from superscale.settings import Settings
+from superscale.webhooks import WebhookSigner
 
 log = logging.getLogger("superscale.api")
 
@@ -46,13 +47,17 @@ def create_app(
     maintenance_interval: float = maintenance.INTERVAL,
     file_sweep_interval: float = maintenance.FILE_INTERVAL,
 ) -> FastAPI:
-    """The API over the given stores. The caller owns the stores (and closes them)."""
+    """The API over the given stores. The caller owns the stores (and closes them).
+
+    Raises ValueError when the configured webhook key is unusable (better at start than as a
+    500 on `/.well-known/jwks.json`)."""
     ctx = ApiContext(
         settings=settings,
         job_store=job_store,
         file_store=file_store,
-        signer=Signer(load_secret(settings.data_dir)),
+        signer=Signer(load_secret(settings)),
         metrics=Metrics(job_store),
+        webhook_signer=WebhookSigner.from_settings(settings),
     )
     if not settings.auth:
         log.warning(

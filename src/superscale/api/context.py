@@ -1,4 +1,4 @@
-"""What every route needs, built once per app: settings, stores, signer, metrics."""
+"""What every route needs, built once per app: settings, stores, signers, metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from superscale.api.signing import Signer
 from superscale.files.base import FileStore
 from superscale.jobs.base import JobStore
 from superscale.settings import Settings
+from superscale.webhooks import WebhookSigner
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,6 +34,8 @@ class ApiContext:
     file_store: FileStore
     signer: Signer
     metrics: Metrics
+    # The webhook key whose JWKS we publish (None: loaded from `settings` on each request).
+    webhook_signer: WebhookSigner | None = None
     wait_limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WAIT_THREADS))
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

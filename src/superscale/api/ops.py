@@ -38,6 +38,8 @@ async def get_metrics(ctx: Ctx) -> Response:
 @router.get("/.well-known/jwks.json")
 async def jwks_document(ctx: Ctx) -> Response:
     """The public keys webhook receivers verify our signatures with."""
+    if ctx.webhook_signer is not None:
+        return JSONResponse(ctx.webhook_signer.jwks())
     return JSONResponse(await ctx.call(webhooks.jwks, ctx.settings))
 
 

@@ -115,7 +115,7 @@ def login_banner(settings: Settings, job_store: JobStore, key_id: str | None = N
         if not active:
             return None
         key_id = max(active, key=lambda k: k.created_at).key_id
-    link = login_url(Signer(load_secret(settings.data_dir)), settings.resolved_public_url(), key_id)
+    link = login_url(Signer(load_secret(settings)), settings.resolved_public_url(), key_id)
     hours = LOGIN_TTL / 3600
     return (
         f"Playground: open this link once to use it as key {key_id} "

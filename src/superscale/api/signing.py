@@ -2,8 +2,8 @@
 
 A token is `base64url(JSON claims) + "." + base64url(HMAC-SHA256(secret, purpose + claims))`.
 Stateless on purpose: any API server holding the same secret can check it, so uploads work
-behind a load balancer. The secret comes from `SUPERSCALE_SECRET_KEY` (set it on every server
-when scaling out) or is created once in the data directory.
+behind a load balancer. The secret is `Settings.secret_key` (`SUPERSCALE_SECRET_KEY`: set it on
+every server when scaling out) or is created once in the data directory.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import json
 import os
 import secrets
 import time
-from pathlib import Path
 from typing import Any
+
+from superscale.settings import Settings
 
 SECRET_ENV = "SUPERSCALE_SECRET_KEY"
 SECRET_FILE = "secret.key"
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """The server's signing secret: from the environment, else `{data_dir}/secret.key`
+def load_secret(settings: Settings) -> bytes:
+    """The server's signing secret: `settings.secret_key`, else `{data_dir}/secret.key`
     (created on first use with mode 0600; concurrent first starts agree on one file)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        return env.encode()
-    path = Path(data_dir) / SECRET_FILE
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    path = settings.data_dir / SECRET_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

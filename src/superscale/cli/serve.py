@@ -30,6 +30,17 @@ def build_settings(**flags: Any) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
+def load_webhook_signer(settings: Settings) -> Any:
+    """The configured webhook key (a `WebhookSigner`); a bad one is a usage error, not a
+    traceback."""
+    from superscale.webhooks import WebhookSigner
+
+    try:
+        return WebhookSigner.from_settings(settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--webhook-key") from None
+
+
 def ensure_first_key(settings: Settings, job_store: Any) -> str | None:
     """Create and return a key when auth is on and the store has none (first start)."""
     from superscale.api.keys import active_keys, create_key
@@ -59,6 +70,13 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
 )
 @click.option("--database-url", default=None, help="sqlite:///path or postgresql://…")
 @click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix")
+@click.option("--s3-endpoint-url", default=None, help="S3 endpoint of a non-AWS bucket.")
+@click.option(
+    "--webhook-key",
+    default=None,
+    help="Ed25519 PEM file signing webhooks, the same on every machine "
+    "(default: {data-dir}/webhook-ed25519.pem).",
+)
 @click.option(
     "--public-url", default=None, help="URL clients reach this server at, if not the one they use."
 )
@@ -96,6 +114,8 @@ def serve(
     data_dir: Path | None,
     database_url: str | None,
     storage_url: str | None,
+    s3_endpoint_url: str | None,
+    webhook_key: str | None,
     public_url: str | None,
     no_auth: bool,
     workers: int | None,
@@ -127,6 +147,8 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         storage_url=storage_url,
+        s3_endpoint_url=s3_endpoint_url,
+        webhook_key=webhook_key,
         public_url=public_url,
         auth=False if no_auth else None,
         workers=0 if no_worker else workers,
@@ -151,13 +173,16 @@ def serve(
         # Our own URLs (outputs, uploads) must say https when we serve TLS.
         settings.public_url = "https://" + settings.resolved_public_url().removeprefix("http://")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    signer = load_webhook_signer(settings)
 
     job_store = open_job_store(settings.resolved_database_url())
-    file_store = open_file_store(settings.resolved_storage_url())
+    file_store = open_file_store(
+        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+    )
     stop = threading.Event()
     threads: list[threading.Thread] = []
     worker_objs: list[Any] = []
-    dispatcher = WebhookDispatcher(settings, job_store)
+    dispatcher = WebhookDispatcher(settings, job_store, signer)
     try:
         key = ensure_first_key(settings, job_store)
         if key is not None:

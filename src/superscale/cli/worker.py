@@ -16,7 +16,7 @@ from types import FrameType
 
 import click
 
-from superscale.cli.serve import build_settings
+from superscale.cli.serve import build_settings, load_webhook_signer
 
 log = logging.getLogger("superscale.worker")
 
@@ -30,6 +30,13 @@ log = logging.getLogger("superscale.worker")
 )
 @click.option("--database-url", default=None, help="sqlite:///path or postgresql://…")
 @click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix")
+@click.option("--s3-endpoint-url", default=None, help="S3 endpoint of a non-AWS bucket.")
+@click.option(
+    "--webhook-key",
+    default=None,
+    help="Ed25519 PEM file signing webhooks, the same on every machine "
+    "(default: {data-dir}/webhook-ed25519.pem).",
+)
 @click.option("--public-url", default=None, help="URL clients reach the API at (output URLs).")
 @click.option(
     "--model-dir",
@@ -58,6 +65,8 @@ def worker(
     data_dir: Path | None,
     database_url: str | None,
     storage_url: str | None,
+    s3_endpoint_url: str | None,
+    webhook_key: str | None,
     public_url: str | None,
     model_dir: Path | None,
     checkpoints: tuple[str, ...],
@@ -80,6 +89,8 @@ def worker(
         data_dir=data_dir,
         database_url=database_url,
         storage_url=storage_url,
+        s3_endpoint_url=s3_endpoint_url,
+        webhook_key=webhook_key,
         public_url=public_url,
         model_dir=model_dir,
         checkpoints=list(checkpoints) or None,
@@ -87,10 +98,13 @@ def worker(
         dtype=dtype,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    signer = load_webhook_signer(settings)
     job_store = open_job_store(settings.resolved_database_url())
-    file_store = open_file_store(settings.resolved_storage_url())
+    file_store = open_file_store(
+        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+    )
     the_worker = Worker(settings, job_store, file_store, worker_id=worker_id)
-    dispatcher = WebhookDispatcher(settings, job_store)
+    dispatcher = WebhookDispatcher(settings, job_store, signer)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from superscale.files.base import (
     FileNotFound,
     FileStore,
@@ -26,11 +24,11 @@ __all__ = [
 ]
 
 
-def open_file_store(url: str) -> FileStore:
+def open_file_store(url: str, *, s3_endpoint_url: str | None = None) -> FileStore:
     """`file:///absolute/dir` or `s3://bucket[/prefix]`.
 
-    S3 takes its endpoint from `SUPERSCALE_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL` (unset: AWS
-    itself) and its credentials and region the way boto3 always does (`AWS_ACCESS_KEY_ID`,
+    S3 talks to `s3_endpoint_url` (`Settings.s3_endpoint_url`; None: AWS itself) and takes its
+    credentials and region the way boto3 always does (`AWS_ACCESS_KEY_ID`,
     `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, profiles, instance roles).
     """
     if url.startswith("file://"):
@@ -46,8 +44,5 @@ def open_file_store(url: str) -> FileStore:
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"{url!r}: name a bucket, as in s3://bucket/prefix")
-        endpoint = os.environ.get("SUPERSCALE_S3_ENDPOINT_URL") or os.environ.get(
-            "AWS_ENDPOINT_URL"
-        )
-        return S3FileStore(bucket, prefix.strip("/"), endpoint_url=endpoint or None)
+        return S3FileStore(bucket, prefix.strip("/"), endpoint_url=s3_endpoint_url)
     raise ValueError(f"unsupported storage URL {url!r}: use file:///dir or s3://bucket/prefix")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from superscale.cli.options import build_settings, data_dir_option
 from superscale.jobs import JobStore
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> JobStore:
-    from superscale.cli.serve import build_settings
     from superscale.jobs import open_job_store
 
     settings = build_settings(data_dir=data_dir, database_url=database_url)
@@ -26,12 +26,7 @@ def _when(ts: float | None) -> str:
 
 
 @click.group()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Data directory of the server (default: SUPERSCALE_DATA_DIR or ./data).",
-)
+@data_dir_option("Data directory of the server (default: SUPERSCALE_DATA_DIR or ./data).")
 @click.option("--database-url", default=None, help="The server's job store URL.")
 @click.pass_context
 def keys(ctx: click.Context, data_dir: Path | None, database_url: str | None) -> None:

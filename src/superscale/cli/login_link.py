@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
+from superscale.cli.options import build_settings, data_dir_option
+
 
 @click.command(name="login-link")
 @click.argument("key_id", required=False)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Data directory of the server (its signing secret; default: SUPERSCALE_DATA_DIR or "
-    "./data). With SUPERSCALE_SECRET_KEY set, that secret is used instead.",
+@data_dir_option(
+    "Data directory of the server (its signing secret; default: SUPERSCALE_DATA_DIR or "
+    "./data). With SUPERSCALE_SECRET_KEY set, that secret is used instead."
 )
 @click.option("--database-url", default=None, help="The server's job store URL.")
 @click.option("--public-url", default=None, help="The URL browsers reach the server at.")
@@ -24,7 +23,6 @@ def login_link(
 ) -> None:
     """Print a playground login link acting as KEY_ID (default: the newest active key)."""
     from superscale.api.playground import login_banner
-    from superscale.cli.serve import build_settings
     from superscale.jobs import open_job_store
 
     settings = build_settings(data_dir=data_dir, database_url=database_url, public_url=public_url)

@@ -15,6 +15,14 @@ from typing import Any
 
 import click
 
+from superscale.cli.options import (
+    build_settings,
+    load_webhook_signer,
+    log_level_option,
+    model_options,
+    setup_logging,
+    store_options,
+)
 from superscale.schemas import CHECKPOINTS
 from superscale.settings import Settings
 
@@ -23,22 +31,6 @@ log = logging.getLogger("superscale.serve")
 # Seconds a stopping worker may spend finishing its job before it is told to abandon it (its
 # lease then expires and another worker, or the next start, retries it).
 WORKER_GRACE = 10.0
-
-
-def build_settings(**flags: Any) -> Settings:
-    """Settings from SUPERSCALE_* with the flags that were given on top."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
-
-
-def load_webhook_signer(settings: Settings) -> Any:
-    """The configured webhook key (a `WebhookSigner`); a bad one is a usage error, not a
-    traceback."""
-    from superscale.webhooks import WebhookSigner
-
-    try:
-        return WebhookSigner.from_settings(settings)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--webhook-key") from None
 
 
 def ensure_first_key(settings: Settings, job_store: Any) -> str | None:
@@ -62,21 +54,7 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where SQLite, files and secrets live (default ./data).",
-)
-@click.option("--database-url", default=None, help="sqlite:///path or postgresql://…")
-@click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix")
-@click.option("--s3-endpoint-url", default=None, help="S3 endpoint of a non-AWS bucket.")
-@click.option(
-    "--webhook-key",
-    default=None,
-    help="Ed25519 PEM file signing webhooks, the same on every machine "
-    "(default: {data-dir}/webhook-ed25519.pem).",
-)
+@store_options
 @click.option(
     "--public-url", default=None, help="URL clients reach this server at, if not the one they use."
 )
@@ -91,23 +69,10 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
     "--workers", type=int, default=None, help="In-process workers (default 1; 0: API only)."
 )
 @click.option("--no-worker", is_flag=True, default=False, help="Same as --workers 0.")
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Directory holding v1/ and v2/ checkpoints (else the Hugging Face cache).",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoints",
-    multiple=True,
-    help="Checkpoint to serve; repeat for several (default: v1 and v2).",
-)
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …")
-@click.option("--dtype", default=None, help="auto, float32, float16, bfloat16")
+@model_options
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option
 def serve(
     host: str | None,
     port: int | None,
@@ -138,9 +103,7 @@ def serve(
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     settings = build_settings(
         host=host,
         port=port,

@@ -16,42 +16,22 @@ from types import FrameType
 
 import click
 
-from superscale.cli.serve import build_settings, load_webhook_signer
+from superscale.cli.options import (
+    build_settings,
+    load_webhook_signer,
+    log_level_option,
+    model_options,
+    setup_logging,
+    store_options,
+)
 
 log = logging.getLogger("superscale.worker")
 
 
 @click.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where SQLite, files and secrets live (default ./data).",
-)
-@click.option("--database-url", default=None, help="sqlite:///path or postgresql://…")
-@click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix")
-@click.option("--s3-endpoint-url", default=None, help="S3 endpoint of a non-AWS bucket.")
-@click.option(
-    "--webhook-key",
-    default=None,
-    help="Ed25519 PEM file signing webhooks, the same on every machine "
-    "(default: {data-dir}/webhook-ed25519.pem).",
-)
+@store_options
 @click.option("--public-url", default=None, help="URL clients reach the API at (output URLs).")
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Directory holding v1/ and v2/ checkpoints (else the Hugging Face cache).",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoints",
-    multiple=True,
-    help="Checkpoint to serve; repeat for several (default: v1 and v2).",
-)
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …")
-@click.option("--dtype", default=None, help="auto, float32, float16, bfloat16")
+@model_options
 @click.option("--worker-id", default=None, help="Name in leases and logs (default host:pid:…).")
 @click.option(
     "--grace",
@@ -60,7 +40,7 @@ log = logging.getLogger("superscale.worker")
     show_default=True,
     help="Seconds a running job may take to finish after SIGTERM before it is released.",
 )
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option
 def worker(
     data_dir: Path | None,
     database_url: str | None,
@@ -82,9 +62,7 @@ def worker(
     from superscale.webhooks import WebhookDispatcher
     from superscale.worker import Worker
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     settings = build_settings(
         data_dir=data_dir,
         database_url=database_url,

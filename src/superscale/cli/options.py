@@ -1,0 +1,92 @@
+"""What the service commands share: their settings, their common flags, their logging.
+
+`serve` and `worker` must agree on the stores, the webhook key and the model, so each of those
+flags is defined once here and applied to both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from superscale.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DATA_DIR_HELP = "Where SQLite, files and secrets live (default ./data)."
+
+
+def build_settings(**flags: Any) -> Settings:
+    """Settings from SUPERSCALE_* with the flags that were given on top."""
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def load_webhook_signer(settings: Settings) -> Any:
+    """The configured webhook key (a `WebhookSigner`); a bad one is a usage error, not a
+    traceback."""
+    from superscale.webhooks import WebhookSigner
+
+    try:
+        return WebhookSigner.from_settings(settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--webhook-key") from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _apply(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, listed in --help in the order given."""
+
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def data_dir_option(help: str = DATA_DIR_HELP) -> Callable[[F], F]:
+    return click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=help)
+
+
+# --data-dir, --database-url, --storage-url, --s3-endpoint-url, --webhook-key.
+store_options = _apply(
+    data_dir_option(),
+    click.option("--database-url", default=None, help="sqlite:///path or postgresql://…"),
+    click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix"),
+    click.option("--s3-endpoint-url", default=None, help="S3 endpoint of a non-AWS bucket."),
+    click.option(
+        "--webhook-key",
+        default=None,
+        help="Ed25519 PEM file signing webhooks, the same on every machine "
+        "(default: {data-dir}/webhook-ed25519.pem).",
+    ),
+)
+
+# --model-dir, --checkpoint (as `checkpoints`), --device, --dtype.
+model_options = _apply(
+    click.option(
+        "--model-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Directory holding v1/ and v2/ checkpoints (else the Hugging Face cache).",
+    ),
+    click.option(
+        "--checkpoint",
+        "checkpoints",
+        multiple=True,
+        help="Checkpoint to serve; repeat for several (default: v1 and v2).",
+    ),
+    click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …"),
+    click.option("--dtype", default=None, help="auto, float32, float16, bfloat16"),
+)
+
+log_level_option = click.option("--log-level", default="info", show_default=True)

@@ -9,11 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from superscale.settings import Settings
+
+if TYPE_CHECKING:
+    from superscale.files import FileStore
+    from superscale.jobs import JobStore
+    from superscale.webhooks import WebhookSigner
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,15 +30,34 @@ def build_settings(**flags: Any) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
-def load_webhook_signer(settings: Settings) -> Any:
-    """The configured webhook key (a `WebhookSigner`); a bad one is a usage error, not a
-    traceback."""
+def load_webhook_signer(settings: Settings) -> WebhookSigner:
+    """The configured webhook key; a bad one is a usage error, not a traceback."""
     from superscale.webhooks import WebhookSigner
 
     try:
         return WebhookSigner.from_settings(settings)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--webhook-key") from None
+
+
+def open_stores(settings: Settings) -> tuple[WebhookSigner, JobStore, FileStore]:
+    """The webhook key (checked first: a bad one stops the command before any store opens)
+    and the job and file stores `settings` names; the data directory is created if missing.
+    The caller closes the stores."""
+    from superscale.files import open_file_store
+    from superscale.jobs import open_job_store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    signer = load_webhook_signer(settings)
+    job_store = open_job_store(settings.resolved_database_url())
+    try:
+        file_store = open_file_store(
+            settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+        )
+    except BaseException:
+        job_store.close()
+        raise
+    return signer, job_store, file_store
 
 
 def setup_logging(level: str) -> None:

@@ -17,9 +17,9 @@ import click
 
 from superscale.cli.options import (
     build_settings,
-    load_webhook_signer,
     log_level_option,
     model_options,
+    open_stores,
     setup_logging,
     store_options,
 )
@@ -97,8 +97,6 @@ def serve(
     import uvicorn
 
     from superscale.api import create_app
-    from superscale.files import open_file_store
-    from superscale.jobs import open_job_store
     from superscale.webhooks import WebhookDispatcher
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
@@ -135,13 +133,7 @@ def serve(
     ):
         # Our own URLs (outputs, uploads) must say https when we serve TLS.
         settings.public_url = "https://" + settings.resolved_public_url().removeprefix("http://")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    signer = load_webhook_signer(settings)
-
-    job_store = open_job_store(settings.resolved_database_url())
-    file_store = open_file_store(
-        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
-    )
+    signer, job_store, file_store = open_stores(settings)
     stop = threading.Event()
     threads: list[threading.Thread] = []
     worker_objs: list[Any] = []

@@ -18,9 +18,9 @@ import click
 
 from superscale.cli.options import (
     build_settings,
-    load_webhook_signer,
     log_level_option,
     model_options,
+    open_stores,
     setup_logging,
     store_options,
 )
@@ -57,8 +57,6 @@ def worker(
     log_level: str,
 ) -> None:
     """Run one worker (and webhook delivery) against the shared stores."""
-    from superscale.files import open_file_store
-    from superscale.jobs import open_job_store
     from superscale.webhooks import WebhookDispatcher
     from superscale.worker import Worker
 
@@ -75,12 +73,7 @@ def worker(
         device=device,
         dtype=dtype,
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    signer = load_webhook_signer(settings)
-    job_store = open_job_store(settings.resolved_database_url())
-    file_store = open_file_store(
-        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
-    )
+    signer, job_store, file_store = open_stores(settings)
     the_worker = Worker(settings, job_store, file_store, worker_id=worker_id)
     dispatcher = WebhookDispatcher(settings, job_store, signer)
     stop = threading.Event()

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from PIL import Image
 
+from testkeys import ed25519_pem
+
 QUEUE = "/queue/fal-ai/aura-sr"
 SUPERSCALE = [sys.executable, "-m", "superscale"]
 
@@ -47,22 +49,6 @@ def png_data_uri(width: int, height: int, seed: int = 0) -> str:
     out = io.BytesIO()
     image.save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-def new_webhook_key() -> str:
-    """A fresh Ed25519 private key as PKCS#8 PEM text (what SUPERSCALE_WEBHOOK_KEY takes)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    return (
-        Ed25519PrivateKey.generate()
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -129,7 +115,7 @@ class Cluster:
     storage_url: str
     env: dict[str, str]  # extra environment: S3 endpoint and keys, lease length …
     # The cluster's webhook signing key (PEM), given to every process as SUPERSCALE_WEBHOOK_KEY.
-    webhook_key: str = field(default_factory=new_webhook_key)
+    webhook_key: str = field(default_factory=ed25519_pem)
     servers: list[Proc] = field(default_factory=list)
     workers: list[Proc] = field(default_factory=list)
 

@@ -15,6 +15,7 @@ import pytest
 
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
+from testkeys import self_signed_certificate
 
 
 @dataclass
@@ -141,35 +142,4 @@ def job_store(settings: Settings) -> Iterator[SqliteJobStore]:
 def localhost_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate valid for the name `localhost` only (no IP address), so a
     TLS handshake verifies only if the client sends and checks that name."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "localhost.pem", directory / "localhost.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return self_signed_certificate(directory, "localhost", ("localhost",), stem="localhost")

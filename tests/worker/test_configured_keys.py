@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
@@ -23,22 +22,15 @@ from superscale.cli import main
 from superscale.jobs.base import NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
+from testkeys import ed25519_pem, private_pem
 
 from .conftest import FixtureServer, Reply
-
-
-def _pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def test_env_names_keep_working_and_secrets_never_show(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    pem = _pem(Ed25519PrivateKey.generate())
+    pem = ed25519_pem()
     monkeypatch.setenv("SUPERSCALE_SECRET_KEY", "upload-secret-123")
     monkeypatch.setenv("SUPERSCALE_WEBHOOK_KEY", pem)
     monkeypatch.setenv("SUPERSCALE_S3_ENDPOINT_URL", "http://127.0.0.1:1")
@@ -68,7 +60,7 @@ def test_env_names_keep_working_and_secrets_never_show(
 
 def test_webhook_key_from_text_or_file(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    pem = _pem(key)
+    pem = private_pem(key).decode()
     key_file = tmp_path / "hook.pem"
     key_file.write_text(pem)
     from_text = webhooks.WebhookSigner.from_settings(
@@ -89,7 +81,7 @@ def test_webhook_key_from_text_or_file(tmp_path: Path) -> None:
     [
         ("/no/such/key.pem", "cannot be read"),
         ("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n", "not an"),
-        (_pem(ec.generate_private_key(ec.SECP256R1())), "does not hold an Ed25519"),
+        (private_pem(ec.generate_private_key(ec.SECP256R1())).decode(), "does not hold an Ed25519"),
     ],
 )
 def test_bad_webhook_key_is_a_clear_error(tmp_path: Path, value: str, message: str) -> None:
@@ -113,7 +105,7 @@ def test_dispatcher_and_api_share_a_configured_key(
 ) -> None:
     """A dispatcher on one machine and an API server on another (separate data dirs), both
     given SUPERSCALE_WEBHOOK_KEY: the API's published JWKS verifies the dispatcher's signature."""
-    monkeypatch.setenv("SUPERSCALE_WEBHOOK_KEY", _pem(Ed25519PrivateKey.generate()))
+    monkeypatch.setenv("SUPERSCALE_WEBHOOK_KEY", ed25519_pem())
     receiver = http_server()
     receiver.routes["/hook"] = Reply(200, b"ok")
     worker_settings = Settings(data_dir=tmp_path / "worker", ssrf_guard=False)
@@ -132,6 +124,7 @@ def test_dispatcher_and_api_share_a_configured_key(
         assert store.claim("w", 30, ["v1"]) is not None
         store.complete(job.id, "w", {"image": {"url": "u"}, "timings": {}}, 0.5)
         assert webhooks.enqueue(store, job.id)
+        request_id = job.id
         dispatcher = webhooks.WebhookDispatcher(worker_settings, store)
         assert dispatcher.run_once() == 1
         dispatcher.stop()
@@ -141,7 +134,7 @@ def test_dispatcher_and_api_share_a_configured_key(
     with live_server(tmp_path / "api") as server:
         published = httpx.get(f"{server.url}/.well-known/jwks.json").json()
     assert webhooks.verify(published, seen.headers, seen.body)
-    assert json.loads(seen.body)["request_id"] == job.id
+    assert json.loads(seen.body)["request_id"] == request_id
     for data_dir in (tmp_path / "worker", tmp_path / "api"):
         assert not (data_dir / webhooks.KEY_FILE).exists()
     # Without the shared key, each data dir's own key would not verify: the test can fail.

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from superscale import webhooks
+from superscale.jobs.base import JobError, JobStore, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 from testkeys import self_signed_certificate
@@ -137,6 +139,26 @@ def job_store(settings: Settings) -> Iterator[SqliteJobStore]:
     store = SqliteJobStore(settings.data_dir / "superscale.db")
     yield store
     store.close()
+
+
+def finished_job(store: JobStore, url: str, error: JobError | None = None) -> str:
+    """A finished job (completed, or failed with `error`) whose webhook to `url` is queued."""
+    job = store.submit(
+        NewJob(
+            endpoint="fal-ai/aura-sr",
+            owner="key-1",
+            input={"image_url": "x"},
+            checkpoint="v1",
+            webhook_url=url,
+        )
+    )
+    assert store.claim("w", 30, ["v1"]) is not None
+    if error is None:
+        store.complete(job.id, "w", {"image": {"url": "u"}, "timings": {}}, 0.5)
+    else:
+        store.fail(job.id, "w", error)
+    assert webhooks.enqueue(store, job.id)
+    return job.id
 
 
 def localhost_certificate(directory: Path) -> tuple[Path, Path]:

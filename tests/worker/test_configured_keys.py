@@ -19,12 +19,11 @@ from api.server import live_server
 from superscale import webhooks
 from superscale.api.signing import SECRET_FILE, Signer, load_secret
 from superscale.cli import main
-from superscale.jobs.base import NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 from testkeys import ed25519_pem, private_pem
 
-from .conftest import FixtureServer, Reply
+from .conftest import FixtureServer, Reply, finished_job
 
 
 def test_env_names_keep_working_and_secrets_never_show(
@@ -112,19 +111,7 @@ def test_dispatcher_and_api_share_a_configured_key(
     worker_settings.data_dir.mkdir()
     store = SqliteJobStore(worker_settings.data_dir / "superscale.db")
     try:
-        job = store.submit(
-            NewJob(
-                endpoint="fal-ai/aura-sr",
-                owner="key-1",
-                input={"image_url": "x"},
-                checkpoint="v1",
-                webhook_url=f"{receiver.url}/hook",
-            )
-        )
-        assert store.claim("w", 30, ["v1"]) is not None
-        store.complete(job.id, "w", {"image": {"url": "u"}, "timings": {}}, 0.5)
-        assert webhooks.enqueue(store, job.id)
-        request_id = job.id
+        request_id = finished_job(store, f"{receiver.url}/hook")
         dispatcher = webhooks.WebhookDispatcher(worker_settings, store)
         assert dispatcher.run_once() == 1
         dispatcher.stop()

@@ -14,26 +14,7 @@ from superscale.jobs.base import JobError, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 
-from .conftest import FixtureServer, Reply
-
-
-def _finished_job(store: SqliteJobStore, url: str, error: JobError | None = None) -> str:
-    job = store.submit(
-        NewJob(
-            endpoint="fal-ai/aura-sr",
-            owner="key-1",
-            input={"image_url": "x"},
-            checkpoint="v1",
-            webhook_url=url,
-        )
-    )
-    assert store.claim("w", 30, ["v1"]) is not None
-    if error is None:
-        store.complete(job.id, "w", {"image": {"url": "u"}, "timings": {}}, 0.5)
-    else:
-        store.fail(job.id, "w", error)
-    assert webhooks.enqueue(store, job.id)
-    return job.id
+from .conftest import FixtureServer, Reply, finished_job
 
 
 def _run_until(dispatcher: webhooks.WebhookDispatcher, done: Callable[[], bool]) -> None:
@@ -76,7 +57,7 @@ def test_delivers_signed_payload(
 ) -> None:
     receiver = http_server()
     receiver.routes["/hook"] = Reply(200, b"ok")
-    request_id = _finished_job(job_store, f"{receiver.url}/hook")
+    request_id = finished_job(job_store, f"{receiver.url}/hook")
     dispatcher = webhooks.WebhookDispatcher(settings, job_store)
     _run_until(dispatcher, lambda: bool(receiver.requests))
     (seen,) = receiver.requests
@@ -103,7 +84,7 @@ def test_error_payload(
     receiver = http_server()
     receiver.routes["/hook"] = Reply(204)
     error = JobError(422, "bad image", "image_load_error")
-    _finished_job(job_store, f"{receiver.url}/hook", error)
+    finished_job(job_store, f"{receiver.url}/hook", error)
     _run_until(webhooks.WebhookDispatcher(settings, job_store), lambda: bool(receiver.requests))
     body = json.loads(receiver.requests[0].body)
     assert body["status"] == "ERROR" and body["error"] == "Invalid status code: 422"
@@ -116,7 +97,7 @@ def test_failing_receiver_gets_retries_with_backoff(
     receiver = http_server()
     answers = iter([500, 503, 200])
     receiver.routes["/hook"] = lambda seen: Reply(next(answers))
-    request_id = _finished_job(job_store, f"{receiver.url}/hook")
+    request_id = finished_job(job_store, f"{receiver.url}/hook")
     dispatcher = webhooks.WebhookDispatcher(settings, job_store, base_delay=0.2)
     assert dispatcher.run_once() == 1
     (delivery,) = job_store.webhooks(request_id)
@@ -134,7 +115,7 @@ def test_gives_up_after_max_attempts(
     settings.webhook_max_attempts = 3
     receiver = http_server()
     receiver.routes["/hook"] = Reply(500)
-    request_id = _finished_job(job_store, f"{receiver.url}/hook")
+    request_id = finished_job(job_store, f"{receiver.url}/hook")
     dispatcher = webhooks.WebhookDispatcher(settings, job_store, base_delay=0.01)
     _run_until(dispatcher, lambda: job_store.webhooks(request_id)[0].next_attempt_at is None)
     (delivery,) = job_store.webhooks(request_id)
@@ -149,7 +130,7 @@ def test_pending_delivery_survives_store_reopen(
     receiver.routes["/hook"] = Reply(200)
     path = settings.data_dir / "superscale.db"
     store = SqliteJobStore(path)
-    request_id = _finished_job(store, f"{receiver.url}/hook")
+    request_id = finished_job(store, f"{receiver.url}/hook")
     store.close()  # the server stops before delivering
     reopened = SqliteJobStore(path)
     try:
@@ -169,7 +150,7 @@ def test_dispatcher_thread_delivers(
     dispatcher = webhooks.WebhookDispatcher(settings, job_store, poll_interval=0.05)
     dispatcher.start()
     try:
-        _finished_job(job_store, f"{receiver.url}/hook")
+        finished_job(job_store, f"{receiver.url}/hook")
         deadline = time.monotonic() + 5
         while not receiver.requests and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -184,7 +165,7 @@ def test_guard_refuses_loopback_receiver(
     settings.ssrf_guard = True
     receiver = http_server()
     receiver.routes["/hook"] = Reply(200)
-    request_id = _finished_job(job_store, f"{receiver.url}/hook")
+    request_id = finished_job(job_store, f"{receiver.url}/hook")
     assert webhooks.WebhookDispatcher(settings, job_store).run_once() == 1
     (delivery,) = job_store.webhooks(request_id)
     assert delivery.delivered_at is None and "loopback" in (delivery.last_error or "")
@@ -193,7 +174,7 @@ def test_guard_refuses_loopback_receiver(
 
 
 def test_malformed_webhook_url_is_given_up(settings: Settings, job_store: SqliteJobStore) -> None:
-    request_id = _finished_job(job_store, "ftp://example.invalid/hook")
+    request_id = finished_job(job_store, "ftp://example.invalid/hook")
     assert webhooks.WebhookDispatcher(settings, job_store).run_once() == 1
     (delivery,) = job_store.webhooks(request_id)
     assert delivery.next_attempt_at is None and delivery.delivered_at is None

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from loopback import SUPERSCALE, free_port, wait_serving
+
 from .test_routes_queue import INPUT
 
-SUPERSCALE = [sys.executable, "-m", "superscale"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server died"
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become ready")
+def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    """Until the server answers /ready (its output, piped for the test to read, is shown only
+    if it died)."""
+    wait_serving(
+        url, proc, lambda: proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+    )
 
 
 @pytest.fixture

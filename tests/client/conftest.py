@@ -12,21 +12,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
+from loopback import SUPERSCALE, free_port, wait_serving
 from superscale.client import AsyncClient, RetryPolicy, SyncClient
 
-SUPERSCALE = [sys.executable, "-m", "superscale"]
 KEY_PATTERN = re.compile(r"\b([0-9a-f]{8,}:[0-9a-f]{32,})\b")
 # Tests must not sit out long backoffs: the policy's shape is the same, its delays tiny.
 FAST_RETRY = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05, max_retry_after=0.2)
@@ -47,12 +43,6 @@ class ServerProc:
     def async_client(self, **kwargs: object) -> AsyncClient:
         kwargs.setdefault("retry", FAST_RETRY)
         return AsyncClient(self.url, self.key, **kwargs)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(tmp: Path, model_dir: Path, **settings: object) -> Iterator[ServerProc]:
@@ -86,7 +76,7 @@ def _start(tmp: Path, model_dir: Path, **settings: object) -> Iterator[ServerPro
     url = f"http://127.0.0.1:{port}"
     proc = ServerProc(url, match.group(1), data_dir, log, process)
     try:
-        _wait_ready(proc)
+        wait_serving(url, process, proc.log.read_text, timeout=120.0)
         yield proc
     finally:
         process.send_signal(signal.SIGINT)
@@ -95,20 +85,6 @@ def _start(tmp: Path, model_dir: Path, **settings: object) -> Iterator[ServerPro
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_ready(proc: ServerProc, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            pytest.fail(f"server exited with {proc.process.returncode}:\n{proc.log.read_text()}")
-        try:
-            if httpx.get(f"{proc.url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"server not ready after {timeout} s:\n{proc.log.read_text()}")
 
 
 @pytest.fixture(scope="session")

@@ -14,32 +14,22 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from PIL import Image
 
+from loopback import SUPERSCALE, free_port, wait_for
 from testkeys import ed25519_pem
 
 QUEUE = "/queue/fal-ai/aura-sr"
-SUPERSCALE = [sys.executable, "-m", "superscale"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def png_data_uri(width: int, height: int, seed: int = 0) -> str:
@@ -49,21 +39,6 @@ def png_data_uri(width: int, height: int, seed: int = 0) -> str:
     out = io.BytesIO()
     image.save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something true; transport errors count as false."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextmanager

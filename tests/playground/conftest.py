@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from loopback import SUPERSCALE, free_port, wait_serving
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "playground"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -44,40 +42,28 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(
     data_dir: Path, model_dir: Path | None, *extra: str, port: int | None = None
 ) -> Server:
     """Runs `superscale serve` in a subprocess on loopback (a free port unless given); waits
     for /health."""
-    port = port or _free_port()
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "serve.log"
     env = {**os.environ, "SUPERSCALE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
     if model_dir is not None:
         env["SUPERSCALE_MODEL_DIR"] = str(model_dir)
-    cmd = [sys.executable, "-m", "superscale", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*SUPERSCALE, "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), *extra]
     with log.open("ab") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", process, log, data_dir)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"superscale serve exited {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"superscale serve did not become healthy:\n{server.output()}")
+    try:
+        wait_serving(server.url, process, server.output, path="/health")
+    except AssertionError:
+        stop_server(server)
+        raise
+    return server
 
 
 def stop_server(server: Server) -> None:

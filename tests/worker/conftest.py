@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loopback import free_port
 from superscale import webhooks
 from superscale.jobs.base import JobError, JobStore, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
@@ -114,11 +115,7 @@ def http_server() -> Iterator[Callable[..., FixtureServer]]:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

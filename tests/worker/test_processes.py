@@ -6,10 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,20 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from loopback import SUPERSCALE, free_port, wait_for
 from superscale import webhooks
 from superscale.jobs.sqlite import SqliteJobStore
 
 from .conftest import FixtureServer, Reply
 from .test_worker import png_bytes
 
-SUPERSCALE = [sys.executable, "-m", "superscale"]
 QUEUE = "/queue/fal-ai/aura-sr"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def data_uri(width: int, height: int) -> str:
@@ -48,19 +39,6 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(url: str, request_id: str) -> dict[str, Any]:

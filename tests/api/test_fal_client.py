@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pngs import encode
+
 from .server import LiveServer, live_server, make_tls_cert, tls_context
 
 APP = "fal-ai/aura-sr"
@@ -25,10 +27,7 @@ APP = "fal-ai/aura-sr"
 
 def png_bytes(size: int = 20, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return encode(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)))
 
 
 def assert_4x_png(output: dict, side: int) -> None:

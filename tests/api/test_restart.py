@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pngs import data_uri
+
 from .test_cli import SUPERSCALE, free_port, wait_ready
 from .test_fal_client import png_bytes
 
@@ -44,11 +46,9 @@ def start(data_dir: Path, model_dir: Path, port: int) -> subprocess.Popen[str]:
 
 
 def test_jobs_survive_a_killed_server(tmp_path: Path, small_model_dir: Path) -> None:
-    import base64
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    image = "data:image/png;base64," + base64.b64encode(png_bytes(96, 7)).decode()
+    image = data_uri(png_bytes(96, 7))
     proc = start(tmp_path, small_model_dir, port)
     try:
         wait_ready(url, proc)

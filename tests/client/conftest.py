@@ -7,7 +7,6 @@ second submit is refused with 429.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -123,12 +122,6 @@ def make_image(width: int = 24, height: int = 16, mode: str = "RGB", seed: int =
     """A small noisy image (noise so PNG cannot shrink it to nothing)."""
     data = bytes((i * 73 + seed * 31) % 251 for i in range(width * height * len(mode)))
     return Image.frombytes(mode, (width, height), data)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

@@ -12,18 +12,13 @@ import httpx
 import pytest
 from PIL import Image
 
+from pngs import encode
 from superscale.client import SyncClient
 from superscale.schemas import ENDPOINT_ID
 
 from .conftest import ServerProc
 
 Factory = Callable[..., Image.Image]
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("kind", ["path", "bytes", "file", "pil"])
@@ -34,9 +29,9 @@ def test_each_input_kind_becomes_the_image_the_server_upscales(
     width, height = {"path": (9, 4), "bytes": (5, 7), "file": (6, 3), "pil": (4, 4)}[kind]
     image = image_factory(width, height, seed=width)
     path = tmp_path / "in.png"
-    path.write_bytes(_png(image))
+    path.write_bytes(encode(image))
     with path.open("rb") as handle:
-        value: Any = {"path": path, "bytes": _png(image), "file": handle, "pil": image}[kind]
+        value: Any = {"path": path, "bytes": encode(image), "file": handle, "pil": image}[kind]
         result = client.subscribe(ENDPOINT_ID, {"image_url": value})
     out = result.image.to_pil()
     assert out.size == (4 * width, 4 * height)
@@ -46,7 +41,7 @@ def test_nested_values_are_uploaded_once_each(
     client: SyncClient, image_factory: Factory, tmp_path: Path
 ) -> None:
     image = image_factory(3, 3)
-    data = _png(image)
+    data = encode(image)
     path = tmp_path / "n.png"
     path.write_bytes(data)
     with path.open("rb") as handle:
@@ -63,11 +58,11 @@ def test_nested_values_are_uploaded_once_each(
 def test_async_auto_upload(server: ServerProc, image_factory: Factory, tmp_path: Path) -> None:
     image = image_factory(5, 2)
     path = tmp_path / "x.png"
-    path.write_bytes(_png(image))
+    path.write_bytes(encode(image))
 
     async def main() -> None:
         async with server.async_client() as client:
-            sent = await client.upload_inputs({"x": [path, _png(image), image]})
+            sent = await client.upload_inputs({"x": [path, encode(image), image]})
             assert len(set(sent["x"])) == 3
             result = await client.subscribe(ENDPOINT_ID, {"image_url": image})
             assert (result.image.width, result.image.height) == (20, 8)

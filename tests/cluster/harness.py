@@ -10,8 +10,6 @@ Ed25519 key per cluster) for webhook signatures every server's JWKS verifies.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import signal
 import subprocess
@@ -27,6 +25,7 @@ import httpx
 from PIL import Image
 
 from loopback import SUPERSCALE, free_port, wait_for
+from pngs import data_uri, encode
 from testkeys import ed25519_pem
 
 QUEUE = "/queue/fal-ai/aura-sr"
@@ -35,10 +34,7 @@ QUEUE = "/queue/fal-ai/aura-sr"
 def png_data_uri(width: int, height: int, seed: int = 0) -> str:
     """A small PNG with some structure (a gradient shifted by `seed`), as a data: URI."""
     image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    image = image.point(lambda v: (v + 37 * seed) % 256)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    return data_uri(encode(image.point(lambda v: (v + 37 * seed) % 256)))
 
 
 @contextmanager

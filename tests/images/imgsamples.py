@@ -1,38 +1,15 @@
-"""Image bytes for the images tests, built in memory: Pillow where it can write the kind, by hand
-(PNG chunks) where it cannot (16-bit RGB, absurd or zero sizes)."""
+"""Images for the images tests, built in memory: noise, an sRGB profile, and by hand (PNG chunks)
+what Pillow cannot write (16-bit RGB). `tests/pngs.py` has the helpers every test folder uses."""
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms
 
-
-def save(image: Image.Image, fmt: str, **params: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-def chunk(kind: bytes, payload: bytes) -> bytes:
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG claiming `width`×`height` RGB with one tiny IDAT: only a header check refuses it
-    as too large; anything that tried to decode it would fail on missing data instead."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + chunk(b"IEND", b"")
-    )
+from pngs import png_chunk
 
 
 def png16_rgb(arr: np.ndarray) -> bytes:
@@ -43,9 +20,9 @@ def png16_rgb(arr: np.ndarray) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
     )
 
 

@@ -7,9 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
-from imgsamples import chunk, noise, png16_rgb, png_header_only, save, srgb_profile
+from imgsamples import noise, png16_rgb, srgb_profile
 from PIL import Image, ImageFile, features
 
+from pngs import encode as save
+from pngs import png_chunk as chunk
+from pngs import png_header_only
 from superscale import images
 from superscale.images import ImageError, decode, normalize
 from superscale.settings import Settings

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from loopback import SUPERSCALE, free_port, wait_for
+from pngs import data_uri
 from superscale import webhooks
 from superscale.jobs.sqlite import SqliteJobStore
 
@@ -25,8 +25,8 @@ from .test_worker import png_bytes
 QUEUE = "/queue/fal-ai/aura-sr"
 
 
-def data_uri(width: int, height: int) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(width, height)).decode()
+def png_data_uri(width: int, height: int) -> str:
+    return data_uri(png_bytes(width, height))
 
 
 @contextmanager
@@ -82,8 +82,8 @@ def test_serve_killed_mid_job_completes_everything_after_restart(
     log = tmp_path / "serve.log"
     with process(args, env, log) as first:
         wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "first start")
-        running = submit(url, data_uri(256, 256))  # 16 tiles: killed at the first log line
-        queued = [submit(url, data_uri(24 + i, 20)) for i in range(3)]
+        running = submit(url, png_data_uri(256, 256))  # 16 tiles: killed at the first log line
+        queued = [submit(url, png_data_uri(24 + i, 20)) for i in range(3)]
         wait_for(lambda: tiles_logged(url, running) >= 1, 120, "the first job to run")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -139,7 +139,7 @@ def test_worker_process_releases_on_sigterm_and_delivers_signed_webhook(
     log = tmp_path / "procs.log"
     with process(["serve", "--workers", "0", "--port", str(port), *stores], env, log):
         wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "serve")
-        request_id = submit(url, data_uri(256, 256), webhook=f"{receiver.url}/hook")
+        request_id = submit(url, png_data_uri(256, 256), webhook=f"{receiver.url}/hook")
         with process(worker_args, env, log) as worker:
             wait_for(lambda: tiles_logged(url, request_id) >= 1, 120, "the worker to run it")
             worker.send_signal(signal.SIGTERM)

@@ -3,7 +3,6 @@ S3-compatible server (both on loopback), the same code path as on SQLite."""
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pngs import data_uri
 from s3server import SeaweedS3
 from superscale import images, webhooks
 from superscale.files import FileStore, open_file_store
@@ -52,7 +52,7 @@ def test_worker_on_postgres_and_s3(
     settings.model_dir = small_model_dir
     receiver = http_server()
     receiver.routes["/hook"] = Reply(200)
-    data = "data:image/png;base64," + base64.b64encode(png_bytes(70, 40)).decode()
+    data = data_uri(png_bytes(70, 40))
     job = pg_store.submit(
         NewJob(
             endpoint=ENDPOINT_ID,

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import sqlite3
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pngs import encode, png_header_only
 from superscale import images
 from superscale.files import FileStore, new_key, open_file_store
 from superscale.jobs.base import CancelOutcome, Job, NewJob
@@ -34,26 +33,7 @@ def png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
     image = gradient.convert(mode)
     if mode == "RGBA":
         image.putalpha(gradient)  # real transparency, so the alpha channel is kept
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
-def bomb_header(width: int = 20000, height: int = 20000) -> bytes:
-    """A valid PNG signature and IHDR claiming a huge image, then a tiny IDAT."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return encode(image)
 
 
 @pytest.fixture
@@ -190,7 +170,7 @@ def test_bad_input_is_a_clear_job_error(
     server = http_server()
     server.routes["/text"] = Reply(200, b"<html>definitely not a picture</html>")
     server.routes["/truncated"] = Reply(200, png_bytes(300, 200)[:900])
-    server.routes["/bomb"] = Reply(200, bomb_header())
+    server.routes["/bomb"] = Reply(200, png_header_only(20000, 20000))
     server.routes["/big"] = Reply(200, b"\0" * 300_000)
     make_url, error_type, message = BAD_INPUTS[case]
     request_id = submit(job_store, make_url(server, closed_port))

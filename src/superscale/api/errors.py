@@ -54,6 +54,19 @@ def not_found(what: str = "Request") -> ApiError:
     return ApiError(404, f"{what} not found", loc=("path",), type="not_found")
 
 
+def retry_later(status_code: int, reason: str, error_type: str, seconds: int) -> ApiError:
+    """A temporary refusal (busy, unreachable store) that clients retry after `seconds`: fal's
+    clients honour `Retry-After` and `X-Fal-Retryable`."""
+    retry = str(seconds)
+    return ApiError(
+        status_code,
+        f"{reason}; retry in {retry} s",
+        type=error_type,
+        headers={"Retry-After": retry, "X-Fal-Retryable": "true"},
+        error_type=error_type,
+    )
+
+
 def validation_error(exc: ValidationError, prefix: str = "body") -> ApiError:
     """pydantic errors as fal's 422: locations prefixed like FastAPI's (`["body", field]`)."""
     detail = [
@@ -84,13 +97,8 @@ async def store_unavailable_handler(request: Request, exc: Exception) -> JSONRes
     """The job store is unreachable: a temporary condition, so 503 with Retry-After (which
     clients retry), not a 500. The cause goes to the log, not to the client."""
     log.warning("job store unavailable on %s %s: %s", request.method, request.url.path, exc)
-    retry = str(STORE_RETRY_AFTER)
-    return ApiError(
-        503,
-        f"The service cannot reach its job store; retry in {retry} s",
-        type="service_unavailable",
-        headers={"Retry-After": retry, "X-Fal-Retryable": "true"},
-        error_type="service_unavailable",
+    return retry_later(
+        503, "The service cannot reach its job store", "service_unavailable", STORE_RETRY_AFTER
     ).response()
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from superscale.api.auth import owner_from_key
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
-from superscale.api.errors import ApiError, not_found
+from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
 from superscale.jobs.base import CancelOutcome, Job, NewJob, QueueFull
 
@@ -104,14 +104,8 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
     try:
         return await ctx.call(ctx.job_store.submit, new, ctx.settings.max_queue)
     except QueueFull as exc:
-        retry = str(max(1, math.ceil(exc.retry_after)))
-        raise ApiError(
-            429,
-            f"The queue is full; retry in {retry} s",
-            type="queue_full",
-            headers={"Retry-After": retry, "X-Fal-Retryable": "true"},
-            error_type="queue_full",
-        ) from None
+        seconds = max(1, math.ceil(exc.retry_after))
+        raise retry_later(429, "The queue is full", "queue_full", seconds) from None
 
 
 async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:

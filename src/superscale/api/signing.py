@@ -8,7 +8,6 @@ every server when scaling out) or is created once in the data directory.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -17,6 +16,7 @@ import secrets
 import time
 from typing import Any
 
+from superscale import _b64url as b64url
 from superscale.settings import Settings
 
 SECRET_ENV = "SUPERSCALE_SECRET_KEY"
@@ -45,14 +45,6 @@ def load_secret(settings: Settings) -> bytes:
     return value
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class Signer:
     """Signs and checks claims for one purpose at a time (a token made for one use is
     rejected for any other)."""
@@ -62,11 +54,11 @@ class Signer:
 
     def _mac(self, purpose: str, payload: str) -> str:
         msg = f"{purpose}\n{payload}".encode()
-        return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest())
+        return b64url.encode(hmac.new(self._secret, msg, hashlib.sha256).digest())
 
     def sign(self, purpose: str, claims: dict[str, Any], ttl: float) -> str:
         body = dict(claims, exp=int(time.time() + ttl))
-        payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+        payload = b64url.encode(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
         return f"{payload}.{self._mac(purpose, payload)}"
 
     def verify(self, purpose: str, token: str) -> dict[str, Any] | None:
@@ -75,7 +67,7 @@ class Signer:
         if not payload or not mac or not hmac.compare_digest(mac, self._mac(purpose, payload)):
             return None
         try:
-            claims = json.loads(_unb64(payload))
+            claims = json.loads(b64url.decode(payload))
         except ValueError:
             return None
         if not isinstance(claims, dict) or float(claims.get("exp", 0)) < time.time():

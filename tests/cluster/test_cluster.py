@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from conftest import PG_URL, pg_unreachable
+from fixture_http import FixtureServer, Reply
 from s3server import SeaweedS3
 from superscale import webhooks
 from superscale.jobs import JobStore, open_job_store
-from worker.conftest import FixtureServer, Reply
 
 from .harness import QUEUE, Cluster, fresh_database, png_data_uri, wait_for
 

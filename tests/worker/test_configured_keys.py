@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from api.server import live_server
+from fixture_http import FixtureServer, Reply
 from superscale import webhooks
 from superscale.api.signing import SECRET_FILE, Signer, load_secret
 from superscale.cli import main
@@ -23,7 +24,7 @@ from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 from testkeys import ed25519_pem, private_pem
 
-from .conftest import FixtureServer, Reply, finished_job
+from .conftest import finished_job
 
 
 def test_env_names_keep_working_and_secrets_never_show(

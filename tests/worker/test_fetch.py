@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from fixture_http import FixtureServer, Reply
 from superscale.files import new_key, open_file_store
 from superscale.settings import Settings
 from superscale.worker.fetch import InputError, InputFetcher, decode_data_uri, own_file_key
-
-from .conftest import FixtureServer, Reply
 
 
 @pytest.fixture

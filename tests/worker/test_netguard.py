@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fixture_http import FixtureServer, Reply
 from superscale import netguard
 from superscale.worker.fetch import InputError, InputFetcher
 
-from .conftest import FixtureServer, Reply, localhost_certificate
+from .conftest import localhost_certificate
 
 REFUSED = {
     "127.0.0.1": "loopback",

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from fixture_http import FixtureServer, Reply
 from loopback import SUPERSCALE, free_port, wait_for
 from pngs import data_uri
 from superscale import webhooks
 from superscale.jobs.sqlite import SqliteJobStore
 
-from .conftest import FixtureServer, Reply
 from .test_worker import png_bytes
 
 QUEUE = "/queue/fal-ai/aura-sr"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixture_http import FixtureServer, Reply
 from pngs import data_uri
 from s3server import SeaweedS3
 from superscale import images, webhooks
@@ -20,7 +21,6 @@ from superscale.settings import Settings
 from superscale.worker import Worker
 from superscale.worker.loop import get_upscaler
 
-from .conftest import FixtureServer, Reply
 from .test_worker import png_bytes
 
 

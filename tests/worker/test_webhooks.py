@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fixture_http import FixtureServer, Reply
 from superscale import webhooks
 from superscale.jobs.base import JobError, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 
-from .conftest import FixtureServer, Reply, finished_job
+from .conftest import finished_job
 
 
 def _run_until(dispatcher: webhooks.WebhookDispatcher, done: Callable[[], bool]) -> None:

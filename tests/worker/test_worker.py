@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from fixture_http import FixtureServer, Reply
 from pngs import encode, png_header_only
 from superscale import images
 from superscale.files import FileStore, new_key, open_file_store
@@ -24,8 +25,6 @@ from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 from superscale.worker import Worker
 from superscale.worker.loop import get_upscaler
-
-from .conftest import FixtureServer, Reply
 
 
 def png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:

@@ -66,6 +66,13 @@ class AuraSrInput(BaseModel):
         return value
 
 
+def batch_key(params: AuraSrInput) -> str:
+    """Jobs with equal keys run the same folded network (checkpoint and style seed), so a
+    worker may push their tiles through the model together."""
+    seed = DEFAULT_SEED if params.seed is None else params.seed
+    return f"{params.checkpoint}:seed={seed}"
+
+
 class ImageFile(BaseModel):
     """A hosted image, as fal describes files in outputs."""
 

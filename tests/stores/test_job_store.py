@@ -89,6 +89,32 @@ def test_claim_prefers_higher_priority_and_filters_checkpoints(store: JobStore) 
     assert store.claim("w", 30).id == normal_v2  # type: ignore[union-attr]
 
 
+def test_claim_batch_takes_the_head_then_queued_jobs_of_its_key(store: JobStore) -> None:
+    head = store.submit(new_job(batch_key="v1:seed=0", priority=1)).id
+    other = store.submit(new_job(batch_key="v1:seed=7")).id
+    same = [store.submit(new_job(batch_key="v1:seed=0")).id for _ in range(3)]
+    loner = store.submit(new_job()).id  # no key: never batched
+    assert store.get(head).batch_key == "v1:seed=0"  # type: ignore[union-attr]
+    batch = store.claim_batch("w", 30, ["v1"], max_jobs=3)
+    assert [j.id for j in batch] == [head, *same[:2]]
+    assert all(j.state == "IN_PROGRESS" and j.worker_id == "w" for j in batch)
+    # The next batch starts at the queue's head again: the older job of another key.
+    assert [j.id for j in store.claim_batch("w", 30, ["v1"], max_jobs=3)] == [other]
+    assert [j.id for j in store.claim_batch("w", 30, ["v1"], max_jobs=3)] == [same[2]]
+    assert [j.id for j in store.claim_batch("w", 30, ["v1"], max_jobs=3)] == [loner]
+    assert store.claim_batch("w", 30, ["v1"], max_jobs=3) == []
+
+
+def test_claim_by_batch_key_respects_checkpoints_and_state(store: JobStore) -> None:
+    v2 = store.submit(new_job("v2", batch_key="k")).id
+    cancelled = store.submit(new_job(batch_key="k")).id
+    store.cancel(cancelled)
+    assert store.claim("w", 30, ["v1"], batch_key="k") is None
+    assert store.claim("w", 30, ["v2"], batch_key="other") is None
+    assert store.claim("w", 30, ["v2"], batch_key="k").id == v2  # type: ignore[union-attr]
+    assert store.claim_batch("w", 30, ["v1"], max_jobs=4) == []
+
+
 def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore]) -> None:
     stores = [open_store(), open_store()]  # two "servers", four threads each
     ids = {stores[0].submit(new_job()).id for _ in range(60)}

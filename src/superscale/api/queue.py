@@ -20,6 +20,7 @@ from superscale.api.endpoints import resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
 from superscale.jobs.base import CancelOutcome, Job, NewJob, QueueFull
+from superscale.schemas import batch_key
 
 router = APIRouter()
 
@@ -100,6 +101,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
         start_deadline=opts.start_deadline,
         file_ttl=opts.file_ttl,
         request_id=str(uuid.uuid4()),
+        batch_key=batch_key(inp),
     )
     try:
         return await ctx.call(ctx.job_store.submit, new, ctx.settings.max_queue)

@@ -14,7 +14,7 @@ from superscale.jobs.base import Job, JobError
 JOB_COLUMNS = (
     "id, endpoint, owner, input, checkpoint, state, version, created_at, started_at, "
     "finished_at, output, error, inference_time, attempts, cancel_requested, worker_id, "
-    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl"
+    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl, batch_key"
 )
 
 # How often a waiter re-reads its job's version, to see writes of other processes
@@ -109,6 +109,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         priority=int(row["priority"]),
         start_deadline=row["start_deadline"],
         file_ttl=row["file_ttl"],
+        batch_key=row["batch_key"],
     )
 
 

@@ -70,6 +70,9 @@ class NewJob:
     start_deadline: float | None = None  # unix time; not started by then → 504
     file_ttl: float | None = None  # seconds output files live (None: the server default)
     request_id: str | None = None  # assigned by the store when None
+    # Jobs with the same key may share the model's forward passes (see `claim_batch`);
+    # None: never batched with others.
+    batch_key: str | None = None
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Job:
     priority: int = 0
     start_deadline: float | None = None
     file_ttl: float | None = None
+    batch_key: str | None = None
 
 
 @dataclass
@@ -143,9 +147,35 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def claim(
-        self, worker_id: str, lease_seconds: float, checkpoints: list[str] | None = None
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        batch_key: str | None = None,
     ) -> Job | None:
-        """Atomically take the oldest highest-priority queued job this worker can run."""
+        """Atomically take the oldest highest-priority queued job this worker can run
+        (only among jobs with that `batch_key` when one is given)."""
+
+    def claim_batch(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        max_jobs: int = 1,
+    ) -> list[Job]:
+        """The job `claim` would take, then up to `max_jobs - 1` more queued now with its
+        batch key, oldest first. The first is always the queue's head, so batching never
+        holds back an older job of another key for longer than one batch runs."""
+        first = self.claim(worker_id, lease_seconds, checkpoints)
+        if first is None:
+            return []
+        jobs = [first]
+        while first.batch_key is not None and len(jobs) < max_jobs:
+            more = self.claim(worker_id, lease_seconds, checkpoints, first.batch_key)
+            if more is None:
+                break
+            jobs.append(more)
+        return jobs
 
     @abc.abstractmethod
     def heartbeat(self, request_id: str, worker_id: str, lease_seconds: float) -> bool:

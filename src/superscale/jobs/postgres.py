@@ -121,6 +121,10 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX webhooks_due ON webhooks (next_attempt_at) WHERE delivered_at IS NULL",
     ],
+    [  # 2: cross-job batching
+        "ALTER TABLE jobs ADD COLUMN batch_key text",
+        "CREATE INDEX jobs_batch ON jobs (batch_key, priority DESC, seq) WHERE state = 'IN_QUEUE'",
+    ],
 ]
 
 _WEBHOOK_COLUMNS = (
@@ -279,8 +283,8 @@ class PostgresJobStore(JobStore):
                         raise QueueFull(retry_after([float(r["d"]) for r in recent]))
                 row = conn.execute(
                     "INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, "
-                    "created_at, webhook_url, priority, start_deadline, file_ttl) "
-                    "VALUES (%s, %s, %s, %s, %s, 'IN_QUEUE', 1, %s, %s, %s, %s, %s) "
+                    "created_at, webhook_url, priority, start_deadline, file_ttl, batch_key) "
+                    "VALUES (%s, %s, %s, %s, %s, 'IN_QUEUE', 1, %s, %s, %s, %s, %s, %s) "
                     f"RETURNING {JOB_COLUMNS}",
                     (
                         request_id,
@@ -293,6 +297,7 @@ class PostgresJobStore(JobStore):
                         job.priority,
                         job.start_deadline,
                         job.file_ttl,
+                        job.batch_key,
                     ),
                 ).fetchone()
         except psycopg.errors.UniqueViolation as exc:
@@ -325,7 +330,11 @@ class PostgresJobStore(JobStore):
         return int(row["n"])
 
     def claim(
-        self, worker_id: str, lease_seconds: float, checkpoints: list[str] | None = None
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        batch_key: str | None = None,
     ) -> Job | None:
         if checkpoints is not None and not checkpoints:
             return None
@@ -337,6 +346,7 @@ class PostgresJobStore(JobStore):
                 "  WHERE state = 'IN_QUEUE'"
                 "    AND (start_deadline IS NULL OR start_deadline > %(now)s)"
                 "    AND (%(checkpoints)s::text[] IS NULL OR checkpoint = ANY(%(checkpoints)s))"
+                "    AND (%(key)s::text IS NULL OR batch_key = %(key)s)"
                 "  ORDER BY priority DESC, seq"
                 "  LIMIT 1"
                 "  FOR UPDATE SKIP LOCKED"
@@ -349,6 +359,7 @@ class PostgresJobStore(JobStore):
                 {
                     "now": now,
                     "checkpoints": checkpoints,
+                    "key": batch_key,
                     "worker": worker_id,
                     "lease": now + lease_seconds,
                 },

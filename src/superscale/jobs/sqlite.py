@@ -108,6 +108,10 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX webhooks_due ON webhooks (next_attempt_at)",
     ],
+    [  # 2: cross-job batching
+        "ALTER TABLE jobs ADD COLUMN batch_key TEXT",
+        "CREATE INDEX jobs_batch ON jobs (batch_key, state, priority DESC, seq)",
+    ],
 ]
 
 
@@ -248,8 +252,8 @@ class SqliteJobStore(JobStore):
             try:
                 conn.execute(
                     "INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, "
-                    "created_at, webhook_url, priority, start_deadline, file_ttl) "
-                    "VALUES (?, ?, ?, ?, ?, 'IN_QUEUE', 1, ?, ?, ?, ?, ?)",
+                    "created_at, webhook_url, priority, start_deadline, file_ttl, batch_key) "
+                    "VALUES (?, ?, ?, ?, ?, 'IN_QUEUE', 1, ?, ?, ?, ?, ?, ?)",
                     (
                         request_id,
                         job.endpoint,
@@ -261,6 +265,7 @@ class SqliteJobStore(JobStore):
                         job.priority,
                         job.start_deadline,
                         job.file_ttl,
+                        job.batch_key,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -289,7 +294,11 @@ class SqliteJobStore(JobStore):
         return int(row[0])
 
     def claim(
-        self, worker_id: str, lease_seconds: float, checkpoints: list[str] | None = None
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        batch_key: str | None = None,
     ) -> Job | None:
         if checkpoints is not None and not checkpoints:
             return None
@@ -302,6 +311,9 @@ class SqliteJobStore(JobStore):
         if checkpoints is not None:
             sql += f" AND checkpoint IN ({', '.join('?' * len(checkpoints))})"
             params.extend(checkpoints)
+        if batch_key is not None:
+            sql += " AND batch_key = ?"
+            params.append(batch_key)
         sql += " ORDER BY priority DESC, seq LIMIT 1"
         with self._write() as conn:
             row = conn.execute(sql, params).fetchone()

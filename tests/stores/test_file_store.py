@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loopback import free_port
 from superscale.files import (
     FileNotFound,
     FileStore,
@@ -267,10 +267,7 @@ def test_s3_missing_bucket_is_a_clear_error(s3_server, monkeypatch: pytest.Monke
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="not reachable"):
         open_file_store("s3://no-such-bucket-here/x", s3_endpoint_url=Settings().s3_endpoint_url)
-    with socket.socket() as closed:  # a loopback port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("SUPERSCALE_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SUPERSCALE_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(ValueError, match="not reachable"):
         open_file_store("s3://some-bucket/x", s3_endpoint_url=Settings().s3_endpoint_url)

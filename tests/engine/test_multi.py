@@ -55,10 +55,13 @@ def test_progress_per_image_and_cancel_stops_only_that_image(upscaler: Upscaler)
 
         return check
 
+    def recorder(i: int) -> Callable[[int, int], None]:
+        return lambda done, total: seen[i].append((done, total))
+
     got = upscale_many(
         upscaler,
         inputs,
-        progress=[lambda d, t, i=i: seen[i].append((d, t)) for i in range(3)],
+        progress=[recorder(i) for i in range(3)],
         should_cancel=[None, cancel_after(1, 1), None],
     )
     assert isinstance(got[1], Cancelled)

@@ -5,7 +5,8 @@ shapes, no init pass), the same image for every variant. Each variant runs in it
 subprocess so that its peak RSS is its own. Printed per variant: wall and CPU seconds per
 64² tile, the speed-ups over the reference, peak RSS, set-up and folding time; then the max
 abs difference of the network outputs on two probe tiles: ours fp32 vs the reference fed the
-same shared z and input noise, ours bf16 vs ours fp32.
+same shared z and input noise, ours bf16 vs ours fp32. Last, the hardware floor: this CPU's
+bf16 GEMM rate (a large `torch.matmul`) against the network's FLOPs per tile.
 
     .venv/bin/python benchmarks/engine.py                 # 256² image: 16 tiles per variant
     .venv/bin/python benchmarks/engine.py --tiles 4       # a 64×256 strip: shorter
@@ -134,6 +135,54 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def network_gflop() -> float:
+    """GFLOP per 64² tile of the released config: its convs (incl. 1×1) and attention matmuls,
+    counted on a meta-device forward (no weights, no compute)."""
+    from torch import nn
+
+    from superscale.model import RELEASED_CONFIG, AuraSR
+    from superscale.model.network import Attention, FoldedConv
+
+    flop = 0
+
+    def conv(m: nn.Module, args: Any, out: torch.Tensor) -> None:
+        nonlocal flop
+        weight = m.weight
+        assert isinstance(weight, torch.Tensor)
+        flop += 2 * out.numel() * weight[0].numel()
+
+    def attention(m: Attention, args: Any, out: torch.Tensor) -> None:
+        nonlocal flop
+        b, _, h, w = args[0].shape
+        inner = m.to_out.weight.shape[1]  # heads · dim_head
+        flop += 4 * b * inner * (h * w) ** 2  # q·kᵀ and p·v
+
+    with torch.device("meta"):
+        net = AuraSR(RELEASED_CONFIG, folded=True)
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, FoldedConv)):
+            m.register_forward_hook(conv)
+        elif isinstance(m, Attention):
+            m.register_forward_hook(attention)
+    with torch.inference_mode():
+        net(torch.empty(1, 3, 64, 64, device="meta"))
+    return flop / 1e9
+
+
+def bf16_gemm_tflops() -> float:
+    """This CPU's bf16 matmul rate (best of a few 2048² and 4096² products): the practical
+    ceiling of every conv, since oneDNN lowers them to the same bf16 dot-product kernels."""
+    best = 0.0
+    for n in (2048, 4096):
+        a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+        a @ b
+        for _ in range(4):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e12)
+    return best
+
+
 # Driver ------------------------------------------------------------------------------------------
 
 
@@ -241,6 +290,16 @@ def main() -> None:
     if "ours-fp32" in probes and "ours-bf16" in probes:
         diff = (probes["ours-bf16"] - probes["ours-fp32"]).abs().max().item()
         print(f"max abs diff, ours bf16 vs ours fp32: {diff:.2e}")
+    gflop, peak = network_gflop(), bf16_gemm_tflops()
+    floor = gflop / peak / 1e3
+    line = f"hardware floor: {gflop:.0f} GFLOP/tile at the bf16 GEMM peak {peak:.2f} TFLOP/s"
+    line += f" = {floor:.3f} s/tile"
+    if ref:
+        line += f", at best {ref['seconds'] / tiles / floor:.1f}× the reference"
+    if "ours-bf16" in results:
+        achieved = gflop / (results["ours-bf16"]["seconds"] / tiles) / 1e3
+        line += f"; ours bf16 runs at {achieved:.2f} TFLOP/s ({achieved / peak:.0%} of it)"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,16 @@ def test_bad_webhook_key_is_a_clear_error(tmp_path: Path, value: str, message: s
     assert "Traceback" not in result.output
 
 
+def test_worker_refuses_a_bad_webhook_key(tmp_path: Path) -> None:
+    """`superscale worker` takes the same flag and stops before opening any store."""
+    result = CliRunner().invoke(
+        main, ["worker", "--data-dir", str(tmp_path), "--webhook-key", "/no/such/key.pem"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--webhook-key" in result.output and "cannot be read" in result.output
+    assert not (tmp_path / "superscale.db").exists()
+
+
 def test_dispatcher_and_api_share_a_configured_key(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: str = "auto"
     workers: int = 1  # in-process workers started by `serve` (0: API only)
+    # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
+    # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
+    max_batch_jobs: int | None = Field(default=None, ge=1)
 
     # Limits.
     max_queue: int = 1000  # unfinished jobs per endpoint before submit answers 429

@@ -16,6 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -23,10 +25,11 @@ from PIL import Image
 from pydantic import ValidationError
 
 from superscale import images, netguard
-from superscale.engine import Cancelled, Upscaler
+from superscale.engine import Cancelled, Upscaler, resolve_device
+from superscale.engine.multi import upscale_many
 from superscale.files.base import FileStore, new_key
 from superscale.jobs import Job, JobError, JobStore, Webhook, webhook_body
-from superscale.schemas import AuraSrInput, AuraSrOutput, ImageFile
+from superscale.schemas import DEFAULT_SEED, AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
 from superscale.worker.fetch import InputError, InputFetcher
 from superscale.worker.lease import Lease
@@ -39,6 +42,9 @@ SCALE = 4  # AuraSR's output is 4× the input on each side
 # Below this many tiles every batch is logged; above it, at most one line per interval.
 _LOG_EVERY_BATCH_UP_TO = 64
 _LOG_INTERVAL = 1.0
+
+# Jobs batched together when `Settings.max_batch_jobs` is unset and the device is not a CPU.
+GPU_BATCH_JOBS = 8
 
 _upscalers: dict[tuple[str, str, str, str], Upscaler] = {}
 _upscalers_lock = threading.Lock()
@@ -79,8 +85,25 @@ class _Progress:
                 log.warning("could not log progress of %s", self.request_id, exc_info=True)
 
 
+def max_batch_jobs(settings: Settings) -> int:
+    """How many queued jobs of one batch key a worker takes at once (see `Settings`)."""
+    if settings.max_batch_jobs is not None:
+        return settings.max_batch_jobs
+    return 1 if resolve_device(settings.device).type == "cpu" else GPU_BATCH_JOBS
+
+
+@dataclass
+class _Prepared:
+    """A job's input, fetched and decoded, waiting for its inference."""
+
+    params: AuraSrInput
+    decoded: images.DecodedImage
+    timings: dict[str, float]
+
+
 class Worker:
-    """Runs jobs of the checkpoints in `settings.checkpoints`, one at a time.
+    """Runs jobs of the checkpoints in `settings.checkpoints`: one at a time, or several of
+    one checkpoint and seed through shared tile batches (`Settings.max_batch_jobs`).
 
     `fetch_allow` exempts (host, port) pairs from the SSRF guard; for tests only.
     """
@@ -103,17 +126,24 @@ class Worker:
         self._last_recovery = 0.0
         # Set when shutdown may not wait any longer: the running job is released unfinished.
         self.abort = threading.Event()
+        self.max_batch_jobs = max_batch_jobs(settings)
 
     # --- the loop --------------------------------------------------------------------------
     def run_once(self) -> bool:
-        """Claim and finish one job. False when there was none to claim."""
-        job = self.job_store.claim(
-            self.worker_id, self.settings.lease_seconds, list(self.settings.checkpoints)
+        """Claim and finish one job, or a batch of them. False when there was none to claim."""
+        jobs = self.job_store.claim_batch(
+            self.worker_id,
+            self.settings.lease_seconds,
+            list(self.settings.checkpoints),
+            self.max_batch_jobs,
         )
-        if job is None:
+        if not jobs:
             self._recover_when_idle()
             return False
-        self._run(job)
+        if len(jobs) == 1:
+            self._run(jobs[0])
+        else:
+            self._run_batch(jobs)
         return True
 
     def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
@@ -155,23 +185,105 @@ class Worker:
             should_cancel = self._cancel_check(job.id, lease.lost)
             try:
                 output, inference_time = self._process(job, should_cancel)
-            except Cancelled:
-                if lease.lost.is_set():
-                    log.warning("dropped %s: the lease was lost", job.id)
-                    return
-                if self.abort.is_set():
-                    self._release(job.id)
-                    return
-                error = CANCELLED
-            except InputError as exc:
-                error = exc.to_job_error()
             except Exception as exc:
-                log.exception("request %s failed", job.id)
-                error = JobError(
-                    500,
-                    f"Internal error while running the request ({type(exc).__name__}).",
-                    "internal_error",
+                error = self._error_for(job.id, exc, lease)
+                if error is None:
+                    return
+        self._finish(job, output, error, inference_time)
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """Jobs claimed together: each is fetched, decoded, stored and finished on its own, as
+        in `_run`; the inferences of jobs sharing a checkpoint and seed share tile batches."""
+        ids = ", ".join(job.id for job in jobs)
+        log.info("worker %s: running %d jobs together: %s", self.worker_id, len(jobs), ids)
+        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]] = {}
+        with ExitStack() as stack:
+            leases = {
+                job.id: stack.enter_context(
+                    Lease(self.job_store, job.id, self.worker_id, self.settings.lease_seconds)
                 )
+                for job in jobs
+            }
+            checks = {job.id: self._cancel_check(job.id, leases[job.id].lost) for job in jobs}
+            groups: dict[tuple[str, int], list[tuple[Job, _Prepared]]] = {}
+            for job in jobs:
+                try:
+                    prepared = self._prepare(job, checks[job.id])
+                except Exception as exc:
+                    self._settle(results, job.id, exc, leases[job.id])
+                    continue
+                seed = prepared.params.seed
+                key = (job.checkpoint, DEFAULT_SEED if seed is None else seed)
+                groups.setdefault(key, []).append((job, prepared))
+            for (checkpoint, seed), group in groups.items():
+                try:
+                    upscaler = get_upscaler(self.settings, checkpoint)
+                    t = time.perf_counter()
+                    outcomes: list[Image.Image | Exception] = list(
+                        upscale_many(
+                            upscaler,
+                            [p.decoded.image for _, p in group],
+                            seed,
+                            [p.params.overlapping_tiles for _, p in group],
+                            [_Progress(self.job_store, job.id) for job, _ in group],
+                            [checks[job.id] for job, _ in group],
+                        )
+                    )
+                    elapsed = time.perf_counter() - t
+                except Exception as exc:  # the model would not load, say: the group fails
+                    outcomes, elapsed = [exc] * len(group), 0.0
+                for (job, prepared), outcome in zip(group, outcomes, strict=True):
+                    try:
+                        if isinstance(outcome, Exception):
+                            raise outcome
+                        prepared.timings["inference"] = elapsed
+                        output = self._store_output(job, prepared, outcome, checks[job.id])
+                        results[job.id] = (output, None, elapsed)
+                    except Exception as exc:
+                        self._settle(results, job.id, exc, leases[job.id])
+        for job in jobs:
+            if job.id in results:
+                self._finish(job, *results[job.id])
+
+    def _settle(
+        self,
+        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]],
+        request_id: str,
+        exc: Exception,
+        lease: Lease,
+    ) -> None:
+        error = self._error_for(request_id, exc, lease)
+        if error is not None:
+            results[request_id] = (None, error, None)
+
+    def _error_for(self, request_id: str, exc: Exception, lease: Lease) -> JobError | None:
+        """The error a job ends with for `exc`; None when it must not be finished here (its
+        lease was lost, or it was given back because the worker is stopping)."""
+        if isinstance(exc, Cancelled):
+            if lease.lost.is_set():
+                log.warning("dropped %s: the lease was lost", request_id)
+                return None
+            if self.abort.is_set():
+                self._release(request_id)
+                return None
+            return CANCELLED
+        if isinstance(exc, InputError):
+            return exc.to_job_error()
+        log.error("request %s failed", request_id, exc_info=exc)
+        return JobError(
+            500,
+            f"Internal error while running the request ({type(exc).__name__}).",
+            "internal_error",
+        )
+
+    def _finish(
+        self,
+        job: Job,
+        output: dict[str, Any] | None,
+        error: JobError | None,
+        inference_time: float | None,
+    ) -> None:
+        """Complete or fail the job, its webhook queued in the same transaction."""
         webhook: Webhook | None = None
         if job.webhook_url:
             webhook = (job.webhook_url, webhook_body(job.id, output, error))
@@ -208,6 +320,24 @@ class Worker:
         return should_cancel
 
     def _process(self, job: Job, should_cancel: Callable[[], bool]) -> tuple[dict[str, Any], float]:
+        prepared = self._prepare(job, should_cancel)
+        params = prepared.params
+        upscaler = get_upscaler(self.settings, job.checkpoint)
+        t = time.perf_counter()
+        result = upscaler.upscale(
+            prepared.decoded.image,
+            overlapping_tiles=params.overlapping_tiles,
+            seed=params.seed,
+            progress=_Progress(self.job_store, job.id),
+            should_cancel=should_cancel,
+        )
+        prepared.timings["inference"] = time.perf_counter() - t
+        return self._store_output(job, prepared, result, should_cancel), prepared.timings[
+            "inference"
+        ]
+
+    def _prepare(self, job: Job, should_cancel: Callable[[], bool]) -> _Prepared:
+        """Validate, fetch and decode the input; refuse what the output format cannot hold."""
         timings: dict[str, float] = {}
         try:
             params = AuraSrInput.model_validate(job.input)
@@ -241,20 +371,19 @@ class Worker:
             raise _OutputError(str(exc)) from None
         if should_cancel():
             raise Cancelled()
+        return _Prepared(params, decoded, timings)
 
-        upscaler = get_upscaler(self.settings, job.checkpoint)
+    def _store_output(
+        self,
+        job: Job,
+        prepared: _Prepared,
+        result: Image.Image,
+        should_cancel: Callable[[], bool],
+    ) -> dict[str, Any]:
+        """Encode and store the upscale; the job's output (its timings included)."""
+        params, timings = prepared.params, prepared.timings
         t = time.perf_counter()
-        result = upscaler.upscale(
-            decoded.image,
-            overlapping_tiles=params.overlapping_tiles,
-            seed=params.seed,
-            progress=_Progress(self.job_store, job.id),
-            should_cancel=should_cancel,
-        )
-        timings["inference"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        encoded = encode_output(result, params.output_format, decoded.icc_profile)
+        encoded = encode_output(result, params.output_format, prepared.decoded.icc_profile)
         timings["encode"] = time.perf_counter() - t
         if should_cancel():
             raise Cancelled()
@@ -281,8 +410,7 @@ class Worker:
             f"done: {image.width}x{image.height} {params.output_format}, {image.file_size} bytes, "
             f"inference {timings['inference']:.2f} s",
         )
-        output = AuraSrOutput(image=image, timings=timings).model_dump(mode="json")
-        return output, timings["inference"]
+        return AuraSrOutput(image=image, timings=timings).model_dump(mode="json")
 
     def _discard(self, output: dict[str, Any]) -> None:
         url = str(output.get("image", {}).get("url", ""))

@@ -34,6 +34,13 @@ log = logging.getLogger("superscale.worker")
 @model_options
 @click.option("--worker-id", default=None, help="Name in leases and logs (default host:pid:…).")
 @click.option(
+    "--max-batch-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Queued jobs of one checkpoint and seed run together in shared tile batches "
+    "(default: 8 on a GPU, 1 on a CPU).",
+)
+@click.option(
     "--grace",
     type=float,
     default=30.0,
@@ -53,6 +60,7 @@ def worker(
     device: str | None,
     dtype: str | None,
     worker_id: str | None,
+    max_batch_jobs: int | None,
     grace: float,
     log_level: str,
 ) -> None:
@@ -72,6 +80,7 @@ def worker(
         checkpoints=list(checkpoints) or None,
         device=device,
         dtype=dtype,
+        max_batch_jobs=max_batch_jobs,
     )
     signer, job_store, file_store = open_stores(settings)
     the_worker = Worker(settings, job_store, file_store, worker_id=worker_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +116,41 @@ def test_claim_by_batch_key_respects_checkpoints_and_state(store: JobStore) -> N
     assert store.claim("w", 30, ["v2"], batch_key="other") is None
     assert store.claim("w", 30, ["v2"], batch_key="k").id == v2  # type: ignore[union-attr]
     assert store.claim_batch("w", 30, ["v1"], max_jobs=4) == []
+
+
+def test_a_version_1_database_gains_batch_keys_in_place(
+    job_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Databases made before cross-job batching are migrated on open; their jobs have no key
+    and are claimed alone."""
+    from superscale.jobs import postgres, sqlite
+
+    module: Any = sqlite if job_store_url.startswith("sqlite") else postgres
+    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])
+    open_job_store(job_store_url).close()
+    insert = (
+        "INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, created_at) "
+        "VALUES ('old', 'e', '', '{}', 'v1', 'IN_QUEUE', 1, 1.0)"
+    )
+    if module is sqlite:
+        with closing(sqlite3.connect(job_store_url.removeprefix("sqlite:///"))) as conn:
+            conn.execute(insert)
+            conn.commit()
+    else:
+        import psycopg
+
+        with psycopg.connect(job_store_url, autocommit=True) as pg:
+            pg.execute(insert)
+    monkeypatch.undo()
+    store = open_job_store(job_store_url)
+    try:
+        old = store.get("old")
+        assert old is not None and old.batch_key is None
+        new = store.submit(new_job(batch_key="v1:seed=0")).id
+        assert [j.id for j in store.claim_batch("w", 30, None, 4)] == ["old"]
+        assert [j.id for j in store.claim_batch("w", 30, None, 4)] == [new]
+    finally:
+        store.close()
 
 
 def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore]) -> None:

@@ -149,6 +149,18 @@ def test_priority_and_lifecycle_headers_reach_the_job(server: LiveServer) -> Non
         assert c.post("/queue/fal-ai/aura-sr?fal_webhook=ftp://h/", json=INPUT).status_code == 422
 
 
+def test_submit_sets_the_batch_key_from_checkpoint_and_seed(server: LiveServer) -> None:
+    """Workers batch jobs whose keys match: the key must name what changes the weights."""
+    with server.client() as c:
+        keys = []
+        for extra in ({}, {"seed": 0}, {"seed": 9}, {"checkpoint": "v2", "seed": 9}):
+            r = c.post("/queue/fal-ai/aura-sr", json={**INPUT, **extra})
+            job = server.job_store.get(r.json()["request_id"])
+            assert job is not None
+            keys.append(job.batch_key)
+        assert keys == ["v1:seed=0", "v1:seed=0", "v1:seed=9", "v2:seed=9"]
+
+
 def test_cancel(server: LiveServer) -> None:
     with server.client() as c:
         rid = c.post("/queue/fal-ai/aura-sr", json=INPUT).json()["request_id"]

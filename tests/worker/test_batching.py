@@ -175,3 +175,18 @@ def test_one_cancelled_job_does_not_affect_the_others(
     assert "tiles 8/8" not in [m.message for m in job_store.logs(ids[1])]
     for r in (ids[0], ids[2]):
         assert state(job_store, r).error is None and output_pixels(state(job_store, r), file_store)
+
+
+def test_images_over_the_pixel_budget_run_in_separate_inferences(
+    worker: Worker, job_store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("superscale.worker.loop.BATCH_PIXELS", 1000)
+    small = [submit(job_store, noise_png(20, 20, i)) for i in range(2)]  # 400 px each: together
+    big = submit(job_store, noise_png(30, 40, 5))  # 1200 px: over the budget, alone
+    assert worker.run_once()
+    assert all(state(job_store, r).error is None for r in [*small, big])
+    last_small_start = max(log_time(job_store, r, "tiles 0/") for r in small)
+    assert last_small_start < min(log_time(job_store, r, "done:") for r in small)
+    assert max(log_time(job_store, r, "done:") for r in small) < log_time(
+        job_store, big, "tiles 0/"
+    )

@@ -43,6 +43,9 @@ SCALE = 4  # AuraSR's output is 4× the input on each side
 _LOG_EVERY_BATCH_UP_TO = 64
 _LOG_INTERVAL = 1.0
 
+# Most input pixels one shared-batch inference takes (its 4× outputs are all held until it ends:
+# 16× as many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
+BATCH_PIXELS = 2048 * 2048
 # Jobs batched together when `Settings.max_batch_jobs` is unset and the device is not a CPU.
 GPU_BATCH_JOBS = 8
 
@@ -99,6 +102,11 @@ class _Prepared:
     params: AuraSrInput
     decoded: images.DecodedImage
     timings: dict[str, float]
+
+
+def _pixels(prepared: _Prepared) -> int:
+    width, height = prepared.decoded.image.size
+    return width * height
 
 
 class Worker:
@@ -205,7 +213,7 @@ class Worker:
                 for job in jobs
             }
             checks = {job.id: self._cancel_check(job.id, leases[job.id].lost) for job in jobs}
-            groups: dict[tuple[str, int], list[tuple[Job, _Prepared]]] = {}
+            groups: dict[tuple[str, int], list[list[tuple[Job, _Prepared]]]] = {}
             for job in jobs:
                 try:
                     prepared = self._prepare(job, checks[job.id])
@@ -213,37 +221,74 @@ class Worker:
                     self._settle(results, job.id, exc, leases[job.id])
                     continue
                 seed = prepared.params.seed
-                key = (job.checkpoint, DEFAULT_SEED if seed is None else seed)
-                groups.setdefault(key, []).append((job, prepared))
-            for (checkpoint, seed), group in groups.items():
-                try:
-                    upscaler = get_upscaler(self.settings, checkpoint)
-                    t = time.perf_counter()
-                    outcomes: list[Image.Image | Exception] = list(
-                        upscale_many(
-                            upscaler,
-                            [p.decoded.image for _, p in group],
-                            seed,
-                            [p.params.overlapping_tiles for _, p in group],
-                            [_Progress(self.job_store, job.id) for job, _ in group],
-                            [checks[job.id] for job, _ in group],
-                        )
-                    )
-                    elapsed = time.perf_counter() - t
-                except Exception as exc:  # the model would not load, say: the group fails
-                    outcomes, elapsed = [exc] * len(group), 0.0
-                for (job, prepared), outcome in zip(group, outcomes, strict=True):
-                    try:
-                        if isinstance(outcome, Exception):
-                            raise outcome
-                        prepared.timings["inference"] = elapsed
-                        output = self._store_output(job, prepared, outcome, checks[job.id])
-                        results[job.id] = (output, None, elapsed)
-                    except Exception as exc:
-                        self._settle(results, job.id, exc, leases[job.id])
+                chunks = groups.setdefault(
+                    (job.checkpoint, DEFAULT_SEED if seed is None else seed), []
+                )
+                # Outputs of one upscale_many call are all held at once: cap their pixels.
+                pixels = _pixels(prepared)
+                if not chunks or sum(map(_pixels, (p for _, p in chunks[-1]))) + pixels > (
+                    BATCH_PIXELS
+                ):
+                    chunks.append([])
+                chunks[-1].append((job, prepared))
+            for (checkpoint, seed), chunks in groups.items():
+                for chunk in chunks:
+                    self._infer_together(checkpoint, seed, chunk, checks, leases, results)
         for job in jobs:
             if job.id in results:
                 self._finish(job, *results[job.id])
+
+    def _infer_together(
+        self,
+        checkpoint: str,
+        seed: int,
+        group: list[tuple[Job, _Prepared]],
+        checks: dict[str, Callable[[], bool]],
+        leases: dict[str, Lease],
+        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]],
+    ) -> None:
+        """Upscale a group of one checkpoint and seed in shared tile batches, then store each
+        output; every job's outcome lands in `results` (nothing when it must not finish)."""
+        outcomes: list[Image.Image | Exception]
+        try:
+            upscaler = get_upscaler(self.settings, checkpoint)
+            t = time.perf_counter()
+            if len(group) == 1:  # alone: the engine's own path, exactly as in `_run`
+                ((job, p),) = group
+                try:
+                    outcomes = [
+                        upscaler.upscale(
+                            p.decoded.image,
+                            overlapping_tiles=p.params.overlapping_tiles,
+                            seed=seed,
+                            progress=_Progress(self.job_store, job.id),
+                            should_cancel=checks[job.id],
+                        )
+                    ]
+                except Exception as exc:
+                    outcomes = [exc]
+            else:
+                outcomes = upscale_many(
+                    upscaler,
+                    [p.decoded.image for _, p in group],
+                    seed,
+                    [p.params.overlapping_tiles for _, p in group],
+                    [_Progress(self.job_store, job.id) for job, _ in group],
+                    [checks[job.id] for job, _ in group],
+                )
+            # Each job waited for the whole group: that is its inference time.
+            elapsed = time.perf_counter() - t
+        except Exception as exc:  # the model would not load, say: the group fails
+            outcomes, elapsed = [exc] * len(group), 0.0
+        for (job, prepared), outcome in zip(group, outcomes, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                prepared.timings["inference"] = elapsed
+                output = self._store_output(job, prepared, outcome, checks[job.id])
+                results[job.id] = (output, None, elapsed)
+            except Exception as exc:
+                self._settle(results, job.id, exc, leases[job.id])
 
     def _settle(
         self,

@@ -4,9 +4,11 @@ together and share tile batches, yet each one completes, fails or is cancelled o
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +192,33 @@ def test_images_over_the_pixel_budget_run_in_separate_inferences(
     assert max(log_time(job_store, r, "done:") for r in small) < log_time(
         job_store, big, "tiles 0/"
     )
+
+
+def test_a_lost_lease_drops_only_that_job(
+    worker: Worker, batch_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
+) -> None:
+    batch_settings.lease_seconds = 0.6  # heartbeats every 0.2 s, for each job of the batch
+    first = submit(job_store, noise_png(384, 384, 0))  # 36 tiles: runs while we steal
+    stolen = submit(job_store, noise_png(128, 128, 1))
+    thread = threading.Thread(target=worker.run_once, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not any(m.message.startswith("tiles 1/") for m in job_store.logs(first)):
+        assert time.monotonic() < deadline, "the batch never started"
+        time.sleep(0.005)
+    # As if the worker had stalled past the second job's lease: requeued, another takes it.
+    for _ in range(20):  # a heartbeat landing in between renews it: retry
+        with closing(sqlite3.connect(job_store.path)) as db, db:
+            db.execute("UPDATE jobs SET lease_expires_at = 0 WHERE id = ?", (stolen,))
+        if job_store.recover_expired(max_attempts=3) == [stolen]:
+            break
+    else:
+        raise AssertionError("could not expire the lease")
+    thief = job_store.claim("other-worker", 60, ["v1"])
+    assert thief is not None and thief.id == stolen
+    thread.join(120)
+    assert not thread.is_alive()
+    assert output_pixels(state(job_store, first), file_store)  # completed, no error
+    job = state(job_store, stolen)
+    assert job.state == "IN_PROGRESS" and job.worker_id == "other-worker"
+    assert job.output is None and job.error is None

@@ -18,6 +18,7 @@ import pytest
 from superscale.jobs import (
     ApiKey,
     CancelOutcome,
+    Job,
     JobError,
     JobStore,
     NewJob,
@@ -171,6 +172,31 @@ def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore
         t.start()
     for t in threads:
         t.join(30)
+    assert Counter(got).most_common(1)[0][1] == 1
+    assert set(got) == ids
+
+
+def test_concurrent_batch_claimers_never_share_a_job(open_store: Callable[[], JobStore]) -> None:
+    stores = [open_store(), open_store()]
+    ids = {stores[0].submit(new_job(batch_key=f"v1:seed={i % 3}")).id for i in range(60)}
+    batches: list[list[Job]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def claimer(store: JobStore, name: str) -> None:
+        start.wait()
+        while batch := store.claim_batch(name, 30, ["v1"], max_jobs=4):
+            with lock:
+                batches.append(batch)
+
+    threads = [threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}")) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for batch in batches:  # one key, one worker, at most max_jobs
+        assert len({(job.batch_key, job.worker_id) for job in batch}) == 1 and len(batch) <= 4
+    got = [job.id for batch in batches for job in batch]
     assert Counter(got).most_common(1)[0][1] == 1
     assert set(got) == ids
 

@@ -213,4 +213,4 @@ def test_server_error_from_a_job_that_fails_inside_the_server(
         client.subscribe(ENDPOINT_ID, {"image_url": image_file, "checkpoint": "v2"})
     err = caught.value
     assert err.status_code is not None and err.status_code >= 500
-    assert err.request_id and err.error_type == "internal_error"
+    assert err.request_id and err.error_type == "model_unavailable"

@@ -198,7 +198,7 @@ def test_ssrf_target_is_a_clear_job_error(
         assert "refused" in error.message
 
 
-def test_engine_failure_is_a_500_without_traceback(
+def test_unloadable_checkpoint_is_a_500_that_keeps_server_paths_out(
     worker_settings: Settings,
     job_store: SqliteJobStore,
     file_store: FileStore,
@@ -215,9 +215,10 @@ def test_engine_failure_is_a_500_without_traceback(
     assert worker.run_once()
     error = finished(job_store, request_id).error
     assert error is not None and error.status_code == 500
-    assert error.error_type == "internal_error"
-    # The exception's type names what went wrong; its traceback stays in the server log.
-    assert "Traceback" not in error.message and "CheckpointUnreadable" in error.message
+    assert error.error_type == "model_unavailable"
+    # The exception's type names what went wrong; paths and tracebacks stay in the server log.
+    assert "CheckpointUnreadable" in error.message and "server log" in error.message
+    assert "Traceback" not in error.message and str(tmp_path) not in error.message
 
 
 def _run_in_thread(worker: Worker) -> threading.Thread:

@@ -29,6 +29,7 @@ from superscale.engine import Cancelled, Upscaler, resolve_device
 from superscale.engine.multi import upscale_many
 from superscale.files.base import FileStore, new_key
 from superscale.jobs import Job, JobError, JobStore, Webhook, webhook_body
+from superscale.model import CheckpointError
 from superscale.schemas import DEFAULT_SEED, AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
 from superscale.worker.fetch import InputError, InputFetcher
@@ -314,6 +315,17 @@ class Worker:
             return CANCELLED
         if isinstance(exc, InputError):
             return exc.to_job_error()
+        if isinstance(exc, CheckpointError):
+            # The deployment's fault, not the request's. 500, not 503: the job is over, and
+            # fal's clients would retry a 503 result. The remedy names server paths: log only.
+            log.error("request %s: checkpoint unavailable: %s", request_id, exc)
+            return JobError(
+                500,
+                f"The requested checkpoint is not available on this server "
+                f"({type(exc).__name__}); its operator can find why, and how to install it, "
+                "in the server log.",
+                "model_unavailable",
+            )
         log.error("request %s failed", request_id, exc_info=exc)
         return JobError(
             500,

@@ -150,3 +150,26 @@ def test_api_package_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_unknown_checkpoint_or_bad_setting_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bad_checkpoint = subprocess.run(
+        [*SUPERSCALE, command, "--checkpoint", "v9", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_checkpoint.returncode == 2
+    assert "unknown checkpoint(s) ['v9']" in bad_checkpoint.stderr
+    bad_port = subprocess.run(
+        [*SUPERSCALE, command, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SUPERSCALE_PORT": "abc"},
+    )
+    assert bad_port.returncode == 2 and "invalid setting" in bad_port.stderr
+    assert "Traceback" not in bad_port.stderr
+    assert not data.exists()  # refused before anything was created

@@ -26,8 +26,23 @@ DATA_DIR_HELP = "Where SQLite, files and secrets live (default ./data)."
 
 
 def build_settings(**flags: Any) -> Settings:
-    """Settings from SUPERSCALE_* with the flags that were given on top."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
+    """Settings from SUPERSCALE_* with the flags that were given on top; a bad value or an
+    unknown checkpoint is a usage error, not a traceback."""
+    from pydantic import ValidationError
+
+    from superscale.schemas import CHECKPOINTS
+
+    try:
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid setting: {exc}") from None
+    unknown = sorted(set(settings.checkpoints) - set(CHECKPOINTS))
+    if unknown or not settings.checkpoints:
+        raise click.BadParameter(
+            f"unknown checkpoint(s) {unknown}; choose from {list(CHECKPOINTS)}",
+            param_hint="--checkpoint",
+        )
+    return settings
 
 
 def load_webhook_signer(settings: Settings) -> WebhookSigner:

@@ -23,7 +23,6 @@ from superscale.cli.options import (
     setup_logging,
     store_options,
 )
-from superscale.schemas import CHECKPOINTS
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.serve")
@@ -118,12 +117,6 @@ def serve(
         device=device,
         dtype=dtype,
     )
-    unknown = sorted(set(settings.checkpoints) - set(CHECKPOINTS))
-    if unknown or not settings.checkpoints:
-        raise click.BadParameter(
-            f"unknown checkpoint(s) {unknown}; choose from {list(CHECKPOINTS)}",
-            param_hint="--checkpoint",
-        )
     if settings.workers < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--workers")
     if (

@@ -8,6 +8,7 @@ state change of the jobs they follow."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import uuid
@@ -125,13 +126,17 @@ def test_two_servers_three_workers_one_killed(
                 f"{server_url}{QUEUE}",
                 json={"image_url": image_url, **extra},
                 params={"fal_webhook": f"{receiver.url}/hook"} if hook else None,
-                # Followed jobs go last (fal's low priority), so their streams open while they
-                # are certainly still queued.
+                # Followed jobs go last (fal's low priority): they run after the others.
                 headers={**auth, "x-fal-queue-priority": "low"} if hook else auth,
             )
             assert r.status_code == 200, r.text
             return str(r.json()["request_id"])
 
+        # The workers are paused (SIGSTOP; idle, they hold no lease) while the jobs go in and
+        # the streams open, so every followed job is certainly still queued when its streams
+        # open, however fast the workers would otherwise drain the queue.
+        for worker in cluster.workers:
+            worker.popen.send_signal(signal.SIGSTOP)
         # The victim: a long job (64 + 81 tiles) that is certain to be mid-run when its worker
         # dies. Then 59 small ones, alternating servers; the last few are followed by streams.
         long_job = submit(a.url, png_data_uri(512, 512), overlapping_tiles=True)
@@ -151,8 +156,12 @@ def test_two_servers_three_workers_one_killed(
                 streams.append(Stream(other.url, key, rid))
                 streams[-1].start()
         assert len(submitted) == JOBS
-        for stream in streams:
-            assert stream.opened.wait(30)
+        try:
+            for stream in streams:
+                assert stream.opened.wait(30)
+        finally:
+            for worker in cluster.workers:
+                worker.popen.send_signal(signal.SIGCONT)
 
         store = open_job_store(database_url)
         try:

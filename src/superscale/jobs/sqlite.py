@@ -128,9 +128,23 @@ class SqliteJobStore(JobStore):
         self._changed = threading.Condition()
         self._generation = 0  # counts this object's commits; guarded by _changed
         self._closed = False
-        with self._conn() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._migrate(conn)
+        self._open_database()
+
+    def _open_database(self) -> None:
+        """Switch to WAL and migrate. Several processes opening a new file at once can get
+        "database is locked" at once, without SQLite's busy handler (switching the journal
+        mode and WAL recovery do not wait): retry those within the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                with self._conn() as conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    self._migrate(conn)
+                return
+            except StoreUnavailable as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # --- plumbing -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -48,9 +48,11 @@ def test_fold_cache_is_per_seed_and_bounded(small_model_dir: Path) -> None:
     assert up.folded(0) is default
     up.upscale(image, seed=1)
     up.upscale(image, seed=2)  # evicts the least recently used (the default)
-    assert up.folded(2) is up.folded(2)
-    assert up.folded(0) is not default
-    assert len(up._folded) == 2
+    assert list(up._folded) == [1, 2]  # one entry per seed, the default gone
+    two = up._folded[2]
+    assert up.folded(2) is two  # a hit: not folded again
+    assert up.folded(0) is not default  # folded anew, evicting seed 1 (now least recent)
+    assert list(up._folded) == [2, 0]
 
 
 def test_at_most_two_float_bands_are_held(

@@ -51,11 +51,18 @@ def test_two_api_servers_share_state(
         time.sleep(0.5)
         job = a.job_store.claim("w", 30)
         assert job is not None and job.id == rid
+        # Once B's stream has reported IN_PROGRESS it waits on the job, re-reading it only every
+        # 2 s while listening: a completion 0.3 s later reaches it at once only by NOTIFY.
+        deadline = time.monotonic() + 10
+        while not any(e["status"] == "IN_PROGRESS" for e in events):
+            assert time.monotonic() < deadline, events
+            time.sleep(0.02)
+        time.sleep(0.3)
         done_at = time.monotonic()
         a.job_store.complete(rid, "w", OUTPUT, 0.1)
         reader.join(15)
         assert events[-1]["status"] == "COMPLETED"
-        assert elapsed[0] - done_at < 2.0  # woken by NOTIFY, not by a slow poll
+        assert elapsed[0] - done_at < 1.0  # woken by NOTIFY; the 2 s poll would take ~1.7 s
         assert cb.get(f"/queue/fal-ai/aura-sr/requests/{rid}").json() == OUTPUT
 
         token = ca.post("/storage/auth/token", json={}).json()["token"]

@@ -75,11 +75,23 @@ def test_submit_then_status_events_stream_and_result(client: SyncClient, image_f
 
 
 def test_run_uses_the_synchronous_route(
-    client: SyncClient, image_factory: Callable[..., Image.Image]
+    server: ServerProc, image_factory: Callable[..., Image.Image]
 ) -> None:
-    result = client.run(ENDPOINT_ID, {"image_url": image_factory(8, 5)}, timeout=120)
+    sent: list[tuple[str, str]] = []
+
+    def record(request: httpx.Request) -> None:
+        sent.append((request.method, request.url.path))
+
+    with (
+        httpx.Client(event_hooks={"request": [record]}) as http,
+        server.client(http=http) as client,
+    ):
+        result = client.run(ENDPOINT_ID, {"image_url": image_factory(8, 5)}, timeout=120)
     assert isinstance(result, AuraSrResult)
     assert result.image.to_pil().size == (32, 20)
+    # One POST to the synchronous route; nothing through the queue (upload requests aside).
+    assert sent.count(("POST", f"/{ENDPOINT_ID}")) == 1, sent
+    assert not [path for _, path in sent if path.startswith("/queue/")], sent
 
 
 def test_run_timeout_raises_a_timeout_error(

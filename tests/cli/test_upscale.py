@@ -162,11 +162,23 @@ def test_missing_checkpoint_is_a_clear_error(
 
 
 def test_output_too_big_for_the_format_is_refused_before_inference(
-    models: Path, tmp_path: Path
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 4100 px wide → 16400 px out: more than WebP holds. Refused up front, not after 65 tiles.
+    # The encoder refuses with the same message, so the upscaler's calls are what tell.
+    from superscale.engine import Upscaler
+
+    calls: list[object] = []
+    upscale = Upscaler.upscale
+
+    def counted(self: Upscaler, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return upscale(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Upscaler, "upscale", counted)
     src = make(tmp_path / "wide.png", "RGB", (4100, 1))
     result = invoke(src, "-o", tmp_path / "out", "--model-dir", models, "--format", "webp")
     assert result.exit_code == 1
     assert "webp cannot hold a 16400x4 image" in result.stderr
+    assert calls == []  # no inference ran
     assert not list((tmp_path / "out").iterdir())

@@ -20,6 +20,11 @@ def reopen(data: bytes) -> Image.Image:
     return image
 
 
+def written_by_fpng(data: bytes) -> bool:
+    """fpng marks its files with a private `fdEC` chunk (for its own fast decoder)."""
+    return b"fdEC" in data
+
+
 @pytest.fixture(params=["fpng", "pillow"])
 def png_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the fast writer and again with the fallback used where it is absent."""
@@ -37,6 +42,7 @@ def test_png_round_trips_exactly(png_writer: str, mode: str, size: tuple[int, in
     src = noise(*size, mode=mode)
     data = encode(src)
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert written_by_fpng(data) == (png_writer == "fpng")  # the writer under test wrote it
     out = reopen(data)
     assert out.mode == mode
     np.testing.assert_array_equal(np.asarray(out), np.asarray(src))
@@ -45,7 +51,9 @@ def test_png_round_trips_exactly(png_writer: str, mode: str, size: tuple[int, in
 def test_png_keeps_icc_profile(png_writer: str) -> None:
     profile = srgb_profile()
     src = noise(20, 10)
-    out = reopen(encode(src, "png", icc_profile=profile))
+    data = encode(src, "png", icc_profile=profile)
+    assert written_by_fpng(data) == (png_writer == "fpng")
+    out = reopen(data)
     assert out.info.get("icc_profile") == profile
     np.testing.assert_array_equal(np.asarray(out), np.asarray(src))
 

@@ -618,8 +618,10 @@ def test_postgres_waiters_survive_a_lost_listener(pg_schema_url: str) -> None:
         while api.listener_pid is None and time.monotonic() < deadline:
             time.sleep(0.01)
         old_pid = api.listener_pid
+        assert old_pid is not None, "the listener never connected"  # else nothing is lost below
         with psycopg.connect(pg_schema_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+            killed = admin.execute("SELECT pg_terminate_backend(%s)", (old_pid,)).fetchone()
+        assert killed == (True,)
         # Changes made while the listener is down are still seen (by polling) …
         threading.Timer(0.05, worker.append_log, args=(rid, "while down")).start()
         assert api.wait_for_change(rid, 1, timeout=5) == 2

@@ -395,7 +395,16 @@ def test_logs_keep_order_and_bump_the_version(store: JobStore) -> None:
     assert store.logs("nope") == []
 
 
-def test_wait_for_change_wakes_on_another_threads_write(store: JobStore) -> None:
+def test_wait_for_change_wakes_on_another_threads_write(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from superscale.jobs import postgres, sqlite
+
+    # Re-reads far slower than the 1.5 s bound below: only a wake-up by the write passes it
+    # (SQLite's usual 0.2 s poll would pass it without one).
+    monkeypatch.setattr(sqlite, "POLL_INTERVAL", 5.0)
+    monkeypatch.setattr(postgres, "POLL_INTERVAL", 5.0)
+    monkeypatch.setattr(postgres, "LISTENING_POLL", 5.0)
     rid = store.submit(new_job()).id
     threading.Timer(0.1, store.append_log, args=(rid, "hello")).start()
     t0 = time.monotonic()

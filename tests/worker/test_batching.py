@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from PIL import Image
 
 from pngs import data_uri, encode
 from superscale import images
-from superscale.files import FileStore, open_file_store
+from superscale.files import FileStore
 from superscale.jobs.base import CancelOutcome, Job, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID, AuraSrInput, batch_key
@@ -26,7 +25,7 @@ from superscale.settings import Settings
 from superscale.worker import Worker
 from superscale.worker.loop import get_upscaler, max_batch_jobs
 
-PUBLIC = "http://files.test:8000"
+from .conftest import PUBLIC
 
 
 def noise_png(h: int, w: int, seed: int) -> bytes:
@@ -35,26 +34,11 @@ def noise_png(h: int, w: int, seed: int) -> bytes:
 
 
 @pytest.fixture
-def batch_settings(settings: Settings, small_model_dir: Path) -> Settings:
-    settings.model_dir = small_model_dir
-    settings.public_url = PUBLIC
-    settings.checkpoints = ["v1", "v2"]
-    settings.max_batch_jobs = 4
-    return settings
-
-
-@pytest.fixture
-def file_store(batch_settings: Settings) -> FileStore:
-    return open_file_store(batch_settings.resolved_storage_url())
-
-
-@pytest.fixture
-def worker(
-    batch_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
-) -> Iterator[Worker]:
-    w = Worker(batch_settings, job_store, file_store, worker_id="batch-worker")
-    yield w
-    w.fetcher.close()
+def worker_settings(worker_settings: Settings) -> Settings:
+    """The worker conftest's settings, serving both checkpoints, batching up to 4 jobs."""
+    worker_settings.checkpoints = ["v1", "v2"]
+    worker_settings.max_batch_jobs = 4
+    return worker_settings
 
 
 def submit(store: SqliteJobStore, image: bytes | str, **extra: Any) -> str:
@@ -99,7 +83,7 @@ def test_default_batch_size_is_one_job_on_a_cpu(tmp_path: Path) -> None:
 
 
 def test_jobs_of_one_key_run_together_each_with_its_own_output(
-    worker: Worker, batch_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
+    worker: Worker, worker_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
 ) -> None:
     pngs = [noise_png(40, 70, 1), noise_png(64, 64, 2), noise_png(20, 130, 3), noise_png(9, 9, 4)]
     a = submit(job_store, pngs[0], webhook_url="http://h/a")  # the default seed, 0
@@ -119,7 +103,7 @@ def test_jobs_of_one_key_run_together_each_with_its_own_output(
     started = max(log_time(job_store, r, "tiles 0/") for r in together)
     assert started < min(log_time(job_store, r, "done:") for r in together)
 
-    upscaler = get_upscaler(batch_settings, "v1")
+    upscaler = get_upscaler(worker_settings, "v1")
     for r, png, overlap in zip([a, c, d], [pngs[0], pngs[2], pngs[3]], [False] * 3, strict=True):
         alone = upscaler.upscale(images.decode(png).image, overlapping_tiles=overlap)
         assert output_pixels(state(job_store, r), file_store) == alone.tobytes()
@@ -195,9 +179,9 @@ def test_images_over_the_pixel_budget_run_in_separate_inferences(
 
 
 def test_a_lost_lease_drops_only_that_job(
-    worker: Worker, batch_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
+    worker: Worker, worker_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
 ) -> None:
-    batch_settings.lease_seconds = 0.6  # heartbeats every 0.2 s, for each job of the batch
+    worker_settings.lease_seconds = 0.6  # heartbeats every 0.2 s, for each job of the batch
     first = submit(job_store, noise_png(384, 384, 0))  # 36 tiles: runs while we steal
     stolen = submit(job_store, noise_png(128, 128, 1))
     thread = threading.Thread(target=worker.run_once, daemon=True)

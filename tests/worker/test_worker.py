@@ -8,7 +8,7 @@ import io
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from PIL import Image
 from fixture_http import FixtureServer, Reply
 from pngs import encode, png_header_only
 from superscale import images
-from superscale.files import FileStore, new_key, open_file_store
+from superscale.files import FileStore, new_key
 from superscale.jobs.base import CancelOutcome, Job, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID
@@ -33,27 +33,6 @@ def png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
     if mode == "RGBA":
         image.putalpha(gradient)  # real transparency, so the alpha channel is kept
     return encode(image)
-
-
-@pytest.fixture
-def worker_settings(settings: Settings, small_model_dir: Path) -> Settings:
-    settings.model_dir = small_model_dir
-    settings.public_url = "http://files.test:8000"
-    return settings
-
-
-@pytest.fixture
-def file_store(worker_settings: Settings) -> FileStore:
-    return open_file_store(worker_settings.resolved_storage_url())
-
-
-@pytest.fixture
-def worker(
-    worker_settings: Settings, job_store: SqliteJobStore, file_store: FileStore
-) -> Iterator[Worker]:
-    w = Worker(worker_settings, job_store, file_store, worker_id="test-worker")
-    yield w
-    w.fetcher.close()
 
 
 def submit(store: SqliteJobStore, image_url: str, **extra: Any) -> str:

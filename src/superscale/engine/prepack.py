@@ -14,12 +14,13 @@ The two ops are those `torch.compile`'s freezing pass emits (`mkldnn_reorder_con
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..model.network import AuraSR, Block, FoldedConv
+from . import winograd
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,41 @@ def _input_shapes(net: AuraSR, example: Tensor) -> dict[str, list[int]]:
     return shapes
 
 
+def _winograd_fits(module: nn.Module, shape: list[int]) -> bool:
+    """An fp32 3×3 stride-1 conv on a feature map large enough to pay for 4× the weights."""
+    conv = module.proj if isinstance(module, Block) else module
+    weight = getattr(conv, "weight", None)
+    return (
+        isinstance(weight, Tensor)
+        and weight.dtype == torch.float32
+        and tuple(weight.shape[-2:]) == (3, 3)
+        and tuple(getattr(conv, "stride", (1, 1))) == (1, 1)
+        and tuple(getattr(conv, "padding", (1, 1))) == (1, 1)
+        and shape[2] * shape[3] >= winograd.MIN_PIXELS
+    )
+
+
+def _packed_twin(module: nn.Module, shape: list[int], use_winograd: bool) -> nn.Module:
+    """The prepacked (or Winograd) replacement of a folded block or a plain conv."""
+    fast = use_winograd and _winograd_fits(module, shape)
+    if isinstance(module, Block):
+        assert isinstance(module.proj, FoldedConv)
+        w = module.proj.weight
+        if fast:
+            return winograd.WinogradConv(w, None, act="swish")
+        return PackedConv(w, None, (1, 1), (w.shape[-1] // 2,) * 2, shape, attr="swish")
+    assert isinstance(module, nn.Conv2d)
+    if fast:
+        return winograd.WinogradConv(module.weight, module.bias)
+    padding = cast(tuple[int, ...], module.padding)  # never "same"/"valid" in this network
+    return PackedConv(module.weight, module.bias, module.stride, padding, shape)
+
+
 @torch.inference_mode()
-def prepack(net: AuraSR, example: Tensor) -> AuraSR:
+def prepack(net: AuraSR, example: Tensor, use_winograd: bool = False) -> AuraSR:
     """Replace, in place, every conv of a folded CPU network by its prepacked twin (3×3 convs
-    with their SiLU fused). `example`: a batch shaped like those the network will run."""
+    with their SiLU fused). `example`: a batch shaped like those the network will run.
+    `use_winograd`: the fp32 3×3 convs on large feature maps become `WinogradConv`s."""
     if not net.folded:
         raise ValueError("only a folded network has constant weights to prepack")
     if not available():
@@ -109,6 +141,7 @@ def prepack(net: AuraSR, example: Tensor) -> AuraSR:
         if (isinstance(m, Block) and isinstance(m.proj, FoldedConv))
         or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation == (1, 1))
     ]
+    use_winograd = use_winograd and winograd.available()
     # One layer at a time, each plain layer dropped as soon as its packed twin exists: memory
     # never holds two copies of the network. A layer that fails stays plain (still correct).
     for name in targets:
@@ -116,15 +149,7 @@ def prepack(net: AuraSR, example: Tensor) -> AuraSR:
         parent = net.get_submodule(parent_name) if parent_name else net
         module = getattr(parent, child)
         try:
-            if isinstance(module, Block):
-                assert isinstance(module.proj, FoldedConv)
-                w = module.proj.weight
-                pad = (w.shape[-1] // 2,) * 2
-                packed = PackedConv(w, None, (1, 1), pad, shapes[name], attr="swish")
-            else:
-                packed = PackedConv(
-                    module.weight, module.bias, module.stride, module.padding, shapes[name]
-                )
+            packed = _packed_twin(module, shapes[name], use_winograd)
         except RuntimeError as exc:
             log.warning("oneDNN prepacking failed for %s (%s); it stays plain", name, exc)
             continue

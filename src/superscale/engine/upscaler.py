@@ -51,10 +51,12 @@ class Upscaler:
         fold_cache_size: int = 2,
         channels_last: bool | None = None,
         prepack: bool | None = None,
+        winograd: bool | None = None,
     ) -> None:
         """`source`: a loaded network, or checkpoint files (their shapes are checked now;
         tensors are read when weights are folded, one at a time, and not kept).
         `prepack` (default: on CPUs with oneDNN): see `superscale.engine.prepack`.
+        `winograd` (default: with prepacking in fp32): see `superscale.engine.winograd`.
         `fold_cache_size` folded networks stay cached (each ~0.8 GB fp32, ~0.4 GB bf16 at the
         released config), the least recently used dropped first."""
         self.device = resolve_device(device)
@@ -73,13 +75,17 @@ class Upscaler:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.fold_cache_size = max(1, fold_cache_size)
-        self.channels_last = (
-            default_channels_last(self.device, self.dtype)
-            if channels_last is None
-            else channels_last
-        )
         self.prepack = (
             self.device.type == "cpu" and prepacking.available() if prepack is None else prepack
+        )
+        self.winograd = (
+            self.prepack and self.dtype == torch.float32 if winograd is None else winograd
+        )
+        # Winograd layers take NHWC (channels_last) memory; oneDNN's take either.
+        self.channels_last = (
+            default_channels_last(self.device, self.dtype) or self.winograd
+            if channels_last is None
+            else channels_last
         )
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
         self._fold_lock = threading.Lock()
@@ -96,6 +102,7 @@ class Upscaler:
         fold_cache_size: int = 2,
         channels_last: bool | None = None,
         prepack: bool | None = None,
+        winograd: bool | None = None,
     ) -> Upscaler:
         """`v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
         return cls(
@@ -106,6 +113,7 @@ class Upscaler:
             fold_cache_size=fold_cache_size,
             channels_last=channels_last,
             prepack=prepack,
+            winograd=winograd,
         )
 
     # Folding -------------------------------------------------------------------------------
@@ -124,7 +132,7 @@ class Upscaler:
                 assert self._reader is not None
                 net = fold_network(self.config, z, self._reader.get, self.dtype, self.device)
             if self.prepack:  # prepacked weights have oneDNN's own layout: no channels_last copy
-                net = prepacking.prepack(net, self._example_batch())
+                net = prepacking.prepack(net, self._example_batch(), self.winograd)
             if self.channels_last and not prepacking.is_packed(net):
                 net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self._folded[seed] = net

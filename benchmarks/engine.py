@@ -1,12 +1,18 @@
 """Engine benchmark: our Upscaler (fp32, bf16) against the reference's `upscale_4x`.
 
+Variants: `ours-fp32` is the default fp32 engine (Winograd 3×3 convs where the C kernels
+build), `ours-fp32-direct` the same with oneDNN's direct convs only, `ours-bf16` bf16 (run
+only where the CPU computes bf16 natively: elsewhere PyTorch emulates it, many times slower
+than fp32; name it in --variants to run it anyway).
+
 Released AuraSR config, random weights (written once to a temporary checkpoint: built from
 shapes, no init pass), the same image for every variant. Each variant runs in its own
 subprocess so that its peak RSS is its own. Printed per variant: wall and CPU seconds per
 64² tile, the speed-ups over the reference, peak RSS, set-up and folding time; then the max
 abs difference of the network outputs on two probe tiles: ours fp32 vs the reference fed the
 same shared z and input noise, ours bf16 vs ours fp32. Last, the hardware floor: this CPU's
-bf16 GEMM rate (a large `torch.matmul`) against the network's FLOPs per tile.
+GEMM rate (a large `torch.matmul`, bf16 where native, else fp32) against the network's
+FLOPs per tile as direct convolutions compute them.
 
     .venv/bin/python benchmarks/engine.py                 # 256² image: 16 tiles per variant
     .venv/bin/python benchmarks/engine.py --tiles 4       # a 64×256 strip: shorter
@@ -33,7 +39,7 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("reference", "ours-fp32", "ours-bf16")
+VARIANTS = ("reference", "ours-fp32", "ours-fp32-direct", "ours-bf16")
 PROBE_SEED = 4321
 
 
@@ -92,13 +98,15 @@ def _run_reference(checkpoint: Path, image: Image.Image, batch: int) -> dict[str
 
 
 def _run_ours(
-    checkpoint: Path, image: Image.Image, dtype: str, batch: int | None
+    checkpoint: Path, image: Image.Image, dtype: str, batch: int | None, winograd: bool
 ) -> dict[str, Any]:
     from superscale.engine import Upscaler
     from superscale.schemas import DEFAULT_SEED
 
     t0 = time.perf_counter()
-    up = Upscaler.from_checkpoint(checkpoint, device="cpu", dtype=dtype, batch_size=batch)
+    up = Upscaler.from_checkpoint(
+        checkpoint, device="cpu", dtype=dtype, batch_size=batch, winograd=winograd
+    )
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     net = up.folded(DEFAULT_SEED)
@@ -129,7 +137,10 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "reference":
         result = _run_reference(args.checkpoint, image, args.ref_batch)
     else:
-        result = _run_ours(args.checkpoint, image, args.worker.split("-")[1], args.batch)
+        dtype = args.worker.split("-")[1]
+        result = _run_ours(
+            args.checkpoint, image, dtype, args.batch, not args.worker.endswith("-direct")
+        )
     torch.save(result.pop("probe"), args.probe)
     result["peak_rss_gb"] = _peak_rss_gb()
     print(json.dumps(result))
@@ -169,12 +180,12 @@ def network_gflop() -> float:
     return flop / 1e9
 
 
-def bf16_gemm_tflops() -> float:
-    """This CPU's bf16 matmul rate (best of a few 2048² and 4096² products): the practical
-    ceiling of every conv, since oneDNN lowers them to the same bf16 dot-product kernels."""
+def gemm_tflops(dtype: torch.dtype) -> float:
+    """This CPU's matmul rate (best of a few 2048² and 4096² products): the practical ceiling
+    of every direct conv, since oneDNN lowers them to the same dot-product kernels."""
     best = 0.0
     for n in (2048, 4096):
-        a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         a @ b
         for _ in range(4):
             t0 = time.perf_counter()
@@ -202,7 +213,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=256, help="square input side (px)")
     parser.add_argument("--tiles", type=int, help="instead of --size: a 64 × (64·N) strip")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--ref-batch", type=int, default=8, help="reference max_batch_size")
     parser.add_argument("--batch", type=int, help="our tile batch size (default: per device)")
     parser.add_argument("--checkpoint", type=Path, help="reuse/create a random checkpoint here")
@@ -217,7 +228,13 @@ def main() -> None:
         worker(args)
         return
 
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    from superscale.engine.devices import cpu_has_native_bf16
+
+    native_bf16 = cpu_has_native_bf16()
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    else:
+        variants = [v for v in VARIANTS if native_bf16 or v != "ours-bf16"]
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
@@ -242,7 +259,13 @@ def main() -> None:
             f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f}"
         )
-        print(f"input {width}×{height}: {tiles} tiles of 64² per variant\n")
+        print(f"input {width}×{height}: {tiles} tiles of 64² per variant")
+        if not native_bf16:
+            print(
+                "ours-bf16 not run: this CPU has neither AVX512-BF16 nor AMX, so PyTorch "
+                "emulates bf16 (many times slower than fp32); the engine's `auto` picks fp32"
+            )
+        print()
         results: dict[str, dict[str, Any]] = {}
         probes: dict[str, torch.Tensor] = {}
         for round_ in range(args.repeat):
@@ -290,15 +313,18 @@ def main() -> None:
     if "ours-fp32" in probes and "ours-bf16" in probes:
         diff = (probes["ours-bf16"] - probes["ours-fp32"]).abs().max().item()
         print(f"max abs diff, ours bf16 vs ours fp32: {diff:.2e}")
-    gflop, peak = network_gflop(), bf16_gemm_tflops()
+    fast = "ours-bf16" if native_bf16 else "ours-fp32"
+    precision = "bf16" if native_bf16 else "fp32"
+    gflop = network_gflop()
+    peak = gemm_tflops(torch.bfloat16 if native_bf16 else torch.float32)
     floor = gflop / peak / 1e3
-    line = f"hardware floor: {gflop:.0f} GFLOP/tile at the bf16 GEMM peak {peak:.2f} TFLOP/s"
-    line += f" = {floor:.3f} s/tile"
+    line = f"direct-conv floor: {gflop:.0f} GFLOP/tile at the {precision} GEMM peak "
+    line += f"{peak:.2f} TFLOP/s = {floor:.3f} s/tile"
     if ref:
         line += f", at best {ref['seconds'] / tiles / floor:.1f}× the reference"
-    if "ours-bf16" in results:
-        achieved = gflop / (results["ours-bf16"]["seconds"] / tiles) / 1e3
-        line += f"; ours bf16 runs at {achieved:.2f} TFLOP/s ({achieved / peak:.0%} of it)"
+    if fast in results:
+        achieved = gflop / (results[fast]["seconds"] / tiles) / 1e3
+        line += f"; {fast} runs at {achieved:.2f} TFLOP/s-equivalent ({achieved / peak:.0%} of it)"
     print(line)
 
 

@@ -22,8 +22,11 @@ def test_prepacked_equals_plain(
     z = torch.randn(1, 128, generator=torch.Generator().manual_seed(0))
     plain = model.fold(z, dtype)
     packed = prepack.prepack(model.fold(z, dtype), torch.zeros(2, 3, 64, 64))
-    assert not any(isinstance(m, (FoldedConv, torch.nn.Conv2d)) for m in packed.modules())
-    assert sum(isinstance(m, prepack.PackedConv) for m in packed.modules()) > 100
+    if prepack.supports(dtype):
+        assert not any(isinstance(m, (FoldedConv, torch.nn.Conv2d)) for m in packed.modules())
+        assert sum(isinstance(m, prepack.PackedConv) for m in packed.modules()) > 100
+    else:  # e.g. bf16 on an AVX2-only CPU: left plain, still correct
+        assert not any(isinstance(m, prepack.PackedConv) for m in packed.modules())
     with torch.inference_mode():
         for batch in (1, 2, 3):  # packed for batches of 2; other sizes must work too
             x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))

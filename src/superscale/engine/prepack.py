@@ -35,6 +35,18 @@ def available() -> bool:
     )
 
 
+def supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN can pack weights of `dtype` on this CPU (bf16 and fp16 need AVX512 or
+    AVX-NE-CONVERT; elsewhere such a network stays plain)."""
+    if not available():
+        return False
+    check = {
+        torch.bfloat16: "_is_mkldnn_bf16_supported",
+        torch.float16: "_is_mkldnn_fp16_supported",
+    }.get(dtype)
+    return check is None or bool(getattr(torch.ops.mkldnn, check)())
+
+
 class PackedConv(nn.Module):
     """A conv whose weights are held in oneDNN's layout; `attr` is a fused activation."""
 
@@ -128,7 +140,9 @@ def prepack(net: AuraSR, example: Tensor, use_winograd: bool = False) -> AuraSR:
     `use_winograd`: the fp32 3×3 convs on large feature maps become `WinogradConv`s."""
     if not net.folded:
         raise ValueError("only a folded network has constant weights to prepack")
-    if not available():
+    body_dtype = next(p.dtype for n, p in net.named_parameters() if n.endswith(".proj.weight"))
+    if not supports(body_dtype):
+        log.info("oneDNN cannot pack %s weights on this CPU: plain convolutions", body_dtype)
         return net
     try:
         shapes = _input_shapes(net, example)

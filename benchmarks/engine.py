@@ -290,14 +290,14 @@ def main() -> None:
 
     ref = results.get("reference")
     header = ("variant", "s/tile", "tiles/s", "vs ref", "cpu-s/tile", "vs ref", "peak RSS")
-    print("\n{:<13}{:>7}{:>8}{:>8}{:>11}{:>8}{:>10}".format(*header))
+    print("\n{:<20}{:>7}{:>8}{:>8}{:>11}{:>8}{:>10}".format(*header))
     for variant, r in results.items():
         wall, cpu = r["seconds"] / tiles, r["cpu_s"] / tiles
         ratio = f"{ref['seconds'] / r['seconds']:.2f}×" if ref else "—"
         cpu_ratio = f"{ref['cpu_s'] / r['cpu_s']:.2f}×" if ref else "—"
         name = f"{variant} b{r.get('batch', args.ref_batch)}"
         print(
-            f"{name:<13}{wall:>7.3f}{1 / wall:>8.2f}{ratio:>8}{cpu:>11.3f}{cpu_ratio:>8}"
+            f"{name:<20}{wall:>7.3f}{1 / wall:>8.2f}{ratio:>8}{cpu:>11.3f}{cpu_ratio:>8}"
             f"{r['peak_rss_gb']:>8.2f}GB"
         )
     setup = ", ".join(

@@ -36,8 +36,9 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 # Input feature maps with at least this many pixels per image go through Winograd: on 2 Zen 3
-# cores it is 1.5-2.5× faster than oneDNN there, and the transformed weights of these layers
-# total ~0.3 GB at the released config; the 16² and 8² layers hold 80% of the weights.
+# cores it is 1.2-2.5× faster than oneDNN there, and the transformed weights of these layers
+# add ~0.3 GB at the released config; the 16² and 8² layers hold 82% of the 3×3 weights
+# (4× of those would add ~1 GB, for ~1.6× on 20% of the time).
 MIN_PIXELS = 32 * 32
 # Tiles run in chunks: the transformed input and output of a chunk (≤ 32 MB, reused from
 # call to call) stay near the last-level cache between the three steps.

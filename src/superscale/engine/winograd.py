@@ -146,6 +146,16 @@ def _workspace(slot: str, *shape: int) -> Tensor:
     return buf[:numel].view(shape)
 
 
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it starts a pool of its own."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _parallel(fn: Any, args: tuple[Any, ...], start: int, count: int) -> None:
     """Run fn(*args, t0, t1) over tiles [start, start + count), split across torch's thread
     count (ctypes releases the GIL for the call)."""

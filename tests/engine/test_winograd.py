@@ -43,6 +43,13 @@ def test_kernels_are_built_into_the_cache_and_reused(fresh_kernels: Path) -> Non
     assert built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
 
 
+def test_loading_the_kernels_leaves_denormals_alone(fresh_kernels: Path) -> None:
+    """Linked with -ffast-math, the library would switch the whole process to flush-to-zero."""
+    tiny = torch.tensor([1e-39])
+    assert winograd.kernel_library() is not None
+    assert (tiny * 1.0).item() > 0
+
+
 @pytest.mark.parametrize(
     ("cin", "cout", "h", "w", "bias", "act"),
     [

@@ -55,7 +55,11 @@ _G = torch.tensor(
     ],
     dtype=torch.float64,
 )
-_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
+# -ffast-math lets gcc call glibc's vector expf for the SiLU. It is given to the compile step
+# only: linked with it, gcc < 13 adds crtfastmath.o, whose constructor turns on flush-to-zero
+# for the whole process as soon as the library loads.
+_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
+_LDFLAGS = ["-shared"]
 
 
 def _cache_dir() -> Path:
@@ -85,7 +89,7 @@ def kernel_library() -> ctypes.CDLL | None:
         log.info("no C compiler: Winograd convolutions off, oneDNN direct convolutions used")
         return None
     key = hashlib.sha256(
-        source + " ".join([compiler, *_CFLAGS]).encode() + _cpu_fingerprint().encode()
+        source + repr([compiler, _CFLAGS, _LDFLAGS]).encode() + _cpu_fingerprint().encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"winograd-{key}.so"
     if not target.exists():
@@ -94,13 +98,12 @@ def kernel_library() -> ctypes.CDLL | None:
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                 src = Path(tmp) / "winograd.c"
                 src.write_bytes(source)
-                built = Path(tmp) / "winograd.so"
-                subprocess.run(
-                    [compiler, *_CFLAGS, "-o", str(built), str(src), "-lm"],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
+                obj, built = Path(tmp) / "winograd.o", Path(tmp) / "winograd.so"
+                for step in (
+                    [compiler, *_CFLAGS, "-c", "-o", str(obj), str(src)],
+                    [compiler, *_LDFLAGS, "-o", str(built), str(obj), "-lm"],
+                ):
+                    subprocess.run(step, check=True, capture_output=True, timeout=120)
                 os.replace(built, target)  # atomic: concurrent workers may build it too
         except (OSError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", b"") or b""

@@ -57,6 +57,7 @@ def test_loading_the_kernels_leaves_denormals_alone(fresh_kernels: Path) -> None
         (16, 8, 17, 33, False, "swish"),  # not multiples of 4: zero-padded, then cropped
         (64, 64, 32, 32, False, "swish"),
         (130, 70, 12, 20, True, "none"),  # channel counts past the kernel's 64-wide blocks
+        (40, 136, 12, 8, True, "swish"),  # past FUSED_MAX_CHANNELS: transforms around bmm
         (8, 8, 1, 1, True, "swish"),
     ],
 )
@@ -77,13 +78,18 @@ def test_layer_matches_a_float64_direct_conv(
         assert (out.double() - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max())
 
 
-def test_chunks_and_threads_cover_every_tile(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiles run in chunks split over threads: chunks of 3 tiles over 2 threads leave no
-    tile out and write none twice."""
+@pytest.mark.parametrize("path", ["fused", "bmm"])
+def test_chunks_and_threads_cover_every_tile(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles run in chunks split over threads: small chunks (6 tiles in C, or 3 around bmm)
+    over 2 threads leave no tile out and write none twice."""
     cin, cout = 24, 40
-    monkeypatch.setattr(winograd, "CHUNK_FLOATS", 36 * (cin + cout) * 3)
+    if path == "fused":
+        monkeypatch.setattr(winograd, "FUSED_FLOATS", 1)  # the smallest chunk: 6 tiles
+    else:
+        monkeypatch.setattr(winograd, "FUSED_MAX_CHANNELS", 0)
+        monkeypatch.setattr(winograd, "CHUNK_FLOATS", 36 * (cin + cout) * 3)
     gen = torch.Generator().manual_seed(7)
-    x = torch.randn(3, cin, 20, 28, generator=gen)
+    x = torch.randn(3, cin, 20, 28, generator=gen)  # 105 tiles: chunks end mid-image
     weight = torch.randn(cout, cin, 3, 3, generator=gen) / (cin * 9) ** 0.5
     b = torch.randn(cout, generator=gen)
     threads = torch.get_num_threads()

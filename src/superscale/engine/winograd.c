@@ -1,16 +1,20 @@
 /* Winograd F(4x4, 3x3) transforms for superscale's CPU engine (fp32, NHWC).
  *
  * A 3x3 stride-1 conv over an H x W image (H, W multiples of 4) becomes, per 4x4 output
- * block (a "tile"): V = Bt d B on the 6x6 input patch d, then 36 GEMMs M[k] = V[k] U[k]
- * (done by the caller, with torch.bmm), then y = At M A. These two functions are the
- * transforms; they are memory-bound, so each reads its input once and writes its output
- * once, and vectorises over channels (contiguous in NHWC).
+ * block (a "tile"): V = Bt d B on the 6x6 input patch d, then 36 GEMMs M[k] = V[k] U[k],
+ * then y = At M A. The transforms are memory-bound: each reads its input once, writes its
+ * output once, and vectorises over channels (contiguous in NHWC). Two ways to run a conv:
+ * the transforms alone, with the GEMMs done by the caller (torch.bmm: best for many
+ * channels), or wino_conv_f43, all three steps per cache-sized chunk of tiles with the GEMM
+ * below (best for few channels, whose small GEMMs BLAS runs poorly and whose transformed
+ * data would otherwise go through memory).
  *
  * Layouts: x, y are (N, H, W, C) contiguous; tile t = (n * H/4 + i) * W/4 + j. V and M
  * hold a chunk of `rows` tiles starting at tile `base`: (36, rows, C), tile t in row t - base.
  * Each call handles tiles [t0, t1) of that chunk: the caller splits the range over threads.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CB 64 /* channels per block: 2 x 36 x 64 floats of scratch stay in L1 */
@@ -115,4 +119,88 @@ void wino_output_f43(const float *m, int n_img, int h, int w, int c, long base, 
             }
         }
     }
+}
+
+typedef float v8f __attribute__((vector_size(32))); /* gcc/clang vector extension */
+
+static inline v8f load8(const float *p) {
+    v8f r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+
+/* rows_ rows of c (rows_ <= 6, a constant once inlined) at columns [j, j + 16). */
+static inline __attribute__((always_inline)) void gemm_tile(const float *a, const float *b,
+                                                            float *c, int rows_, int n_in,
+                                                            int n_out, int j) {
+    v8f acc[6][2] = {{{0}}};
+    const float *bk = b + j;
+    for (int k = 0; k < n_in; k++, bk += n_out) {
+        const v8f b0 = load8(bk), b1 = load8(bk + 8);
+        for (int q = 0; q < rows_; q++) {
+            const float aq = a[q * n_in + k];
+            acc[q][0] += aq * b0;
+            acc[q][1] += aq * b1;
+        }
+    }
+    for (int q = 0; q < rows_; q++) {
+        memcpy(c + q * n_out + j, &acc[q][0], 32);
+        memcpy(c + q * n_out + j + 8, &acc[q][1], 32);
+    }
+}
+
+static void gemm_block(const float *a, const float *b, float *c, long rows, int n_in,
+                       int n_out) {
+    /* c (rows, n_out) = a (rows, n_in) . b (n_in, n_out), through register tiles of up to 6
+     * rows x 16 columns (12 vector accumulators, enough to hide the FMA latency); columns
+     * past the last multiple of 16 go through a plain loop. */
+    const int wide = n_out - n_out % 16;
+    for (long r = 0; r < rows; r += 6) {
+        const int n = rows - r < 6 ? (int)(rows - r) : 6;
+        const float *ar = a + r * n_in;
+        float *cr = c + r * n_out;
+        for (int j = 0; j < wide; j += 16) {
+            switch (n) {
+                case 6: gemm_tile(ar, b, cr, 6, n_in, n_out, j); break;
+                case 5: gemm_tile(ar, b, cr, 5, n_in, n_out, j); break;
+                case 4: gemm_tile(ar, b, cr, 4, n_in, n_out, j); break;
+                case 3: gemm_tile(ar, b, cr, 3, n_in, n_out, j); break;
+                case 2: gemm_tile(ar, b, cr, 2, n_in, n_out, j); break;
+                default: gemm_tile(ar, b, cr, 1, n_in, n_out, j); break;
+            }
+        }
+        for (int q = 0; q < n; q++) {
+            for (int j = wide; j < n_out; j++) {
+                float s = 0;
+                for (int k = 0; k < n_in; k++) s += ar[q * n_in + k] * b[(long)k * n_out + j];
+                cr[q * n_out + j] = s;
+            }
+        }
+    }
+}
+
+/* The whole conv for tiles [t0, t1), `rows` tiles at a time so that a chunk's transformed
+ * input and output (36 x rows x (C + K) floats) stay in this core's cache: input transform,
+ * the 36 products with u (36, C, K), output transform into y. Returns -1 if out of memory. */
+int wino_conv_f43(const float *x, int n_img, int h, int w, int c, const float *u, int k_out,
+                  const float *bias, int act, float *y, long rows, long t0, long t1) {
+    float *v = malloc(sizeof(float) * 36 * rows * c);
+    float *m = malloc(sizeof(float) * 36 * rows * k_out);
+    if (v == NULL || m == NULL) {
+        free(v);
+        free(m);
+        return -1;
+    }
+    for (long base = t0; base < t1; base += rows) {
+        const long count = t1 - base < rows ? t1 - base : rows;
+        wino_input_f43(x, n_img, h, w, c, v, base, count, base, base + count);
+        for (int e = 0; e < 36; e++) {
+            gemm_block(v + (long)e * count * c, u + (long)e * c * k_out,
+                       m + (long)e * count * k_out, count, c, k_out);
+        }
+        wino_output_f43(m, n_img, h, w, k_out, base, count, bias, act, y, base, base + count);
+    }
+    free(v);
+    free(m);
+    return 0;
 }

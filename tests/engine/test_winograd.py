@@ -55,9 +55,9 @@ def test_loading_the_kernels_leaves_denormals_alone(fresh_kernels: Path) -> None
     [
         (3, 5, 4, 4, True, "none"),
         (16, 8, 17, 33, False, "swish"),  # not multiples of 4: zero-padded, then cropped
-        (64, 64, 32, 32, False, "swish"),
-        (130, 70, 12, 20, True, "none"),  # channel counts past the kernel's 64-wide blocks
-        (40, 136, 12, 8, True, "swish"),  # past FUSED_MAX_CHANNELS: transforms around bmm
+        (64, 64, 32, 32, False, "swish"),  # the fused path, 16-wide GEMM columns only
+        (130, 70, 12, 20, True, "none"),  # past FUSED_MAX_CHANNELS: transforms around bmm
+        (40, 136, 12, 8, True, "swish"),
         (8, 8, 1, 1, True, "swish"),
     ],
 )

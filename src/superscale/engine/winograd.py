@@ -2,11 +2,13 @@
 
 A 3×3 conv costs 9 multiply-adds per output pixel and channel pair; Winograd's F(4×4, 3×3)
 computes each 4×4 output block from a 6×6 input patch with 36 instead of 144, moving the
-work into 36 matrix products (one `torch.bmm`) between two cheap transforms. Those
-transforms are memory-bound: `winograd.c` does each in one pass over NHWC data, compiled
-for this CPU on first use with the system C compiler and cached (no compiler: the engine
-keeps oneDNN's direct convolutions). Transformed weights are 4× the size of the originals,
-so only the layers that run on large feature maps use it (few weights, most FLOPs).
+work into 36 matrix products between two transforms. `winograd.c` holds the transforms (one
+pass each over NHWC data) and, for layers with few channels, the whole conv per cache-sized
+chunk of tiles with its own GEMM; layers with many channels do the products in `torch.bmm`.
+It is compiled for this CPU on first use with the system C compiler and cached (no
+compiler: the engine keeps oneDNN's direct convolutions). Transformed weights are 4× the
+size of the originals, so only the layers that run on large feature maps use it (few
+weights, most FLOPs).
 
 Accuracy: the transforms multiply by up to 5 and 8, so results differ from a direct fp32
 conv by ~1e-5 relative (measured per layer and on the whole network in the tests).
@@ -40,10 +42,12 @@ log = logging.getLogger(__name__)
 # add ~0.3 GB at the released config; the 16² and 8² layers hold 82% of the 3×3 weights
 # (4× of those would add ~1 GB, for ~1.6× on 20% of the time).
 MIN_PIXELS = 32 * 32
-# Layers with at most this many output channels run all three steps in C, a chunk of tiles
-# whose transformed data (≤ FUSED_FLOATS) stays in a core's L2 at a time: 1.3-1.9× faster
-# than the transforms around torch.bmm on 2 Zen 3 cores; at 256 channels bmm wins (0.8×).
-FUSED_MAX_CHANNELS = 128
+# Layers with at most this many input and output channels run all three steps in C, a chunk
+# of tiles whose transformed data (≤ FUSED_FLOATS) stays in a core's L2 at a time. Inside
+# the released network on 2 Zen 3 cores (A/B in one process): 1.56× faster than the
+# transforms around torch.bmm at 64 channels on 256², 1.08× on 128²; at 128 channels and
+# more, bmm is faster (0.7-0.9×).
+FUSED_MAX_CHANNELS = 64
 FUSED_FLOATS = 2**18
 # Otherwise tiles run in chunks whose transformed input and output (≤ 32 MB, reused from
 # call to call) stay near the last-level cache between the transforms and torch.bmm.
@@ -214,7 +218,7 @@ class WinogradConv(nn.Module):
         bias = self.bias.data_ptr() if self.bias is not None else None
         act = 1 if self.act == "swish" else 0
         image = (nhwc.data_ptr(), n, hp, wp, c)
-        if out_c <= FUSED_MAX_CHANNELS:
+        if max(c, out_c) <= FUSED_MAX_CHANNELS:
             rows = max(6, FUSED_FLOATS // (36 * (c + out_c)) // 6 * 6)  # 6: the GEMM's tile
             args = (*image, self.u.data_ptr(), out_c, bias, act, y.data_ptr(), rows)
             if any(_parallel(lib.wino_conv_f43, args, 0, tiles)):

@@ -1,4 +1,4 @@
-/* Winograd F(4x4, 3x3) transforms for superscale's CPU engine (fp32, NHWC).
+/* Winograd F(4x4, 3x3) convolution kernels for superscale's CPU engine (fp32, NHWC).
  *
  * A 3x3 stride-1 conv over an H x W image (H, W multiples of 4) becomes, per 4x4 output
  * block (a "tile"): V = Bt d B on the 6x6 input patch d, then 36 GEMMs M[k] = V[k] U[k],

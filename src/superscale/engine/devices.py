@@ -41,13 +41,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo ("flags" on x86, "Features" on Arm); None
+    where that file cannot be read (not Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16: the CPU multiplies bf16 natively (oneDNN uses it)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: ask torch (it reports AMX on any OS)
+    flags = cpu_flags()
+    if flags is None:  # not Linux: ask torch (it reports AMX on any OS)
         return "AMX" in torch.backends.cpu.get_cpu_capability()
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    return not flags.isdisjoint(("avx512_bf16", "amx_bf16"))
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

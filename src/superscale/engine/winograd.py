@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .devices import cpu_flags
+
 log = logging.getLogger(__name__)
 
 # Input feature maps with at least this many pixels per image go through Winograd: on 2 Zen 3
@@ -80,13 +82,12 @@ def _cache_dir() -> Path:
 
 def _cpu_fingerprint() -> str:
     """The compiled kernel is for this CPU (-march=native): key the cache by its flags."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        return next((ln for ln in info.splitlines() if ln.startswith("flags")), info[:4096])
-    except OSError:
+    flags = cpu_flags()
+    if not flags:
         import platform
 
         return platform.processor() + platform.machine()
+    return " ".join(sorted(flags))
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -124,16 +123,16 @@ def test_a_version_1_database_gains_batch_keys_in_place(
 ) -> None:
     """Databases made before cross-job batching are migrated on open; their jobs have no key
     and are claimed alone."""
-    from superscale.jobs import postgres, sqlite
+    from superscale.jobs import migrate
 
-    module: Any = sqlite if job_store_url.startswith("sqlite") else postgres
-    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])
+    every = migrate.migrations
+    monkeypatch.setattr(migrate, "migrations", lambda dialect: every(dialect)[:1])
     open_job_store(job_store_url).close()
     insert = (
         "INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, created_at) "
         "VALUES ('old', 'e', '', '{}', 'v1', 'IN_QUEUE', 1, 1.0)"
     )
-    if module is sqlite:
+    if job_store_url.startswith("sqlite"):
         with closing(sqlite3.connect(job_store_url.removeprefix("sqlite:///"))) as conn:
             conn.execute(insert)
             conn.commit()
@@ -152,6 +151,47 @@ def test_a_version_1_database_gains_batch_keys_in_place(
         assert [j.id for j in store.claim_batch("w", 30, None, 4)] == [new]
     finally:
         store.close()
+
+
+def _columns(job_store_url: str, table: str) -> set[str]:
+    if job_store_url.startswith("sqlite"):
+        with closing(sqlite3.connect(job_store_url.removeprefix("sqlite:///"))) as conn:
+            return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    import psycopg
+
+    with psycopg.connect(job_store_url, autocommit=True) as pg:
+        rows = pg.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_migrated_tables_have_exactly_the_fields_of_their_records(
+    store: JobStore, job_store_url: str
+) -> None:
+    """Each dialect's migrations, run in full, end with the columns the code reads: those of
+    `Job` (plus `seq`, the submission order), `ApiKey` and `WebhookDelivery`."""
+    from dataclasses import fields
+
+    from superscale.jobs import WebhookDelivery
+    from superscale.jobs.statements import JOB_COLUMNS, WEBHOOK_COLUMNS
+
+    job_fields = {f.name for f in fields(Job)}
+    assert _columns(job_store_url, "jobs") == job_fields | {"seq"}
+    assert set(JOB_COLUMNS.split(", ")) == job_fields
+    webhook_fields = {f.name for f in fields(WebhookDelivery)}
+    assert _columns(job_store_url, "webhooks") == webhook_fields
+    assert set(WEBHOOK_COLUMNS.split(", ")) == webhook_fields
+    assert _columns(job_store_url, "api_keys") == {f.name for f in fields(ApiKey)}
+    assert _columns(job_store_url, "job_logs") == {
+        "id",
+        "request_id",
+        "message",
+        "level",
+        "timestamp",
+    }
 
 
 def test_concurrent_claimers_never_share_a_job(open_store: Callable[[], JobStore]) -> None:

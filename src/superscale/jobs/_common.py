@@ -1,25 +1,13 @@
-"""What the SQLite and PostgreSQL stores share: row ↔ dataclass conversion and standard errors."""
+"""Row ↔ dataclass conversion, the store's own errors and fal's webhook body."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 from superscale.jobs.base import Job, JobError
-
-# The columns of `jobs` that map onto `Job`, in the order both stores select them.
-JOB_COLUMNS = (
-    "id, endpoint, owner, input, checkpoint, state, version, created_at, started_at, "
-    "finished_at, output, error, inference_time, attempts, cancel_requested, worker_id, "
-    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl, batch_key"
-)
-
-# How often a waiter re-reads its job's version, to see writes of other processes
-# (the in-process notification only covers writes made through the same store object).
-POLL_INTERVAL = 0.2
 
 # Retry-After bounds for QueueFull, in seconds.
 MIN_RETRY_AFTER = 1.0
@@ -64,14 +52,6 @@ def webhook_body(request_id: str, output: dict[str, Any] | None, error: JobError
             error=f"Invalid status code: {error.status_code}",
         )
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def dump_error(error: JobError | None) -> str | None:
-    return None if error is None else json.dumps(asdict(error), separators=(",", ":"))
 
 
 def _load(value: Any) -> Any:

@@ -1,0 +1,152 @@
+-- Every statement of the job store, written once for both dialects.
+--
+-- `-- name: x` starts statement x. Parameters are named (`:name`). Three words in braces are
+-- filled in per dialect: {job_columns} (the columns `Job` is read from), {lock_row} (PostgreSQL:
+-- FOR UPDATE; SQLite: nothing, its write transactions hold the whole database) and
+-- {skip_locked} (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each
+-- other; SQLite: nothing). {json_items} is the function that lists a JSON array's elements as
+-- rows of `value`. PostgreSQL types a parameter at its first use: where a parameter may be NULL,
+-- its first use gives it a type.
+
+-- name: count_unfinished
+SELECT COUNT(*) AS n FROM jobs WHERE endpoint = :endpoint AND state != 'COMPLETED';
+
+-- name: recent_run_times
+SELECT finished_at - started_at AS seconds FROM jobs
+WHERE endpoint = :endpoint AND state = 'COMPLETED' AND started_at IS NOT NULL
+ORDER BY seq DESC LIMIT 20;
+
+-- name: insert_job
+INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, created_at,
+                  webhook_url, priority, start_deadline, file_ttl, batch_key)
+VALUES (:id, :endpoint, :owner, :input, :checkpoint, 'IN_QUEUE', 1, :now,
+        :webhook_url, :priority, :start_deadline, :file_ttl, :batch_key)
+RETURNING {job_columns};
+
+-- name: get_job
+SELECT {job_columns} FROM jobs WHERE id = :id;
+
+-- name: job_version
+SELECT version FROM jobs WHERE id = :id;
+
+-- name: queue_entry
+SELECT priority, seq FROM jobs WHERE id = :id AND state = 'IN_QUEUE';
+
+-- name: count_ahead
+SELECT COUNT(*) AS n FROM jobs
+WHERE state = 'IN_QUEUE'
+  AND (start_deadline IS NULL OR start_deadline > :now)
+  AND (priority > :priority OR (priority = :priority AND seq < :seq));
+
+-- name: claim
+-- The oldest highest-priority runnable job, taken in one statement.
+UPDATE jobs SET state = 'IN_PROGRESS', worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at, started_at = :now,
+    attempts = attempts + 1, version = version + 1
+WHERE seq = (
+    SELECT seq FROM jobs
+    WHERE state = 'IN_QUEUE'
+      AND (start_deadline IS NULL OR start_deadline > :now)
+      AND (checkpoint IN (SELECT value FROM {json_items}(:checkpoints)) OR :checkpoints IS NULL)
+      AND (CAST(:batch_key AS TEXT) IS NULL OR batch_key = :batch_key)
+    ORDER BY priority DESC, seq
+    LIMIT 1
+    {skip_locked}
+)
+RETURNING {job_columns};
+
+-- name: heartbeat
+-- A renewal is not a change anyone waits for: no version bump.
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND worker_id = :worker_id AND state = 'IN_PROGRESS';
+
+-- name: complete
+UPDATE jobs SET state = 'COMPLETED', output = :output, inference_time = :inference_time,
+    finished_at = :now, worker_id = NULL, lease_expires_at = NULL, version = version + 1
+WHERE id = :id AND worker_id = :worker_id AND state = 'IN_PROGRESS';
+
+-- name: fail
+-- worker_id NULL: whoever holds the job, or nobody.
+UPDATE jobs SET state = 'COMPLETED', error = :error, finished_at = :now,
+    worker_id = NULL, lease_expires_at = NULL, version = version + 1
+WHERE id = :id AND state != 'COMPLETED'
+  AND (CAST(:worker_id AS TEXT) IS NULL OR (worker_id = :worker_id AND state = 'IN_PROGRESS'))
+RETURNING webhook_url;
+
+-- name: job_state
+SELECT state FROM jobs WHERE id = :id {lock_row};
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = TRUE, version = version + 1 WHERE id = :id;
+
+-- name: expired_leases
+SELECT id, attempts, cancel_requested FROM jobs
+WHERE state = 'IN_PROGRESS' AND lease_expires_at < :now
+{skip_locked};
+
+-- name: requeue
+UPDATE jobs SET state = 'IN_QUEUE', worker_id = NULL, lease_expires_at = NULL,
+    version = version + 1
+WHERE id = :id;
+
+-- name: past_start_deadline
+SELECT id FROM jobs WHERE state = 'IN_QUEUE' AND start_deadline <= :now {skip_locked};
+
+-- name: delete_old_logs
+DELETE FROM job_logs WHERE request_id IN (
+    SELECT id FROM jobs WHERE state = 'COMPLETED' AND finished_at < :before);
+
+-- name: delete_old_webhooks
+-- Pending deliveries stay.
+DELETE FROM webhooks WHERE next_attempt_at IS NULL AND request_id IN (
+    SELECT id FROM jobs WHERE state = 'COMPLETED' AND finished_at < :before);
+
+-- name: delete_old_jobs
+DELETE FROM jobs WHERE state = 'COMPLETED' AND finished_at < :before;
+
+-- name: count_by_state
+SELECT state, COUNT(*) AS n FROM jobs GROUP BY state;
+
+-- name: bump_version
+UPDATE jobs SET version = version + 1 WHERE id = :id;
+
+-- name: insert_log
+INSERT INTO job_logs (request_id, message, level, timestamp)
+VALUES (:request_id, :message, :level, :now);
+
+-- name: logs
+SELECT message, level, timestamp FROM job_logs WHERE request_id = :request_id ORDER BY id;
+
+-- name: insert_key
+INSERT INTO api_keys (key_id, secret_hash, name, created_at, revoked_at)
+VALUES (:key_id, :secret_hash, :name, :created_at, :revoked_at);
+
+-- name: get_key
+SELECT key_id, secret_hash, name, created_at, revoked_at FROM api_keys WHERE key_id = :key_id;
+
+-- name: list_keys
+SELECT key_id, secret_hash, name, created_at, revoked_at FROM api_keys
+ORDER BY created_at, key_id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS NULL;
+
+-- name: insert_webhook
+INSERT INTO webhooks (request_id, url, body, next_attempt_at)
+VALUES (:request_id, :url, :body, :now);
+
+-- name: claim_due_webhooks
+-- Claiming pushes a delivery's next attempt back by the lease.
+UPDATE webhooks SET next_attempt_at = :lease_expires_at WHERE id IN (
+    SELECT id FROM webhooks WHERE delivered_at IS NULL AND next_attempt_at <= :now
+    ORDER BY next_attempt_at, id LIMIT :limit
+    {skip_locked})
+RETURNING {webhook_columns};
+
+-- name: webhook_result
+UPDATE webhooks SET attempts = attempts + 1, last_error = :error,
+    delivered_at = :delivered_at, next_attempt_at = :next_attempt_at
+WHERE id = :id;
+
+-- name: webhooks_of
+SELECT {webhook_columns} FROM webhooks WHERE request_id = :request_id ORDER BY id;

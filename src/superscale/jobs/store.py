@@ -1,0 +1,439 @@
+"""The job store's logic, once, over a SQL dialect (`dialect.py`) and the statements of
+`queries.sql`: submit, claim, leases, finishes, cancel, recovery, deadlines, retention, logs,
+keys, webhook deliveries and change notification. `sqlite.py` and `postgres.py` only connect."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+from superscale.jobs._common import (
+    attempts_exhausted_error,
+    cancelled_error,
+    deadline_error,
+    job_from_row,
+    new_request_id,
+    retry_after,
+    webhook_body,
+)
+from superscale.jobs.base import (
+    ApiKey,
+    CancelOutcome,
+    Job,
+    JobError,
+    JobStore,
+    LogRecord,
+    NewJob,
+    QueueFull,
+    Webhook,
+    WebhookDelivery,
+)
+from superscale.jobs.dialect import Connection, Dialect, Duplicate, Row
+from superscale.jobs.migrate import migrate
+from superscale.jobs.statements import render
+
+
+class ChangeSignal:
+    """Wake-ups for `wait_for_change`: writes bump the generations of the jobs they changed (and
+    a dialect may bump them for other processes' writes); a waiter sleeps until its job's
+    generation moves or its poll interval passes, whichever is first."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generations: dict[str, int] = {}
+        self._waiters: dict[str, int] = {}
+
+    @contextmanager
+    def watching(self, request_id: str) -> Iterator[None]:
+        with self._changed:
+            self._waiters[request_id] = self._waiters.get(request_id, 0) + 1
+            self._generations.setdefault(request_id, 0)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._waiters[request_id] -= 1
+                if not self._waiters[request_id]:
+                    del self._waiters[request_id]
+                    del self._generations[request_id]
+
+    def generation(self, request_id: str) -> int:
+        with self._changed:
+            return self._generations[request_id]
+
+    def wait(self, request_id: str, generation: int, timeout: float) -> None:
+        with self._changed:
+            # A change since `generation` was read would otherwise go unseen until the poll.
+            if self._generations[request_id] == generation:
+                self._changed.wait(timeout)
+
+    def wake(self, request_ids: Iterable[str] | None) -> None:
+        """Wake the waiters of these jobs; None: every waiter."""
+        with self._changed:
+            targets = list(self._generations) if request_ids is None else request_ids
+            woken = False
+            for request_id in targets:
+                if request_id in self._generations:
+                    self._generations[request_id] += 1
+                    woken = True
+            if woken:
+                self._changed.notify_all()
+
+
+class _Session:
+    """A connection with the store's statements by name, collecting the jobs it changed."""
+
+    def __init__(self, conn: Connection, statements: dict[str, str]) -> None:
+        self.conn = conn
+        self._statements = statements
+        self.changed: list[str] = []
+
+    def run(self, statement: str, /, **params: Any) -> Any:
+        return self.conn.execute(self._statements[statement], params)
+
+    def one(self, statement: str, /, **params: Any) -> Row | None:
+        row: Row | None = self.run(statement, **params).fetchone()
+        return row
+
+    def all(self, statement: str, /, **params: Any) -> list[Row]:
+        return list(self.run(statement, **params).fetchall())
+
+    def count(self, statement: str, /, **params: Any) -> int:
+        return int(self.run(statement, **params).rowcount)
+
+
+class SqlJobStore(JobStore):
+    """`JobStore` on a SQL database: the logic here, the database's particulars in `dialect`."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._statements = render(dict(dialect.words), dialect.paramstyle)
+        self._signal = ChangeSignal()
+        try:
+            dialect.retrying_startup(lambda: migrate(dialect))
+        except BaseException:
+            dialect.close()
+            raise
+        dialect.start(self._signal.wake)
+
+    # --- plumbing -------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[_Session]:
+        with self._dialect.connection() as conn:
+            yield _Session(conn, self._statements)
+
+    @contextmanager
+    def _write(self) -> Iterator[_Session]:
+        """A write transaction; waiters on the jobs it changed are woken once it commits."""
+        with self._dialect.transaction() as conn:
+            session = _Session(conn, self._statements)
+            yield session
+            if session.changed:
+                self._dialect.notify(conn, session.changed)
+        self._signal.wake(session.changed)
+
+    def _json(self, value: Any) -> Any:
+        return self._dialect.bind_json(value)
+
+    def _finish(self, db: _Session, request_id: str, error: JobError, now: float) -> None:
+        """End a job with `error` on the store's own account, queueing its webhook if any."""
+        row = db.one(
+            "fail", id=request_id, worker_id=None, error=self._json(asdict(error)), now=now
+        )
+        if row is not None and row["webhook_url"]:
+            body = webhook_body(request_id, None, error)
+            self._insert_webhook(db, request_id, (row["webhook_url"], body))
+        db.changed.append(request_id)
+
+    @staticmethod
+    def _insert_webhook(db: _Session, request_id: str, webhook: Webhook) -> None:
+        url, body = webhook
+        db.run("insert_webhook", request_id=request_id, url=url, body=body, now=time.time())
+
+    # --- jobs -----------------------------------------------------------------------------
+    def submit(self, job: NewJob, max_unfinished: int | None = None) -> Job:
+        request_id = job.request_id or new_request_id()
+        try:
+            with self._write() as db:
+                if max_unfinished is not None:
+                    # Submits to one endpoint take turns, so the count and insert are atomic.
+                    self._dialect.lock(db.conn, f"submit:{job.endpoint}")
+                    unfinished = db.one("count_unfinished", endpoint=job.endpoint)
+                    assert unfinished is not None
+                    if unfinished["n"] >= max_unfinished:
+                        recent = db.all("recent_run_times", endpoint=job.endpoint)
+                        raise QueueFull(retry_after([float(r["seconds"]) for r in recent]))
+                row = db.one(
+                    "insert_job",
+                    id=request_id,
+                    endpoint=job.endpoint,
+                    owner=job.owner,
+                    input=self._json(job.input),
+                    checkpoint=job.checkpoint,
+                    now=time.time(),
+                    webhook_url=job.webhook_url,
+                    priority=job.priority,
+                    start_deadline=job.start_deadline,
+                    file_ttl=job.file_ttl,
+                    batch_key=job.batch_key,
+                )
+        except Duplicate as exc:
+            raise ValueError(f"request id {request_id!r} already exists") from exc
+        assert row is not None
+        return job_from_row(row)
+
+    def get(self, request_id: str) -> Job | None:
+        with self._read() as db:
+            row = db.one("get_job", id=request_id)
+        return None if row is None else job_from_row(row)
+
+    def queue_position(self, request_id: str) -> int:
+        # Two plain queries rather than a self-join: the count then always walks the queue
+        # index, whatever the planner believes about the table's size.
+        with self._read() as db:
+            me = db.one("queue_entry", id=request_id)
+            if me is None:
+                return 0
+            row = db.one("count_ahead", now=time.time(), priority=me["priority"], seq=me["seq"])
+        assert row is not None
+        return int(row["n"])
+
+    def claim(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        batch_key: str | None = None,
+    ) -> Job | None:
+        if checkpoints is not None and not checkpoints:
+            return None
+        now = time.time()
+        with self._write() as db:
+            row = db.one(
+                "claim",
+                worker_id=worker_id,
+                lease_expires_at=now + lease_seconds,
+                now=now,
+                checkpoints=self._json(checkpoints),
+                batch_key=batch_key,
+            )
+            if row is None:
+                return None
+            db.changed.append(row["id"])
+        return job_from_row(row)
+
+    def heartbeat(self, request_id: str, worker_id: str, lease_seconds: float) -> bool:
+        with self._write() as db:
+            lease = time.time() + lease_seconds
+            return (
+                db.count("heartbeat", id=request_id, worker_id=worker_id, lease_expires_at=lease)
+                == 1
+            )
+
+    def complete(
+        self,
+        request_id: str,
+        worker_id: str,
+        output: dict[str, Any],
+        inference_time: float | None,
+        webhook: Webhook | None = None,
+    ) -> bool:
+        with self._write() as db:
+            done = db.count(
+                "complete",
+                id=request_id,
+                worker_id=worker_id,
+                output=self._json(output),
+                inference_time=inference_time,
+                now=time.time(),
+            )
+            if done != 1:
+                return False
+            if webhook is not None:
+                self._insert_webhook(db, request_id, webhook)
+            db.changed.append(request_id)
+        return True
+
+    def fail(
+        self,
+        request_id: str,
+        worker_id: str | None,
+        error: JobError,
+        webhook: Webhook | None = None,
+    ) -> bool:
+        with self._write() as db:
+            row = db.one(
+                "fail",
+                id=request_id,
+                worker_id=worker_id,
+                error=self._json(asdict(error)),
+                now=time.time(),
+            )
+            if row is None:
+                return False
+            if webhook is not None:
+                self._insert_webhook(db, request_id, webhook)
+            db.changed.append(request_id)
+        return True
+
+    def cancel(self, request_id: str) -> CancelOutcome:
+        with self._write() as db:
+            row = db.one("job_state", id=request_id)
+            if row is None:
+                return CancelOutcome.NOT_FOUND
+            if row["state"] == "COMPLETED":
+                return CancelOutcome.ALREADY_COMPLETED
+            if row["state"] == "IN_QUEUE":
+                self._finish(db, request_id, cancelled_error(), time.time())
+                return CancelOutcome.CANCELLED
+            db.run("request_cancel", id=request_id)
+            db.changed.append(request_id)
+            return CancelOutcome.REQUESTED
+
+    def recover_expired(self, max_attempts: int) -> list[str]:
+        now = time.time()
+        with self._write() as db:
+            # Where rows can be locked, a row another server is recovering (or a worker is
+            # finishing) right now is skipped; the next sweep looks at it again if needed.
+            expired = db.all("expired_leases", now=now)
+            for row in expired:
+                request_id = row["id"]
+                if row["cancel_requested"]:
+                    self._finish(db, request_id, cancelled_error(), now)
+                elif row["attempts"] >= max_attempts:
+                    self._finish(db, request_id, attempts_exhausted_error(row["attempts"]), now)
+                else:
+                    db.run("requeue", id=request_id)
+                    db.changed.append(request_id)
+        return [row["id"] for row in expired]
+
+    def expire_deadlines(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        with self._write() as db:
+            late = db.all("past_start_deadline", now=now)
+            for row in late:
+                self._finish(db, row["id"], deadline_error(), now)
+        return [row["id"] for row in late]
+
+    def delete_finished(self, before: float) -> int:
+        with self._write() as db:
+            db.run("delete_old_logs", before=before)
+            db.run("delete_old_webhooks", before=before)
+            return db.count("delete_old_jobs", before=before)
+
+    def counts(self) -> dict[str, int]:
+        result = {"IN_QUEUE": 0, "IN_PROGRESS": 0, "COMPLETED": 0}
+        with self._read() as db:
+            for row in db.all("count_by_state"):
+                result[row["state"]] = int(row["n"])
+        return result
+
+    # --- logs -----------------------------------------------------------------------------
+    def append_log(self, request_id: str, message: str, level: str = "INFO") -> None:
+        with self._write() as db:
+            if db.count("bump_version", id=request_id):
+                db.run(
+                    "insert_log",
+                    request_id=request_id,
+                    message=message,
+                    level=level,
+                    now=time.time(),
+                )
+                db.changed.append(request_id)
+
+    def logs(self, request_id: str) -> list[LogRecord]:
+        with self._read() as db:
+            rows = db.all("logs", request_id=request_id)
+        return [LogRecord(r["message"], r["level"], r["timestamp"]) for r in rows]
+
+    # --- change notification --------------------------------------------------------------
+    def _version(self, request_id: str) -> int:
+        with self._read() as db:
+            row = db.one("job_version", id=request_id)
+        return -1 if row is None else int(row["version"])
+
+    def wait_for_change(self, request_id: str, seen_version: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        with self._signal.watching(request_id):
+            while True:
+                generation = self._signal.generation(request_id)
+                version = self._version(request_id)
+                remaining = deadline - time.monotonic()
+                if version != seen_version or remaining <= 0:
+                    return version
+                poll = self._dialect.poll_interval()
+                self._signal.wait(request_id, generation, min(poll, remaining))
+
+    # --- keys -----------------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> None:
+        try:
+            with self._write() as db:
+                db.run("insert_key", **asdict(key))
+        except Duplicate as exc:
+            raise ValueError(f"key {key.key_id!r} already exists") from exc
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        with self._read() as db:
+            row = db.one("get_key", key_id=key_id)
+        return None if row is None else ApiKey(**row)
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._read() as db:
+            return [ApiKey(**row) for row in db.all("list_keys")]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._write() as db:
+            return db.count("revoke_key", key_id=key_id, now=time.time()) == 1
+
+    # --- webhooks -------------------------------------------------------------------------
+    def add_webhook(self, request_id: str, url: str, body: bytes) -> None:
+        with self._write() as db:
+            self._insert_webhook(db, request_id, (url, body))
+
+    def claim_due_webhooks(self, limit: int, lease_seconds: float) -> list[WebhookDelivery]:
+        now = time.time()
+        with self._write() as db:
+            rows = db.all(
+                "claim_due_webhooks", now=now, lease_expires_at=now + lease_seconds, limit=limit
+            )
+        return sorted((_delivery(row) for row in rows), key=lambda d: d.id)
+
+    def webhook_result(
+        self, delivery_id: int, delivered: bool, error: str | None, next_attempt_at: float | None
+    ) -> None:
+        with self._write() as db:
+            db.run(
+                "webhook_result",
+                id=delivery_id,
+                error=error,
+                delivered_at=time.time() if delivered else None,
+                next_attempt_at=None if delivered else next_attempt_at,
+            )
+
+    def webhooks(self, request_id: str) -> list[WebhookDelivery]:
+        with self._read() as db:
+            return [_delivery(row) for row in db.all("webhooks_of", request_id=request_id)]
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._dialect.close()
+
+
+def _delivery(row: Row) -> WebhookDelivery:
+    extra = row["extra"]
+    return WebhookDelivery(
+        id=int(row["id"]),
+        request_id=row["request_id"],
+        url=row["url"],
+        body=bytes(row["body"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        last_error=row["last_error"],
+        extra=json.loads(extra) if isinstance(extra, str) else dict(extra or {}),
+    )

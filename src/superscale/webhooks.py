@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from superscale import _b64url as b64url
 from superscale import netguard
 from superscale.jobs._common import webhook_body
-from superscale.jobs.base import Job, JobStore, WebhookDelivery
+from superscale.jobs.records import Job, WebhookDelivery
+from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from fixture_http import FixtureServer
 from loopback import free_port
 from superscale import webhooks
 from superscale.files import FileStore, open_file_store
-from superscale.jobs.base import JobError, JobStore, NewJob
+from superscale.jobs.records import JobError, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
+from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.worker import Worker
 from testkeys import self_signed_certificate

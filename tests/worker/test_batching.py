@@ -18,7 +18,7 @@ from PIL import Image
 from pngs import data_uri, encode
 from superscale import images
 from superscale.files import FileStore
-from superscale.jobs.base import CancelOutcome, Job, NewJob
+from superscale.jobs.records import CancelOutcome, Job, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID, AuraSrInput, batch_key
 from superscale.settings import Settings

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fixture_http import FixtureServer, Reply
 from superscale import webhooks
-from superscale.jobs.base import JobError, NewJob
+from superscale.jobs.records import JobError, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.settings import Settings
 

@@ -19,7 +19,7 @@ from fixture_http import FixtureServer, Reply
 from pngs import encode, png_header_only
 from superscale import images
 from superscale.files import FileStore, new_key
-from superscale.jobs.base import CancelOutcome, Job, NewJob
+from superscale.jobs.records import CancelOutcome, Job, NewJob
 from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings

@@ -23,7 +23,8 @@ from superscale.api.errors import (
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
 from superscale.files.base import FileStore
-from superscale.jobs.base import JobStore, StoreUnavailable
+from superscale.jobs.records import StoreUnavailable
+from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.webhooks import WebhookSigner
 

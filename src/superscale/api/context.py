@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from superscale.api.metrics import Metrics
 from superscale.api.signing import Signer
 from superscale.files.base import FileStore
-from superscale.jobs.base import JobStore
+from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.webhooks import WebhookSigner
 

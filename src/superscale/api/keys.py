@@ -12,7 +12,8 @@ import hmac
 import secrets
 import time
 
-from superscale.jobs.base import ApiKey, JobStore
+from superscale.jobs.records import ApiKey
+from superscale.jobs.store import JobStore
 
 _HASH_SCHEME = "sha256"
 

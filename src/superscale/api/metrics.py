@@ -18,7 +18,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from superscale.jobs.base import Job, JobStore
+from superscale.jobs.records import Job
+from superscale.jobs.store import JobStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)

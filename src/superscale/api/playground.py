@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.proxy import SESSION_COOKIE, grant_proxy_session, proxy_session_owner
 from superscale.api.signing import Signer, load_secret
-from superscale.jobs.base import JobStore
+from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"

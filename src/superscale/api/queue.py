@@ -19,7 +19,7 @@ from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
-from superscale.jobs.base import CancelOutcome, Job, NewJob, QueueFull
+from superscale.jobs.records import CancelOutcome, Job, NewJob, QueueFull
 from superscale.schemas import batch_key
 
 router = APIRouter()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from superscale.jobs._common import webhook_body
-from superscale.jobs.base import (
+from superscale.jobs.records import (
     ApiKey,
     CancelOutcome,
     Job,
     JobError,
-    JobStore,
     LogRecord,
     NewJob,
     QueueFull,
@@ -16,6 +15,7 @@ from superscale.jobs.base import (
     Webhook,
     WebhookDelivery,
 )
+from superscale.jobs.store import JobStore
 
 __all__ = [
     "ApiKey",

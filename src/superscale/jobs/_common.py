@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from superscale.jobs.base import Job, JobError
+from superscale.jobs.records import Job, JobError
 
 # Retry-After bounds for QueueFull, in seconds.
 MIN_RETRY_AFTER = 1.0

@@ -1,4 +1,4 @@
-"""What a SQL database must provide for `SqlJobStore`: connections, transactions, a few words of
+"""What a SQL database must provide for `JobStore`: connections, transactions, a few words of
 its SQL, JSON binding, locks, notifications, and its errors translated into the store's.
 
 The job logic and every statement live once, in `store.py` and `queries.sql`; a dialect is the
@@ -37,7 +37,7 @@ class Duplicate(Exception):
 
 
 class Dialect(abc.ABC):
-    """One database for `SqlJobStore`. Thread-safe; connections come from a pool."""
+    """One database for `JobStore`. Thread-safe; connections come from a pool."""
 
     name: ClassVar[Literal["sqlite", "postgresql"]]
     # Parameter markers: `:name` (SQLite) or `%(name)s` (psycopg).

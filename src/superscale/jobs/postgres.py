@@ -27,9 +27,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from superscale.jobs.base import StoreUnavailable
 from superscale.jobs.dialect import Dialect, Duplicate
-from superscale.jobs.store import SqlJobStore
+from superscale.jobs.records import StoreUnavailable
+from superscale.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class PostgresDialect(Dialect):
         connect_timeout: float = 15.0,
         acquire_timeout: float = 10.0,
     ) -> None:
+        """`acquire_timeout`: how long a call waits for a pooled connection before it raises
+        `StoreUnavailable` (with the database down, every call waits this long)."""
         self.url = url
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             url,
@@ -171,20 +173,12 @@ class PostgresDialect(Dialect):
         self._pool.close()
 
 
-class PostgresJobStore(SqlJobStore):
-    """`JobStore` on PostgreSQL through a psycopg 3 connection pool."""
+class PostgresJobStore(JobStore):
+    """`JobStore` on PostgreSQL; `options` are `PostgresDialect`'s (pool size, timeouts)."""
 
-    def __init__(
-        self,
-        url: str,
-        max_connections: int = 10,
-        connect_timeout: float = 15.0,
-        acquire_timeout: float = 10.0,
-    ) -> None:
-        """`acquire_timeout`: how long a call waits for a pooled connection before it raises
-        `StoreUnavailable` (with the database down, every call waits this long)."""
+    def __init__(self, url: str, **options: Any) -> None:
         self.url = url
-        self._pg = PostgresDialect(url, max_connections, connect_timeout, acquire_timeout)
+        self._pg = PostgresDialect(url, **options)
         super().__init__(self._pg)
 
     @property

@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from superscale.jobs.base import StoreUnavailable
 from superscale.jobs.dialect import Dialect, Duplicate, Row
-from superscale.jobs.store import SqlJobStore
+from superscale.jobs.records import StoreUnavailable
+from superscale.jobs.store import JobStore
 
 # How often a waiter re-reads its job's version to see other processes' writes.
 POLL_INTERVAL = 0.2
@@ -136,7 +136,7 @@ class SqliteDialect(Dialect):
             conn.close()
 
 
-class SqliteJobStore(SqlJobStore):
+class SqliteJobStore(JobStore):
     """`JobStore` on one SQLite file; safe for many threads and several processes."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:

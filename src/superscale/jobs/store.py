@@ -21,20 +21,19 @@ from superscale.jobs._common import (
     retry_after,
     webhook_body,
 )
-from superscale.jobs.base import (
+from superscale.jobs.dialect import Connection, Dialect, Duplicate, Row
+from superscale.jobs.migrate import migrate
+from superscale.jobs.records import (
     ApiKey,
     CancelOutcome,
     Job,
     JobError,
-    JobStore,
     LogRecord,
     NewJob,
     QueueFull,
     Webhook,
     WebhookDelivery,
 )
-from superscale.jobs.dialect import Connection, Dialect, Duplicate, Row
-from superscale.jobs.migrate import migrate
 from superscale.jobs.statements import render
 
 
@@ -107,8 +106,9 @@ class _Session:
         return int(self.run(statement, **params).rowcount)
 
 
-class SqlJobStore(JobStore):
-    """`JobStore` on a SQL database: the logic here, the database's particulars in `dialect`."""
+class JobStore:
+    """Durable jobs, logs, keys and webhook deliveries on a SQL database: the logic here, the
+    database's particulars in `dialect`. Thread-safe; methods are blocking."""
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
@@ -157,6 +157,7 @@ class SqlJobStore(JobStore):
 
     # --- jobs -----------------------------------------------------------------------------
     def submit(self, job: NewJob, max_unfinished: int | None = None) -> Job:
+        """Insert a queued job. Raises QueueFull when the endpoint has that many unfinished."""
         request_id = job.request_id or new_request_id()
         try:
             with self._write() as db:
@@ -188,6 +189,7 @@ class SqlJobStore(JobStore):
         return job_from_row(row)
 
     def get(self, request_id: str) -> Job | None:
+        """How many runnable jobs are ahead of this one (0 when next, or not queued)."""
         with self._read() as db:
             row = db.one("get_job", id=request_id)
         return None if row is None else job_from_row(row)
@@ -210,6 +212,8 @@ class SqlJobStore(JobStore):
         checkpoints: list[str] | None = None,
         batch_key: str | None = None,
     ) -> Job | None:
+        """Atomically take the oldest highest-priority queued job this worker can run
+        (only among jobs with that `batch_key` when one is given)."""
         if checkpoints is not None and not checkpoints:
             return None
         now = time.time()
@@ -227,7 +231,29 @@ class SqlJobStore(JobStore):
             db.changed.append(row["id"])
         return job_from_row(row)
 
+    def claim_batch(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        checkpoints: list[str] | None = None,
+        max_jobs: int = 1,
+    ) -> list[Job]:
+        """The job `claim` would take, then up to `max_jobs - 1` more queued now with its
+        batch key, oldest first. The first is always the queue's head, so batching never
+        holds back an older job of another key for longer than one batch runs."""
+        first = self.claim(worker_id, lease_seconds, checkpoints)
+        if first is None:
+            return []
+        jobs = [first]
+        while first.batch_key is not None and len(jobs) < max_jobs:
+            more = self.claim(worker_id, lease_seconds, checkpoints, first.batch_key)
+            if more is None:
+                break
+            jobs.append(more)
+        return jobs
+
     def heartbeat(self, request_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease. False when the worker no longer holds it (stop working on it)."""
         with self._write() as db:
             lease = time.time() + lease_seconds
             return (
@@ -243,6 +269,8 @@ class SqlJobStore(JobStore):
         inference_time: float | None,
         webhook: Webhook | None = None,
     ) -> bool:
+        """Finish successfully. False (and no change) when the worker lost the lease.
+        `webhook` (url, body) is queued in the same transaction, only if the job finished."""
         with self._write() as db:
             done = db.count(
                 "complete",
@@ -266,6 +294,8 @@ class SqlJobStore(JobStore):
         error: JobError,
         webhook: Webhook | None = None,
     ) -> bool:
+        """Finish with an error. worker_id None: fail a job whoever holds it (or none).
+        `webhook` as for `complete`."""
         with self._write() as db:
             row = db.one(
                 "fail",
@@ -282,6 +312,8 @@ class SqlJobStore(JobStore):
         return True
 
     def cancel(self, request_id: str) -> CancelOutcome:
+        """Requeue jobs whose lease ran out; fail those attempted max_attempts times.
+        Returns the ids it touched."""
         with self._write() as db:
             row = db.one("job_state", id=request_id)
             if row is None:
@@ -313,6 +345,7 @@ class SqlJobStore(JobStore):
         return [row["id"] for row in expired]
 
     def expire_deadlines(self, now: float | None = None) -> list[str]:
+        """Fail queued jobs whose start deadline passed (504, error_type "timeout")."""
         now = time.time() if now is None else now
         with self._write() as db:
             late = db.all("past_start_deadline", now=now)
@@ -321,12 +354,15 @@ class SqlJobStore(JobStore):
         return [row["id"] for row in late]
 
     def delete_finished(self, before: float) -> int:
+        """Forget jobs that finished before this unix time, with their logs and settled
+        webhooks (pending deliveries stay). Returns how many jobs went."""
         with self._write() as db:
             db.run("delete_old_logs", before=before)
             db.run("delete_old_webhooks", before=before)
             return db.count("delete_old_jobs", before=before)
 
     def counts(self) -> dict[str, int]:
+        """Jobs by state, for metrics: {"IN_QUEUE": n, "IN_PROGRESS": n, "COMPLETED": n}."""
         result = {"IN_QUEUE": 0, "IN_PROGRESS": 0, "COMPLETED": 0}
         with self._read() as db:
             for row in db.all("count_by_state"):
@@ -335,6 +371,7 @@ class SqlJobStore(JobStore):
 
     # --- logs -----------------------------------------------------------------------------
     def append_log(self, request_id: str, message: str, level: str = "INFO") -> None:
+        """Add a log line; bumps the job's version so streams see it."""
         with self._write() as db:
             if db.count("bump_version", id=request_id):
                 db.run(
@@ -347,6 +384,8 @@ class SqlJobStore(JobStore):
                 db.changed.append(request_id)
 
     def logs(self, request_id: str) -> list[LogRecord]:
+        """Block until the job's version differs from seen_version or timeout passes.
+        Returns the current version (-1 when the job does not exist)."""
         with self._read() as db:
             rows = db.all("logs", request_id=request_id)
         return [LogRecord(r["message"], r["level"], r["timestamp"]) for r in rows]
@@ -371,6 +410,7 @@ class SqlJobStore(JobStore):
 
     # --- keys -----------------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:
+        """Due, undelivered webhooks; claiming pushes next_attempt_at by lease_seconds."""
         try:
             with self._write() as db:
                 db.run("insert_key", **asdict(key))
@@ -406,6 +446,7 @@ class SqlJobStore(JobStore):
     def webhook_result(
         self, delivery_id: int, delivered: bool, error: str | None, next_attempt_at: float | None
     ) -> None:
+        """Record an attempt. next_attempt_at None with delivered False: give up."""
         with self._write() as db:
             db.run(
                 "webhook_result",
@@ -416,6 +457,7 @@ class SqlJobStore(JobStore):
             )
 
     def webhooks(self, request_id: str) -> list[WebhookDelivery]:
+        """Every delivery of a request's webhooks, pending, delivered or given up (oldest first)."""
         with self._read() as db:
             return [_delivery(row) for row in db.all("webhooks_of", request_id=request_id)]
 

@@ -15,7 +15,7 @@ import httpx
 
 from superscale import netguard
 from superscale.files.base import FileNotFound, FileStore, InvalidKey, check_key
-from superscale.jobs.base import JobError
+from superscale.jobs.records import JobError
 from superscale.settings import Settings
 
 MAX_REDIRECTS = 5

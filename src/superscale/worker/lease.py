@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from superscale.jobs.base import JobStore
+from superscale.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,129 @@
+"""The job store's records and errors (the store itself: `superscale.jobs.store.JobStore`).
+
+A job moves IN_QUEUE → IN_PROGRESS → COMPLETED. COMPLETED covers success, failure and
+cancellation alike (fal's clients wait for COMPLETED and read the outcome from the result);
+`Job.error` tells them apart. Workers hold a job through a lease they renew; a job whose lease
+runs out goes back to the queue until it has been attempted `max_attempts` times.
+
+Every change to a job bumps `Job.version`, so `wait_for_change` can tell a waiter whether
+anything happened since the version it last saw.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StoreUnavailable(ConnectionError):
+    """The store's database cannot be reached (down, restarting, out of connections); the
+    same call may well succeed later. The API answers it with 503 and Retry-After."""
+
+
+class QueueFull(Exception):
+    """The endpoint already holds as many unfinished jobs as it may; retry later."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"queue is full; retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "CANCELLED"  # was queued: now COMPLETED with a cancellation error
+    REQUESTED = "CANCELLATION_REQUESTED"  # is running: the worker stops at its next tile batch
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+@dataclass
+class JobError:
+    """Why a job did not produce an output; served as the result's status and body."""
+
+    status_code: int  # HTTP status the result call answers with (422, 400, 500, 504 …)
+    message: str
+    error_type: str  # e.g. "input_error", "cancelled", "internal_error", "timeout"
+    detail: Any = None  # fal's `detail` body; defaults to a message list when None
+
+    def to_body(self) -> dict[str, Any]:
+        detail = (
+            self.detail
+            if self.detail is not None
+            else [{"loc": ["body"], "msg": self.message, "type": self.error_type}]
+        )
+        return {"detail": detail, "error_type": self.error_type}
+
+
+# A webhook to queue: (receiver URL, body).
+Webhook = tuple[str, bytes]
+
+
+@dataclass
+class NewJob:
+    endpoint: str
+    owner: str  # the key id that submitted it ("" when auth is off)
+    input: dict[str, Any]
+    checkpoint: str  # which model the job needs: workers pull only what they can run
+    webhook_url: str | None = None
+    priority: int = 0  # higher first; fal's "low" priority is -1
+    start_deadline: float | None = None  # unix time; not started by then → 504
+    file_ttl: float | None = None  # seconds output files live (None: the server default)
+    request_id: str | None = None  # assigned by the store when None
+    # Jobs with the same key may share the model's forward passes (see `claim_batch`);
+    # None: never batched with others.
+    batch_key: str | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    owner: str
+    input: dict[str, Any]
+    checkpoint: str
+    state: str  # "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED"
+    version: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: dict[str, Any] | None = None
+    error: JobError | None = None
+    inference_time: float | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    webhook_url: str | None = None
+    priority: int = 0
+    start_deadline: float | None = None
+    file_ttl: float | None = None
+    batch_key: str | None = None
+
+
+@dataclass
+class LogRecord:
+    message: str
+    level: str = "INFO"
+    timestamp: float = 0.0
+
+
+@dataclass
+class ApiKey:
+    key_id: str
+    secret_hash: str  # never the secret itself
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass
+class WebhookDelivery:
+    id: int
+    request_id: str
+    url: str
+    body: bytes
+    attempts: int
+    next_attempt_at: float | None  # None once delivered or given up
+    delivered_at: float | None = None
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
     # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
     max_batch_jobs: int | None = Field(default=None, ge=1)
+    # Seconds running jobs may take to finish once `serve` or `worker` is told to stop
+    # (SIGTERM, Ctrl-C); what still runs then goes back to the queue, not charged an attempt.
+    shutdown_grace: float = Field(default=30.0, ge=0)
 
     # Limits.
     max_queue: int = 1000  # unfinished jobs per endpoint before submit answers 429

@@ -386,6 +386,20 @@ def test_heartbeat_keeps_the_lease(store: JobStore) -> None:
     assert store.get(rid).version == version  # type: ignore[union-attr]  # renewals are quiet
 
 
+def test_release_requeues_without_charging_an_attempt(store: JobStore) -> None:
+    rid = store.submit(new_job()).id
+    claimed = store.claim("w", 30)
+    assert claimed is not None and claimed.attempts == 1
+    assert not store.release(rid, "other")  # only its holder hands it back
+    assert store.release(rid, "w")
+    job = store.get(rid)
+    assert job is not None and job.state == "IN_QUEUE" and job.worker_id is None
+    assert job.attempts == 0 and job.version == claimed.version + 1
+    assert not store.release(rid, "w")  # no longer held
+    again = store.claim("w2", 30)
+    assert again is not None and again.id == rid and again.attempts == 1
+
+
 def test_cancel_requested_job_whose_worker_died_ends_cancelled(store: JobStore) -> None:
     rid = store.submit(new_job()).id
     store.claim("w", 0.05)

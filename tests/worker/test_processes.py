@@ -158,3 +158,53 @@ def test_worker_process_releases_on_sigterm_and_delivers_signed_webhook(
         assert webhooks.verify(jwks, delivery.headers, delivery.body)
         assert delivery.headers["X-Fal-Webhook-Request-Id"] == request_id
         assert b'"status":"OK"' in delivery.body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_sigterm_drains_the_same_in_serve_and_worker(
+    command: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM mid-job, as a routine restart sends it: with no grace left the job goes back to
+    the queue, not charged an attempt, and the process exits 0 — three restarts in a row; with
+    grace, the job finishes before the exit. Then it has been run to the end exactly once."""
+    from superscale.jobs import NewJob
+
+    data_dir = tmp_path / "data"
+    args = [command, "--data-dir", str(data_dir), "--checkpoint", "v1"]
+    if command == "serve":
+        args += ["--port", str(free_port())]
+    log = tmp_path / f"{command}.log"
+    store = SqliteJobStore(data_dir / "superscale.db")
+    try:
+        job = NewJob("fal-ai/aura-sr", "", {"image_url": png_data_uri(256, 256)}, "v1")
+        request_id = store.submit(job).id
+
+        def tiles_so_far() -> int:
+            return sum(1 for line in store.logs(request_id) if line.message.startswith("tiles "))
+
+        def mid_job() -> bool:
+            current = store.get(request_id)
+            return current is not None and current.state == "IN_PROGRESS" and tiles_so_far() > seen
+
+        for restart in range(3):
+            seen = tiles_so_far()
+            with process([*args, "--grace", "0"], env, log) as proc:
+                wait_for(mid_job, 120, f"run {restart + 1} to start the job")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) == 0, log.read_text()[-3000:]
+            back = store.get(request_id)
+            assert back is not None and back.state == "IN_QUEUE", back
+            assert back.attempts == 0 and back.worker_id is None
+
+        seen = tiles_so_far()
+        with process([*args, "--grace", "60"], env, log) as proc:
+            wait_for(mid_job, 120, "the last run to start the job")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(90) == 0, log.read_text()[-3000:]
+        done = store.get(request_id)
+        assert done is not None and done.state == "COMPLETED" and done.error is None, done
+        assert done.attempts == 1 and done.output is not None
+        assert (done.output["image"]["width"], done.output["image"]["height"]) == (1024, 1024)
+    finally:
+        store.close()

@@ -1,7 +1,8 @@
 """What the service commands share: their settings, their common flags, their logging.
 
-`serve` and `worker` must agree on the stores, the webhook key and the model, so each of those
-flags is defined once here and applied to both.
+`serve` and `worker` must agree on the stores, the webhook key, the model and how workers stop,
+so each of those flags is declared once here and applied to both. A flag's name is the
+`Settings` field it sets: commands hand their flags to `build_settings` whole.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger("superscale")
+
 DATA_DIR_HELP = "Where SQLite, files and secrets live (default ./data)."
 
 
@@ -32,8 +35,11 @@ def build_settings(**flags: Any) -> Settings:
 
     from superscale.schemas import CHECKPOINTS
 
+    given: dict[str, Any] = {
+        k: (list(v) or None) if isinstance(v, tuple) else v for k, v in flags.items()
+    }
     try:
-        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         raise click.UsageError(f"invalid setting: {exc}") from None
     unknown = sorted(set(settings.checkpoints) - set(CHECKPOINTS))
@@ -75,6 +81,42 @@ def open_stores(settings: Settings) -> tuple[WebhookSigner, JobStore, FileStore]
     return signer, job_store, file_store
 
 
+def run_service(
+    settings: Settings,
+    *,
+    workers: int,
+    worker_id: str | None = None,
+    serve: Callable[[JobStore, FileStore], None] | None = None,
+) -> None:
+    """Open the stores, start the workers and webhook delivery, then `serve(job_store,
+    file_store)` (the API, until it stops) or, without it, wait for a stop signal; stop the
+    workers the one way (`WorkerService`) and close the stores."""
+    from superscale.worker.service import WorkerService
+
+    signer, job_store, file_store = open_stores(settings)
+    service = WorkerService(
+        settings, job_store, file_store, signer, workers=workers, worker_id=worker_id
+    )
+    try:
+        service.handle_signals()
+        service.start()
+        if serve is not None:
+            serve(job_store, file_store)
+        else:
+            for worker in service.workers:
+                log.info(
+                    "worker %s serving %s on %s",
+                    worker.worker_id,
+                    settings.checkpoints,
+                    settings.device,
+                )
+            service.wait()
+    finally:
+        service.stop()
+        job_store.close()
+        file_store.close()
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -110,6 +152,10 @@ store_options = _apply(
     ),
 )
 
+public_url_option = click.option(
+    "--public-url", default=None, help="URL clients reach the API at, if not the one they use."
+)
+
 # --model-dir, --checkpoint (as `checkpoints`), --device, --dtype.
 model_options = _apply(
     click.option(
@@ -126,6 +172,25 @@ model_options = _apply(
     ),
     click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …"),
     click.option("--dtype", default=None, help="auto, float32, float16, bfloat16"),
+)
+
+# --max-batch-jobs, --grace (as `shutdown_grace`).
+worker_options = _apply(
+    click.option(
+        "--max-batch-jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Queued jobs of one checkpoint and seed run together in shared tile batches "
+        "(default: 8 on a GPU, 1 on a CPU).",
+    ),
+    click.option(
+        "--grace",
+        "shutdown_grace",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Seconds running jobs may take to finish after SIGTERM or Ctrl-C before they go "
+        "back to the queue (default 30).",
+    ),
 )
 
 log_level_option = click.option("--log-level", default="info", show_default=True)

@@ -9,8 +9,6 @@ them afterwards).
 from __future__ import annotations
 
 import logging
-import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,17 +17,15 @@ from superscale.cli.options import (
     build_settings,
     log_level_option,
     model_options,
-    open_stores,
+    public_url_option,
+    run_service,
     setup_logging,
     store_options,
+    worker_options,
 )
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.serve")
-
-# Seconds a stopping worker may spend finishing its job before it is told to abandon it (its
-# lease then expires and another worker, or the next start, retries it).
-WORKER_GRACE = 10.0
 
 
 def ensure_first_key(settings: Settings, job_store: Any) -> str | None:
@@ -54,14 +50,12 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @store_options
-@click.option(
-    "--public-url", default=None, help="URL clients reach this server at, if not the one they use."
-)
+@public_url_option
 @click.option(
     "--no-auth",
-    "no_auth",
-    is_flag=True,
-    default=False,
+    "auth",
+    flag_value=False,
+    default=None,
     help="Serve without API keys. Only on a trusted machine.",
 )
 @click.option(
@@ -69,54 +63,27 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
 )
 @click.option("--no-worker", is_flag=True, default=False, help="Same as --workers 0.")
 @model_options
+@worker_options
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @log_level_option
 def serve(
-    host: str | None,
-    port: int | None,
-    data_dir: Path | None,
-    database_url: str | None,
-    storage_url: str | None,
-    s3_endpoint_url: str | None,
-    webhook_key: str | None,
-    public_url: str | None,
-    no_auth: bool,
-    workers: int | None,
     no_worker: bool,
-    model_dir: Path | None,
-    checkpoints: tuple[str, ...],
-    device: str | None,
-    dtype: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
     log_level: str,
+    **flags: Any,
 ) -> None:
-    """Serve fal's API for fal-ai/aura-sr, with in-process workers."""
-    import uvicorn
+    """Serve fal's API for fal-ai/aura-sr, with in-process workers.
 
-    from superscale.api import create_app
-    from superscale.webhooks import WebhookDispatcher
-
+    SIGTERM or Ctrl-C drains: the API stops, running jobs may finish for `--grace` seconds,
+    then go back to the queue; the process exits 0."""
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
     setup_logging(log_level)
-    settings = build_settings(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        database_url=database_url,
-        storage_url=storage_url,
-        s3_endpoint_url=s3_endpoint_url,
-        webhook_key=webhook_key,
-        public_url=public_url,
-        auth=False if no_auth else None,
-        workers=0 if no_worker else workers,
-        model_dir=model_dir,
-        checkpoints=list(checkpoints) or None,
-        device=device,
-        dtype=dtype,
-    )
+    if no_worker:
+        flags["workers"] = 0
+    settings = build_settings(**flags)
     if settings.workers < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--workers")
     if (
@@ -126,12 +93,12 @@ def serve(
     ):
         # Our own URLs (outputs, uploads) must say https when we serve TLS.
         settings.public_url = "https://" + settings.resolved_public_url().removeprefix("http://")
-    signer, job_store, file_store = open_stores(settings)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-    worker_objs: list[Any] = []
-    dispatcher = WebhookDispatcher(settings, job_store, signer)
-    try:
+
+    def serve_api(job_store: Any, file_store: Any) -> None:
+        import uvicorn
+
+        from superscale.api import create_app
+
         key = ensure_first_key(settings, job_store)
         if key is not None:
             click.echo(
@@ -145,20 +112,9 @@ def serve(
         if banner:
             click.echo(banner)
         if settings.workers:
-            from superscale.worker import Worker  # imports torch: only when there are workers
-
-            for i in range(settings.workers):
-                worker = Worker(settings, job_store, file_store)
-                thread = threading.Thread(
-                    target=worker.run_forever, args=(stop,), name=f"worker-{i}", daemon=True
-                )
-                worker_objs.append(worker)
-                threads.append(thread)
-                thread.start()
             log.info("%d in-process worker(s) serving %s", settings.workers, settings.checkpoints)
         else:
             log.info("no in-process workers: run `superscale worker` against the same store")
-        dispatcher.start()
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -169,15 +125,8 @@ def serve(
             log_level=log_level.lower(),
             timeout_graceful_shutdown=5,
         )
+        # uvicorn takes SIGTERM/SIGINT while it runs and passes them on to the service's
+        # handlers when it returns: the workers then drain (see `run_service`).
         uvicorn.Server(config).run()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(WORKER_GRACE)
-        for worker in worker_objs:
-            worker.abort.set()
-        for thread in threads:
-            thread.join(5)
-        dispatcher.stop(5)
-        job_store.close()
-        file_store.close()
+
+    run_service(settings, workers=settings.workers, serve=serve_api)

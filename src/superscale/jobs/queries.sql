@@ -89,6 +89,12 @@ UPDATE jobs SET state = 'IN_QUEUE', worker_id = NULL, lease_expires_at = NULL,
     version = version + 1
 WHERE id = :id;
 
+-- name: release
+-- Handed back unfinished by a stopping worker: queued again, the attempt not counted.
+UPDATE jobs SET state = 'IN_QUEUE', worker_id = NULL, lease_expires_at = NULL,
+    attempts = attempts - 1, version = version + 1
+WHERE id = :id AND worker_id = :worker_id AND state = 'IN_PROGRESS';
+
 -- name: past_start_deadline
 SELECT id FROM jobs WHERE state = 'IN_QUEUE' AND start_deadline <= :now {skip_locked};
 

@@ -311,6 +311,15 @@ class JobStore:
             db.changed.append(request_id)
         return True
 
+    def release(self, request_id: str, worker_id: str) -> bool:
+        """Hand a running job back to the queue unfinished (its worker is stopping); the
+        attempt is not counted. False when the worker no longer held it."""
+        with self._write() as db:
+            if db.count("release", id=request_id, worker_id=worker_id) != 1:
+                return False
+            db.changed.append(request_id)
+        return True
+
     def cancel(self, request_id: str) -> CancelOutcome:
         """Requeue jobs whose lease ran out; fail those attempted max_attempts times.
         Returns the ids it touched."""

@@ -354,12 +354,10 @@ class Worker:
             self.job_store.fail(job.id, self.worker_id, error, webhook)
 
     def _release(self, request_id: str) -> None:
-        """Give a job back unfinished: a lease of zero seconds ends now, so the next recovery
-        pass requeues it (it still counts as an attempt)."""
+        """Give a job back unfinished, not charged an attempt: the worker is stopping."""
         log.warning("releasing %s unfinished: the worker is stopping", request_id)
         try:
-            self.job_store.heartbeat(request_id, self.worker_id, 0.0)
-            self._recover()
+            self.job_store.release(request_id, self.worker_id)
         except Exception:
             log.warning("could not release %s; its lease will expire", request_id, exc_info=True)
 

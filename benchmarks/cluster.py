@@ -158,7 +158,6 @@ def engine_batching(model_dir: Path, size: int, images: int = 8) -> None:
     from PIL import Image
 
     from superscale.engine import Upscaler
-    from superscale.engine.multi import upscale_many
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -172,7 +171,7 @@ def engine_batching(model_dir: Path, size: int, images: int = 8) -> None:
             "v1", model_dir=model_dir, device="cpu", dtype="fp32", batch_size=batch
         )
         up.upscale(inputs[0])  # folds and warms up
-        upscale_many(up, inputs[:2])
+        up.upscale_many(inputs[:2])
         alone = many = math.inf
         for _ in range(3):  # best of three: the least disturbed by other load
             t = time.perf_counter()
@@ -180,7 +179,7 @@ def engine_batching(model_dir: Path, size: int, images: int = 8) -> None:
                 up.upscale(image)
             alone = min(alone, time.perf_counter() - t)
             t = time.perf_counter()
-            upscale_many(up, inputs)
+            up.upscale_many(inputs)
             many = min(many, time.perf_counter() - t)
         print(
             f"engine, batch {up.batch_size}: {images} x upscale {tiles / alone:.1f} tiles/s, "

@@ -49,6 +49,10 @@ class ImageError(ValueError):
     """The input is not an image this service can process; the message says why."""
 
 
+class ImageTooLarge(ImageError):
+    """Over the pixel limit (or Pillow's bomb guard), or too big for the output format."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded input: `image` is RGB or RGBA 8-bit, upright."""
@@ -67,7 +71,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     try:
         im = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:  # Pillow's own cap, above ours by default
-        raise ImageError(f"image too large: {exc}") from None
+        raise ImageTooLarge(f"image too large: {exc}") from None
     except Image.UnidentifiedImageError:
         raise ImageError(_unidentified_message(data, formats)) from None
     except Exception as exc:  # any parser failure on untrusted bytes is the input's fault
@@ -78,7 +82,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     if width <= 0 or height <= 0:
         raise ImageError(f"image has zero size ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"image too large: {width}x{height} = {width * height:,} pixels, "
             f"over the limit of {max_pixels:,}"
         )
@@ -224,13 +228,13 @@ def png_encoder_name() -> str:
 
 
 def check_size(width: int, height: int, fmt: str) -> None:
-    """Raise `ImageError` when a `width`×`height` image cannot be written as `fmt`.
+    """Raise `ImageTooLarge` when a `width`×`height` image cannot be written as `fmt`.
 
     Callers can check an output size (4× the input) before spending the inference on it.
     """
     name = _canonical(fmt)
     if max(width, height) > MAX_SIDE[name]:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{name} cannot hold a {width}x{height} image (at most {MAX_SIDE[name]} px per "
             "side): choose png"
         )

@@ -1,4 +1,4 @@
-"""`upscale_many`: several images in shared tile batches, each as if upscaled alone."""
+"""`Upscaler.upscale_many`: several images in shared tile batches, each as if upscaled alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from superscale.engine import Cancelled, Upscaler
-from superscale.engine.multi import upscale_many
 
 
 def _image(h: int, w: int, seed: int, mode: str = "RGB") -> Image.Image:
@@ -35,7 +34,7 @@ def test_outputs_are_byte_identical_to_one_image_at_a_time(upscaler: Upscaler) -
         _image(90, 20, 4),
     ]
     overlaps = [False, True, False, True]
-    got = upscale_many(upscaler, inputs, seed=5, overlapping_tiles=overlaps)
+    got = upscaler.upscale_many(inputs, seed=5, overlapping_tiles=overlaps)
     for image, overlap, out in zip(inputs, overlaps, got, strict=True):
         alone = upscaler.upscale(image, overlapping_tiles=overlap, seed=5)
         assert isinstance(out, Image.Image)
@@ -58,8 +57,7 @@ def test_progress_per_image_and_cancel_stops_only_that_image(upscaler: Upscaler)
     def recorder(i: int) -> Callable[[int, int], None]:
         return lambda done, total: seen[i].append((done, total))
 
-    got = upscale_many(
-        upscaler,
+    got = upscaler.upscale_many(
         inputs,
         progress=[recorder(i) for i in range(3)],
         should_cancel=[None, cancel_after(1, 1), None],
@@ -77,7 +75,7 @@ def test_progress_per_image_and_cancel_stops_only_that_image(upscaler: Upscaler)
 def test_a_bad_image_fails_alone(upscaler: Upscaler) -> None:
     empty = Image.new("RGB", (0, 0))
     good = _image(30, 30, 9)
-    got = upscale_many(upscaler, [empty, good], seed=1)
+    got = upscaler.upscale_many([empty, good], seed=1)
     assert isinstance(got[0], ValueError)
     assert isinstance(got[1], Image.Image)
     assert got[1].tobytes() == upscaler.upscale(good, seed=1).tobytes()
@@ -85,7 +83,7 @@ def test_a_bad_image_fails_alone(upscaler: Upscaler) -> None:
 
 def test_argument_errors(upscaler: Upscaler) -> None:
     with pytest.raises(ValueError, match="seed"):
-        upscale_many(upscaler, [_image(8, 8, 0)], seed=-1)
+        upscaler.upscale_many([_image(8, 8, 0)], seed=-1)
     with pytest.raises(ValueError, match="overlapping_tiles"):
-        upscale_many(upscaler, [_image(8, 8, 0)], overlapping_tiles=[True, False])
-    assert upscale_many(upscaler, []) == []
+        upscaler.upscale_many([_image(8, 8, 0)], overlapping_tiles=[True, False])
+    assert upscaler.upscale_many([]) == []

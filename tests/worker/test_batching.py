@@ -23,7 +23,7 @@ from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID, AuraSrInput, batch_key
 from superscale.settings import Settings
 from superscale.worker import Worker
-from superscale.worker.loop import get_upscaler, max_batch_jobs
+from superscale.worker.engines import get_upscaler, max_batch_jobs
 
 from .conftest import PUBLIC
 

@@ -19,7 +19,7 @@ from superscale.jobs import JobStore, NewJob, open_job_store
 from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 from superscale.worker import Worker
-from superscale.worker.loop import get_upscaler
+from superscale.worker.engines import get_upscaler
 
 from .test_worker import png_bytes
 

@@ -24,7 +24,7 @@ from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 from superscale.worker import Worker
-from superscale.worker.loop import get_upscaler
+from superscale.worker.engines import get_upscaler
 
 
 def png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
@@ -315,10 +315,10 @@ def finished_or_none(store: SqliteJobStore, request_id: str) -> bool:
 
 
 def test_progress_on_big_images_is_throttled(job_store: SqliteJobStore) -> None:
-    from superscale.worker.loop import _Progress
+    from superscale.worker.engines import TileProgress
 
     request_id = submit(job_store, "data:,x")
-    progress = _Progress(job_store, request_id)
+    progress = TileProgress(job_store, request_id)
     for done in range(401):  # a 1280² input: 400 tiles, reported far faster than 1 line/s
         progress(done, 400)
     lines = tile_logs(job_store, request_id)
@@ -342,8 +342,8 @@ def test_output_too_large_for_the_format_fails_before_inference(
 
 
 def test_encode_refusal_is_a_job_error_not_an_exception() -> None:
+    from superscale.worker.failures import encode_output
     from superscale.worker.fetch import InputError
-    from superscale.worker.loop import encode_output
 
     with pytest.raises(InputError) as caught:
         encode_output(Image.new("RGB", (16384, 1)), "webp", None)

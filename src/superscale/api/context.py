@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from superscale.api.metrics import Metrics
 from superscale.api.signing import Signer
 from superscale.files.base import FileStore
+from superscale.files.urls import file_url
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.webhooks import WebhookSigner
@@ -64,7 +65,7 @@ class ApiContext:
     def canonical_file_url(self, key: str) -> str:
         """Our file URLs as stored in job inputs: on the configured public URL, which the
         worker (which has no request) recognises and reads from the store directly."""
-        return f"{self.settings.resolved_public_url()}/files/{key}"
+        return file_url(self.settings.resolved_public_url(), key)
 
 
 def get_ctx(request: Request) -> ApiContext:

@@ -21,11 +21,11 @@ from pydantic import ValidationError
 
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
+from superscale.files.urls import key_of_path
 from superscale.schemas import AuraSrInput
 
 _IMAGE_URL_LOC = ("body", "image_url")
 _DATA_URI = re.compile(r"^data:([^,]*?),(.*)$", re.DOTALL | re.IGNORECASE)
-FILES_PREFIX = "/files/"
 
 
 def too_large(limit: int) -> ApiError:
@@ -95,8 +95,8 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
         raise _bad_url(f"image_url is not a valid URL: {exc}") from None
     if not host:
         raise _bad_url("image_url has no host")
-    if parts.netloc.lower() in ctx.own_netlocs(request) and parts.path.startswith(FILES_PREFIX):
-        key = unquote(parts.path[len(FILES_PREFIX) :])
+    key = key_of_path(parts.path)
+    if parts.netloc.lower() in ctx.own_netlocs(request) and key is not None:
         if not await ctx.call(ctx.file_store.exists, key):
             raise _bad_url("image_url names a file of this server that does not exist")
         return ctx.canonical_file_url(key)

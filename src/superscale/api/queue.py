@@ -19,6 +19,7 @@ from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
+from superscale.files.urls import rebase
 from superscale.jobs.records import CancelOutcome, Job, NewJob, QueueFull
 from superscale.schemas import batch_key
 
@@ -132,12 +133,11 @@ def _rebase(value: Any, ctx: ApiContext, request: Request) -> Any:
     write them with the configured public URL; behind TLS or a proxy that is not it)."""
     if ctx.settings.public_url:  # configured explicitly: that is the URL to hand out
         return value
-    old = f"{ctx.settings.resolved_public_url()}/files/"
-    new = f"{ctx.base_url(request)}/files/"
+    old, new = ctx.settings.resolved_public_url(), ctx.base_url(request)
     if old == new:
         return value
     if isinstance(value, str):
-        return new + value[len(old) :] if value.startswith(old) else value
+        return rebase(value, old, new)
     if isinstance(value, dict):
         return {k: _rebase(v, ctx, request) for k, v in value.items()}
     if isinstance(value, list):

@@ -27,6 +27,7 @@ from superscale.api.context import ApiContext, Ctx
 from superscale.api.errors import ApiError, not_found
 from superscale.api.inputs import parse_json, parse_lifecycle, read_body
 from superscale.files.base import FileNotFound, UploadError, new_key
+from superscale.files.urls import file_url
 
 router = APIRouter()
 
@@ -113,7 +114,7 @@ async def upload(request: Request, ctx: Ctx) -> Response:
     content_type = _content_type(request)
     key = new_key(_file_name(request.headers.get("x-fal-file-name"), content_type))
     await ctx.call(ctx.file_store.put, key, data, content_type, _expires_at(request, ctx))
-    return JSONResponse({"access_url": f"{ctx.base_url(request)}/files/{key}"})
+    return JSONResponse({"access_url": file_url(ctx.base_url(request), key)})
 
 
 @router.post("/files/upload/multipart")
@@ -125,7 +126,7 @@ async def upload_multipart_start(request: Request, ctx: Ctx) -> Response:
         ctx.file_store.start_multipart, key, content_type, _expires_at(request, ctx)
     )
     handle = ctx.signer.sign(MULTIPART_PURPOSE, {"k": key, "u": upload_id, "o": owner}, 86400)
-    return JSONResponse({"access_url": f"{ctx.base_url(request)}/files/{key}", "uploadId": handle})
+    return JSONResponse({"access_url": file_url(ctx.base_url(request), key), "uploadId": handle})
 
 
 async def _multipart_claims(
@@ -185,7 +186,7 @@ async def upload_part(
 async def upload_complete(key: str, handle: str, request: Request, ctx: Ctx) -> Response:
     claims = await _multipart_claims(request, ctx, key, handle)
     size = await _complete(request, ctx, claims)
-    return JSONResponse({"access_url": f"{ctx.base_url(request)}/files/{key}", "size": size})
+    return JSONResponse({"access_url": file_url(ctx.base_url(request), key), "size": size})
 
 
 # --- JS clients: initiate + signed PUT -------------------------------------------------------
@@ -203,7 +204,7 @@ async def initiate(request: Request, ctx: Ctx) -> Response:
         claims = {"k": key, "o": owner, "c": content_type, "x": _expires_at(request, ctx)}
         token = ctx.signer.sign(PUT_PURPOSE, claims, UPLOAD_URL_TTL)
         upload_url = f"{base}/storage/upload/put/{token}"
-    return JSONResponse({"upload_url": upload_url, "file_url": f"{base}/files/{key}"})
+    return JSONResponse({"upload_url": upload_url, "file_url": file_url(base, key)})
 
 
 @router.put("/storage/upload/put/{token}")
@@ -232,7 +233,7 @@ async def initiate_multipart(request: Request, ctx: Ctx) -> Response:
     return JSONResponse(
         {
             "upload_url": f"{base}/storage/upload/multipart/{token}",
-            "file_url": f"{base}/files/{key}",
+            "file_url": file_url(base, key),
         }
     )
 
@@ -256,7 +257,7 @@ async def js_upload_part(token: str, part_number: int, request: Request, ctx: Ct
 async def js_upload_complete(token: str, request: Request, ctx: Ctx) -> Response:
     claims = _js_multipart_claims(ctx, token)
     size = await _complete(request, ctx, claims)
-    return JSONResponse({"file_url": f"{ctx.base_url(request)}/files/{claims['k']}", "size": size})
+    return JSONResponse({"file_url": file_url(ctx.base_url(request), claims["k"]), "size": size})
 
 
 # --- hosted files ----------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The engine: an image in, its 4× AuraSR upscale out (see `Upscaler`).
 
-`tiling`: padding, tile order, two-pass blending, band-wise 8-bit assembly; `noise`: the
-seeded style and input noise of each tile; `devices`: device, dtype and batch choice.
+`task`: one image's way through the tile batches; `tiling`: padding, tile order, two-pass
+blending, band-wise 8-bit assembly; `noise`: the seeded style and input noise of each tile;
+`devices`: device, dtype and batch choice.
 """
 
 from .devices import default_batch_size, resolve_device, resolve_dtype
-from .upscaler import Cancelled, NoiseMode, Upscaler
+from .task import Cancelled
+from .upscaler import NoiseMode, Upscaler
 
 __all__ = [
     "Cancelled",

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from .. import images
 from ..model import (
     AuraSR,
     CheckpointFiles,
@@ -25,17 +23,12 @@ from ..model import (
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
 from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
-from .noise import ReferenceNoise, SharedNoise, shared_z
-from .tiling import BandAssembler, Tile, TilePlan
+from .noise import SharedNoise, shared_z
+from .task import CancelFn, ImageTask, ProgressFn
+from .tiling import Tile
 
 NoiseMode = Literal["shared", "per_tile"]
-ProgressFn = Callable[[int, int], None]
-CancelFn = Callable[[], bool]
 MAX_SEED = 2**64 - 1
-
-
-class Cancelled(Exception):
-    """`should_cancel()` returned true: the upscale stopped between two tile batches."""
 
 
 class Upscaler:
@@ -159,7 +152,6 @@ class Upscaler:
 
     # Upscaling -----------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def upscale(
         self,
         image: Image.Image,
@@ -178,87 +170,114 @@ class Upscaler:
         total)` counts tiles; `should_cancel()` is polled between batches and raises
         `Cancelled`. Bad arguments raise ValueError.
         """
+        (outcome,) = self.upscale_many(
+            [image], overlapping_tiles, seed, noise, [progress], [should_cancel]
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    @torch.inference_mode()
+    def upscale_many(
+        self,
+        images_in: Sequence[Image.Image],
+        overlapping_tiles: bool | Sequence[bool] = False,
+        seed: int | None = None,
+        noise: NoiseMode = "shared",
+        progress: Sequence[ProgressFn | None] | None = None,
+        should_cancel: Sequence[CancelFn | None] | None = None,
+    ) -> list[Image.Image | BaseException]:
+        """Each image's upscale (as `upscale` gives it alone, to the byte), or the exception
+        that ended it: `Cancelled` when its `should_cancel()` said so (polled before each batch
+        holding its tiles), ValueError for an unusable image. Images of one seed share the
+        model's batches: a GPU stays busy under many small requests instead of running
+        half-empty batches. Tiles are taken image after image, so each image finishes as early
+        as it would in a queue. One image's failure never stops the others; an error inside a
+        shared forward fails the images in that batch. `overlapping_tiles`, `progress` and
+        `should_cancel` are one value or one per image."""
         seed = DEFAULT_SEED if seed is None else seed
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
         if noise not in ("shared", "per_tile"):
             raise ValueError(f"noise must be 'shared' or 'per_tile', not {noise!r}")
-        image = images.normalize(image)
-        alpha = image.getchannel("A") if image.mode == "RGBA" else None
-        rgb = image.convert("RGB") if alpha is not None else image
-        out = self.upscale_array(
-            np.asarray(rgb), overlapping_tiles, seed, noise, progress, should_cancel
-        )
-        result = Image.fromarray(out, "RGB")
-        if alpha is not None:
-            # Alpha is not what the model was trained on, and running it through the network
-            # would double the cost; Lanczos keeps edges sharp at a negligible cost.
-            result.putalpha(alpha.resize(result.size, Image.Resampling.LANCZOS))
-        return result
+        n = len(images_in)
+        overlaps = _per_image(overlapping_tiles, n, "overlapping_tiles")
+        progresses = _per_image(progress, n, "progress")
+        cancels = _per_image(should_cancel, n, "should_cancel")
+        tasks: list[ImageTask | BaseException] = []
+        for i, image in enumerate(images_in):
+            try:
+                tasks.append(
+                    ImageTask.prepare(
+                        image,
+                        self.config,
+                        bool(overlaps[i]),
+                        progresses[i],
+                        cancels[i],
+                        reference_seed=seed if noise == "per_tile" else None,
+                    )
+                )
+            except Exception as exc:  # this image only: the others still run
+                tasks.append(exc)
+        # Polled before folding, which takes seconds.
+        live = [t for t in tasks if isinstance(t, ImageTask) and not t.cancelled()]
+        if live:
+            self._run_tiles(live, seed, noise)
+        return [t if isinstance(t, BaseException) else t.error or t.finish() for t in tasks]
 
-    @torch.inference_mode()
-    def upscale_array(
-        self,
-        pixels: np.ndarray,
-        overlapping_tiles: bool = False,
-        seed: int = DEFAULT_SEED,
-        noise: NoiseMode = "shared",
-        progress: ProgressFn | None = None,
-        should_cancel: CancelFn | None = None,
-    ) -> np.ndarray:
-        """(H, W, 3) uint8 → (4H, 4W, 3) uint8."""
-        if pixels.ndim != 3 or pixels.shape[2] != self.config.channels or pixels.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, {self.config.channels}) uint8 array")
-        h, w, c = pixels.shape
-        if h < 1 or w < 1:
-            raise ValueError("image is empty")
-        tile = self.config.input_image_size
-        plan = TilePlan(h, w, tile, self.config.scale, overlapping_tiles)
-        if not pixels.flags.writeable:  # PIL's arrays are read-only; torch wants writable memory
-            pixels = pixels.copy()
-        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
-        inputs = plan.inputs(image)
-        out = np.empty((h * plan.scale, w * plan.scale, c), dtype=np.uint8)
-        assembler = BandAssembler(plan, out)
-        z_dim = self.config.style_network.dim_in
-
-        if should_cancel is not None and should_cancel():  # before folding: it takes seconds
-            raise Cancelled()
-        run: Callable[[list[Tile]], Tensor]
+    def _run_tiles(self, tasks: list[ImageTask], seed: int, noise: NoiseMode) -> None:
+        """Every tile of `tasks` through the network, `batch_size` at a time."""
+        run: Callable[[list[tuple[ImageTask, Tile]]], Tensor]
         if noise == "shared":
-            shared = SharedNoise(seed, z_dim, c, tile)
+            c, size = self.config.channels, self.config.input_image_size
+            shared = SharedNoise(seed, self.config.style_network.dim_in, c, size)
             net = self.folded(seed)
 
-            def run(batch: list[Tile]) -> Tensor:
-                x = torch.stack([_cut(inputs, t, tile) + shared.input_noise(t) for t in batch])
+            def run(batch: list[tuple[ImageTask, Tile]]) -> Tensor:
+                x = torch.stack([task.cut(t) + shared.input_noise(t) for task, t in batch])
                 return self._forward(net, x.clamp_(0, 1), None)
         else:
-            ref = ReferenceNoise(seed, z_dim, c, tile, plan)
             adaptive = self.adaptive_model()
 
-            def run(batch: list[Tile]) -> Tensor:
-                draws = [ref.draw(t) for t in batch]
+            def run(batch: list[tuple[ImageTask, Tile]]) -> Tensor:
+                draws = []
+                for task, t in batch:
+                    assert task.reference_noise is not None
+                    draws.append(task.reference_noise.draw(t))
                 x = torch.stack(
-                    [_cut(inputs, t, tile) + n for t, (_, n) in zip(batch, draws, strict=True)]
+                    [task.cut(t) + d for (task, t), (_, d) in zip(batch, draws, strict=True)]
                 )
                 z = torch.stack([zi for zi, _ in draws])
                 return self._forward(adaptive, x.clamp_(0, 1), z)
 
-        tiles = list(plan.tiles())
-        total = len(tiles)
-        if progress:
-            progress(0, total)
-        for start in range(0, total, self.batch_size):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled()
-            batch = tiles[start : start + self.batch_size]
-            result = run(batch)
-            for t, pixels_out in zip(batch, result, strict=True):
-                assembler.add(t, pixels_out)
-            if progress:
-                progress(start + len(batch), total)
-        assert assembler.done
-        return out
+        for task in tasks:
+            task.report()
+        queue = [(task, t) for task in tasks for t in task.tiles]
+        pos = 0
+        while pos < len(queue):
+            batch: list[tuple[ImageTask, Tile]] = []
+            while pos < len(queue) and len(batch) < self.batch_size:
+                task, t = queue[pos]
+                pos += 1
+                if task.error is None:
+                    batch.append((task, t))
+            # Poll each image once per batch (a poll may cost a database read).
+            members = list({id(task): task for task, _ in batch}.values())
+            for task in members:
+                task.cancelled()
+            batch = [(task, t) for task, t in batch if task.error is None]
+            if not batch:
+                continue
+            try:
+                result = run(batch)
+            except Exception as exc:  # cannot tell whose tile broke it: fail the batch's images
+                for task in members:
+                    task.error = task.error or exc
+                continue
+            for (task, t), pixels in zip(batch, result, strict=True):
+                task.add(t, pixels)
+            for task in members:
+                task.report()
 
     def _forward(self, net: AuraSR, x: Tensor, z: Tensor | None) -> Tensor:
         """One batch of tiles through `net`: float32 [0, 1] in and out, on the CPU."""
@@ -273,8 +292,9 @@ class Upscaler:
         return y.float().clamp_(0, 1).cpu()
 
 
-def _cut(inputs: tuple[Tensor, Tensor | None], tile: Tile, size: int) -> Tensor:
-    source = inputs[tile.pass_]
-    assert source is not None
-    y, x = tile.row * size, tile.col * size
-    return source[:, y : y + size, x : x + size]
+def _per_image(value: object, n: int, name: str) -> list[Any]:
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if len(value) != n:
+            raise ValueError(f"{name}: expected {n} values, got {len(value)}")
+        return list(value)
+    return [value] * n

@@ -18,27 +18,6 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def cancelled_error() -> JobError:
-    return JobError(status_code=400, message="The request was cancelled.", error_type="cancelled")
-
-
-def deadline_error() -> JobError:
-    return JobError(
-        status_code=504,
-        message="The request was not started before its timeout (x-fal-request-timeout).",
-        error_type="timeout",
-    )
-
-
-def attempts_exhausted_error(attempts: int) -> JobError:
-    return JobError(
-        status_code=500,
-        message=f"The worker running this request stopped responding {attempts} time(s); "
-        "giving up.",
-        error_type="internal_error",
-    )
-
-
 def webhook_body(request_id: str, output: dict[str, Any] | None, error: JobError | None) -> bytes:
     """fal's webhook body for a job finished with `output` or `error`. Here, not in
     `superscale.webhooks`, so that stores can queue it in the transaction that ends the job."""

@@ -15,6 +15,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from superscale.errors import ErrorType
+
 
 class StoreUnavailable(ConnectionError):
     """The store's database cannot be reached (down, restarting, out of connections); the
@@ -42,16 +44,44 @@ class JobError:
 
     status_code: int  # HTTP status the result call answers with (422, 400, 500, 504 …)
     message: str
-    error_type: str  # e.g. "input_error", "cancelled", "internal_error", "timeout"
+    error_type: str  # an `ErrorType`; plain `str` as read back from the store
     detail: Any = None  # fal's `detail` body; defaults to a message list when None
 
     def to_body(self) -> dict[str, Any]:
         detail = (
             self.detail
             if self.detail is not None
-            else [{"loc": ["body"], "msg": self.message, "type": self.error_type}]
+            else [{"loc": ["body"], "msg": self.message, "type": str(self.error_type)}]
         )
-        return {"detail": detail, "error_type": self.error_type}
+        return {"detail": detail, "error_type": str(self.error_type)}
+
+    @classmethod
+    def cancelled(cls) -> JobError:
+        return cls(400, "The request was cancelled.", ErrorType.CANCELLED)
+
+    @classmethod
+    def start_deadline_passed(cls) -> JobError:
+        return cls(
+            504,
+            "The request was not started before its timeout (x-fal-request-timeout).",
+            ErrorType.TIMEOUT,
+        )
+
+    @classmethod
+    def attempts_exhausted(cls, attempts: int) -> JobError:
+        return cls(
+            500,
+            f"The worker running this request stopped responding {attempts} time(s); giving up.",
+            ErrorType.INTERNAL_ERROR,
+        )
+
+    @classmethod
+    def internal(cls, exc: BaseException) -> JobError:
+        return cls(
+            500,
+            f"Internal error while running the request ({type(exc).__name__}).",
+            ErrorType.INTERNAL_ERROR,
+        )
 
 
 # A webhook to queue: (receiver URL, body).

@@ -13,9 +13,6 @@ from dataclasses import asdict
 from typing import Any
 
 from superscale.jobs._common import (
-    attempts_exhausted_error,
-    cancelled_error,
-    deadline_error,
     job_from_row,
     new_request_id,
     retry_after,
@@ -330,7 +327,7 @@ class JobStore:
             if row["state"] == "COMPLETED":
                 return CancelOutcome.ALREADY_COMPLETED
             if row["state"] == "IN_QUEUE":
-                self._finish(db, request_id, cancelled_error(), time.time())
+                self._finish(db, request_id, JobError.cancelled(), time.time())
                 return CancelOutcome.CANCELLED
             db.run("request_cancel", id=request_id)
             db.changed.append(request_id)
@@ -345,9 +342,9 @@ class JobStore:
             for row in expired:
                 request_id = row["id"]
                 if row["cancel_requested"]:
-                    self._finish(db, request_id, cancelled_error(), now)
+                    self._finish(db, request_id, JobError.cancelled(), now)
                 elif row["attempts"] >= max_attempts:
-                    self._finish(db, request_id, attempts_exhausted_error(row["attempts"]), now)
+                    self._finish(db, request_id, JobError.attempts_exhausted(row["attempts"]), now)
                 else:
                     db.run("requeue", id=request_id)
                     db.changed.append(request_id)
@@ -359,7 +356,7 @@ class JobStore:
         with self._write() as db:
             late = db.all("past_start_deadline", now=now)
             for row in late:
-                self._finish(db, row["id"], deadline_error(), now)
+                self._finish(db, row["id"], JobError.start_deadline_passed(), now)
         return [row["id"] for row in late]
 
     def delete_finished(self, before: float) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import httpx
 
 from superscale import netguard
+from superscale.errors import ErrorType
 from superscale.files.base import FileNotFound, FileStore, InvalidKey, check_key
+from superscale.files.urls import key_after_files, key_of_path
 from superscale.jobs.records import JobError
 from superscale.settings import Settings
 
@@ -27,7 +29,7 @@ _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 class InputError(Exception):
     """The input image could not be obtained or read; the user's fault (HTTP 422)."""
 
-    def __init__(self, message: str, error_type: str = "file_download_error") -> None:
+    def __init__(self, message: str, error_type: ErrorType = ErrorType.FILE_DOWNLOAD_ERROR) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
@@ -60,24 +62,24 @@ def own_file_key(url: str, settings: Settings) -> str | None:
     if host == (public.hostname or "").lower() and port == (
         public.port or _default_port(public.scheme)
     ):
-        prefixes.append(public.path.rstrip("/") + "/files/")
+        prefixes.append(public.path)
     bind = settings.host.strip("[]").lower()
     local = bind in _WILDCARD_HOSTS or bind in _LOOPBACK_NAMES
     bound = (*_LOOPBACK_NAMES, bind) if local else (bind,)
     if port == settings.port and host in bound:
-        prefixes.append("/files/")
-    for prefix in prefixes:
-        if parts.path.startswith(prefix) and len(parts.path) > len(prefix):
-            return unquote(parts.path[len(prefix) :])
+        prefixes.append("")
+    for mount in prefixes:
+        key = key_of_path(parts.path, mount)
+        if key is not None:
+            return key
     return None
 
 
 def _files_key(url: str) -> str | None:
     """The key of a `…/files/{key}` URL on any host, when it has the shape of our keys."""
-    path = urlsplit(url).path
-    if "/files/" not in path:
+    key = key_after_files(urlsplit(url).path)
+    if key is None:
         return None
-    key = unquote(path.split("/files/", 1)[1])
     try:
         return check_key(key)
     except InvalidKey:
@@ -89,7 +91,7 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     header, sep, payload = uri[5:].partition(",")
     if not sep:
         raise InputError(
-            "image_url is a data: URI without a ',' before its data", "image_load_error"
+            "image_url is a data: URI without a ',' before its data", ErrorType.IMAGE_LOAD_ERROR
         )
     is_base64 = header.lower().endswith(";base64")
     # Refuse before decoding: base64 inflates by 4/3, percent-encoding by up to 3.
@@ -106,20 +108,21 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
             except (binascii.Error, ValueError):
                 raise InputError(
                     "image_url is a data: URI whose payload is not valid base64",
-                    "image_load_error",
+                    ErrorType.IMAGE_LOAD_ERROR,
                 ) from None
     else:
         data = unquote_to_bytes(payload)
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     if not data:
-        raise InputError("image_url is a data: URI with no data", "image_load_error")
+        raise InputError("image_url is a data: URI with no data", ErrorType.IMAGE_LOAD_ERROR)
     return data
 
 
 def _too_large(max_bytes: int) -> InputError:
     return InputError(
-        f"the image at image_url is larger than the limit of {max_bytes} bytes", "file_too_large"
+        f"the image at image_url is larger than the limit of {max_bytes} bytes",
+        ErrorType.FILE_TOO_LARGE,
     )
 
 

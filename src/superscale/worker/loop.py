@@ -1,14 +1,14 @@
-"""The worker: claim a job → fetch its input → decode → upscale → encode → store → complete.
+"""The worker: claim jobs → fetch and decode each input → upscale → encode → store → complete.
 
-Every failure ends the job with an error the user can read (4xx when the input is at fault,
-500 with the exception type when we are) and never escapes the loop. A finished job's webhook
-is queued in the same store transaction that finishes it (never one without the other);
-delivery is the `WebhookDispatcher`'s business.
+Jobs claimed together (one checkpoint and seed, see `Settings.max_batch_jobs`) share the
+model's tile batches; one job is the case of one. Every failure ends its job with an error the
+user can read (`failures.job_error`) and never escapes the loop. A finished job's webhook is
+queued in the same store transaction that finishes it (never one without the other); delivery
+is the `WebhookDispatcher`'s business.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -19,100 +19,64 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from PIL import Image
 from pydantic import ValidationError
 
 from superscale import images, netguard
-from superscale.engine import Cancelled, Upscaler, resolve_device
-from superscale.engine.multi import upscale_many
+from superscale.engine import Cancelled
 from superscale.files.base import FileStore, new_key
-from superscale.jobs import Job, JobError, JobStore, Webhook, webhook_body
-from superscale.model import CheckpointError
+from superscale.files.urls import file_url, key_of_file_url
+from superscale.jobs import Job, JobError, Webhook, webhook_body
+from superscale.jobs.store import JobStore
 from superscale.schemas import DEFAULT_SEED, AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
-from superscale.worker.fetch import InputError, InputFetcher
+from superscale.worker.engines import TileProgress, get_upscaler, max_batch_jobs
+from superscale.worker.failures import (
+    InvalidInput,
+    OutputError,
+    encode_output,
+    job_error,
+    unreadable_input,
+)
+from superscale.worker.fetch import InputFetcher
 from superscale.worker.lease import Lease
 
 log = logging.getLogger(__name__)
 
-CANCELLED = JobError(400, "The request was cancelled.", "cancelled")
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-SCALE = 4  # AuraSR's output is 4× the input on each side
-# Below this many tiles every batch is logged; above it, at most one line per interval.
-_LOG_EVERY_BATCH_UP_TO = 64
-_LOG_INTERVAL = 1.0
-
-# Most input pixels one shared-batch inference takes (its 4× outputs are all held until it ends:
-# 16× as many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
+# Most input pixels one shared inference takes (its outputs are all held until it ends: 16× as
+# many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
 BATCH_PIXELS = 2048 * 2048
-# Jobs batched together when `Settings.max_batch_jobs` is unset and the device is not a CPU.
-GPU_BATCH_JOBS = 8
-
-_upscalers: dict[tuple[str, str, str, str], Upscaler] = {}
-_upscalers_lock = threading.Lock()
 
 
-def get_upscaler(settings: Settings, checkpoint: str) -> Upscaler:
-    """One Upscaler per checkpoint and engine setting, loaded on first use and shared by all
-    workers of the process (the weights are large; loading twice would double the memory)."""
-    key = (checkpoint, settings.device, settings.dtype, str(settings.model_dir or ""))
-    with _upscalers_lock:
-        upscaler = _upscalers.get(key)
-        if upscaler is None:
-            upscaler = Upscaler.from_checkpoint(
-                checkpoint,
-                device=settings.device,
-                dtype=settings.dtype,
-                model_dir=settings.model_dir,
-            )
-            _upscalers[key] = upscaler
-        return upscaler
+@dataclass
+class Outcome:
+    """How a job ended here: an output or an error; neither when it must not be finished
+    here (its lease was lost, or it went back to the queue because the worker is stopping)."""
 
-
-class _Progress:
-    """Turns the engine's progress calls into job log lines, throttled for big images."""
-
-    def __init__(self, job_store: JobStore, request_id: str) -> None:
-        self.job_store = job_store
-        self.request_id = request_id
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if total <= _LOG_EVERY_BATCH_UP_TO or done >= total or now - self._last >= _LOG_INTERVAL:
-            self._last = now
-            try:
-                self.job_store.append_log(self.request_id, f"tiles {done}/{total}")
-            except Exception:  # progress is worth less than the job: keep going
-                log.warning("could not log progress of %s", self.request_id, exc_info=True)
-
-
-def max_batch_jobs(settings: Settings) -> int:
-    """How many queued jobs of one batch key a worker takes at once (see `Settings`)."""
-    if settings.max_batch_jobs is not None:
-        return settings.max_batch_jobs
-    return 1 if resolve_device(settings.device).type == "cpu" else GPU_BATCH_JOBS
+    output: dict[str, Any] | None = None
+    error: JobError | None = None
+    inference_time: float | None = None
 
 
 @dataclass
 class _Prepared:
     """A job's input, fetched and decoded, waiting for its inference."""
 
+    job: Job
     params: AuraSrInput
     decoded: images.DecodedImage
     timings: dict[str, float]
+    should_cancel: Callable[[], bool]
 
-
-def _pixels(prepared: _Prepared) -> int:
-    width, height = prepared.decoded.image.size
-    return width * height
+    @property
+    def pixels(self) -> int:
+        width, height = self.decoded.image.size
+        return width * height
 
 
 class Worker:
-    """Runs jobs of the checkpoints in `settings.checkpoints`: one at a time, or several of
-    one checkpoint and seed through shared tile batches (`Settings.max_batch_jobs`).
+    """Runs jobs of the checkpoints in `settings.checkpoints`.
 
     `fetch_allow` exempts (host, port) pairs from the SSRF guard; for tests only.
     """
@@ -133,7 +97,7 @@ class Worker:
         self.fetcher = InputFetcher(settings, file_store, allow=fetch_allow)
         self.public_url = settings.resolved_public_url()
         self._last_recovery = 0.0
-        # Set when shutdown may not wait any longer: the running job is released unfinished.
+        # Set when shutdown may not wait any longer: running jobs go back to the queue.
         self.abort = threading.Event()
         self.max_batch_jobs = max_batch_jobs(settings)
 
@@ -149,10 +113,7 @@ class Worker:
         if not jobs:
             self._recover_when_idle()
             return False
-        if len(jobs) == 1:
-            self._run(jobs[0])
-        else:
-            self._run_batch(jobs)
+        self._run(jobs)
         return True
 
     def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
@@ -173,39 +134,25 @@ class Worker:
         self.fetcher.close()
 
     def _recover_when_idle(self) -> None:
-        """Requeue jobs of dead workers (the API does it too; this covers worker-only setups)."""
+        """Requeue jobs of dead workers (the API does it too; this covers worker-only setups).
+        Jobs it fails for good get their webhooks queued by the store, in the same transaction."""
         now = time.monotonic()
-        if now - self._last_recovery < self.settings.lease_seconds / 2:
-            return
-        self._last_recovery = now
-        self._recover()
+        if now - self._last_recovery >= self.settings.lease_seconds / 2:
+            self._last_recovery = now
+            self.job_store.recover_expired(self.settings.max_attempts)
 
-    def _recover(self) -> None:
-        # Jobs it fails for good get their webhooks queued by the store, in the same transaction.
-        self.job_store.recover_expired(self.settings.max_attempts)
-
-    # --- one job ---------------------------------------------------------------------------
-    def _run(self, job: Job) -> None:
-        log.info("worker %s: running %s (attempt %d)", self.worker_id, job.id, job.attempts)
-        output: dict[str, Any] | None = None
-        error: JobError | None = None
-        inference_time: float | None = None
-        with Lease(self.job_store, job.id, self.worker_id, self.settings.lease_seconds) as lease:
-            should_cancel = self._cancel_check(job.id, lease.lost)
-            try:
-                output, inference_time = self._process(job, should_cancel)
-            except Exception as exc:
-                error = self._error_for(job.id, exc, lease)
-                if error is None:
-                    return
-        self._finish(job, output, error, inference_time)
-
-    def _run_batch(self, jobs: list[Job]) -> None:
-        """Jobs claimed together: each is fetched, decoded, stored and finished on its own, as
-        in `_run`; the inferences of jobs sharing a checkpoint and seed share tile batches."""
-        ids = ", ".join(job.id for job in jobs)
-        log.info("worker %s: running %d jobs together: %s", self.worker_id, len(jobs), ids)
-        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]] = {}
+    # --- jobs ------------------------------------------------------------------------------
+    def _run(self, jobs: list[Job]) -> None:
+        """Each job is fetched, decoded, stored and finished on its own; the inferences of jobs
+        sharing a checkpoint and seed share tile batches."""
+        if len(jobs) == 1:
+            log.info(
+                "worker %s: running %s (attempt %d)", self.worker_id, jobs[0].id, jobs[0].attempts
+            )
+        else:
+            ids = ", ".join(job.id for job in jobs)
+            log.info("worker %s: running %d jobs together: %s", self.worker_id, len(jobs), ids)
+        outcomes: dict[str, Outcome] = {}
         with ExitStack() as stack:
             leases = {
                 job.id: stack.enter_context(
@@ -213,145 +160,85 @@ class Worker:
                 )
                 for job in jobs
             }
-            checks = {job.id: self._cancel_check(job.id, leases[job.id].lost) for job in jobs}
-            groups: dict[tuple[str, int], list[list[tuple[Job, _Prepared]]]] = {}
+            groups: dict[tuple[str, int], list[list[_Prepared]]] = {}
             for job in jobs:
                 try:
-                    prepared = self._prepare(job, checks[job.id])
+                    prepared = self._prepare(job, self._cancel_check(job.id, leases[job.id].lost))
                 except Exception as exc:
-                    self._settle(results, job.id, exc, leases[job.id])
+                    outcomes[job.id] = self._failed(job.id, exc, leases[job.id])
                     continue
                 seed = prepared.params.seed
                 chunks = groups.setdefault(
                     (job.checkpoint, DEFAULT_SEED if seed is None else seed), []
                 )
-                # Outputs of one upscale_many call are all held at once: cap their pixels.
-                pixels = _pixels(prepared)
-                if not chunks or sum(map(_pixels, (p for _, p in chunks[-1]))) + pixels > (
-                    BATCH_PIXELS
-                ):
+                # Outputs of one inference are all held at once: cap their pixels.
+                if not chunks or sum(p.pixels for p in chunks[-1]) + prepared.pixels > BATCH_PIXELS:
                     chunks.append([])
-                chunks[-1].append((job, prepared))
+                chunks[-1].append(prepared)
             for (checkpoint, seed), chunks in groups.items():
                 for chunk in chunks:
-                    self._infer_together(checkpoint, seed, chunk, checks, leases, results)
+                    outcomes.update(self._infer(checkpoint, seed, chunk, leases))
         for job in jobs:
-            if job.id in results:
-                self._finish(job, *results[job.id])
+            self._finish(job, outcomes[job.id])
 
-    def _infer_together(
-        self,
-        checkpoint: str,
-        seed: int,
-        group: list[tuple[Job, _Prepared]],
-        checks: dict[str, Callable[[], bool]],
-        leases: dict[str, Lease],
-        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]],
-    ) -> None:
+    def _infer(
+        self, checkpoint: str, seed: int, group: list[_Prepared], leases: dict[str, Lease]
+    ) -> dict[str, Outcome]:
         """Upscale a group of one checkpoint and seed in shared tile batches, then store each
-        output; every job's outcome lands in `results` (nothing when it must not finish)."""
-        outcomes: list[Image.Image | Exception]
+        output; every job's outcome."""
+        results: list[Image.Image | BaseException]
         try:
             upscaler = get_upscaler(self.settings, checkpoint)
             t = time.perf_counter()
-            if len(group) == 1:  # alone: the engine's own path, exactly as in `_run`
-                ((job, p),) = group
-                try:
-                    outcomes = [
-                        upscaler.upscale(
-                            p.decoded.image,
-                            overlapping_tiles=p.params.overlapping_tiles,
-                            seed=seed,
-                            progress=_Progress(self.job_store, job.id),
-                            should_cancel=checks[job.id],
-                        )
-                    ]
-                except Exception as exc:
-                    outcomes = [exc]
-            else:
-                outcomes = upscale_many(
-                    upscaler,
-                    [p.decoded.image for _, p in group],
-                    seed,
-                    [p.params.overlapping_tiles for _, p in group],
-                    [_Progress(self.job_store, job.id) for job, _ in group],
-                    [checks[job.id] for job, _ in group],
-                )
+            results = upscaler.upscale_many(
+                [p.decoded.image for p in group],
+                [p.params.overlapping_tiles for p in group],
+                seed,
+                progress=[TileProgress(self.job_store, p.job.id) for p in group],
+                should_cancel=[p.should_cancel for p in group],
+            )
             # Each job waited for the whole group: that is its inference time.
             elapsed = time.perf_counter() - t
         except Exception as exc:  # the model would not load, say: the group fails
-            outcomes, elapsed = [exc] * len(group), 0.0
-        for (job, prepared), outcome in zip(group, outcomes, strict=True):
+            results, elapsed = [exc] * len(group), 0.0
+        outcomes = {}
+        for prepared, result in zip(group, results, strict=True):
+            request_id = prepared.job.id
             try:
-                if isinstance(outcome, Exception):
-                    raise outcome
+                if isinstance(result, BaseException):
+                    raise result
                 prepared.timings["inference"] = elapsed
-                output = self._store_output(job, prepared, outcome, checks[job.id])
-                results[job.id] = (output, None, elapsed)
+                outcomes[request_id] = Outcome(self._store_output(prepared, result), None, elapsed)
             except Exception as exc:
-                self._settle(results, job.id, exc, leases[job.id])
+                outcomes[request_id] = self._failed(request_id, exc, leases[request_id])
+        return outcomes
 
-    def _settle(
-        self,
-        results: dict[str, tuple[dict[str, Any] | None, JobError | None, float | None]],
-        request_id: str,
-        exc: Exception,
-        lease: Lease,
-    ) -> None:
-        error = self._error_for(request_id, exc, lease)
-        if error is not None:
-            results[request_id] = (None, error, None)
+    def _failed(self, request_id: str, exc: BaseException, lease: Lease) -> Outcome:
+        if isinstance(exc, Cancelled) and lease.lost.is_set():
+            log.warning("dropped %s: the lease was lost", request_id)
+            return Outcome()
+        if isinstance(exc, Cancelled) and self.abort.is_set():
+            self._release(request_id)
+            return Outcome()
+        return Outcome(error=job_error(request_id, exc))
 
-    def _error_for(self, request_id: str, exc: Exception, lease: Lease) -> JobError | None:
-        """The error a job ends with for `exc`; None when it must not be finished here (its
-        lease was lost, or it was given back because the worker is stopping)."""
-        if isinstance(exc, Cancelled):
-            if lease.lost.is_set():
-                log.warning("dropped %s: the lease was lost", request_id)
-                return None
-            if self.abort.is_set():
-                self._release(request_id)
-                return None
-            return CANCELLED
-        if isinstance(exc, InputError):
-            return exc.to_job_error()
-        if isinstance(exc, CheckpointError):
-            # The deployment's fault, not the request's. 500, not 503: the job is over, and
-            # fal's clients would retry a 503 result. The remedy names server paths: log only.
-            log.error("request %s: checkpoint unavailable: %s", request_id, exc)
-            return JobError(
-                500,
-                f"The requested checkpoint is not available on this server "
-                f"({type(exc).__name__}); its operator can find why, and how to install it, "
-                "in the server log.",
-                "model_unavailable",
-            )
-        log.error("request %s failed", request_id, exc_info=exc)
-        return JobError(
-            500,
-            f"Internal error while running the request ({type(exc).__name__}).",
-            "internal_error",
-        )
-
-    def _finish(
-        self,
-        job: Job,
-        output: dict[str, Any] | None,
-        error: JobError | None,
-        inference_time: float | None,
-    ) -> None:
+    def _finish(self, job: Job, outcome: Outcome) -> None:
         """Complete or fail the job, its webhook queued in the same transaction."""
+        if outcome.output is None and outcome.error is None:
+            return
         webhook: Webhook | None = None
         if job.webhook_url:
-            webhook = (job.webhook_url, webhook_body(job.id, output, error))
-        if output is not None:
-            if not self.job_store.complete(job.id, self.worker_id, output, inference_time, webhook):
+            webhook = (job.webhook_url, webhook_body(job.id, outcome.output, outcome.error))
+        if outcome.output is not None:
+            if not self.job_store.complete(
+                job.id, self.worker_id, outcome.output, outcome.inference_time, webhook
+            ):
                 log.warning("lost the lease on %s before completing; output discarded", job.id)
-                self._discard(output)
+                self._discard(outcome.output)
         else:
-            assert error is not None
-            self._log(job.id, error.message, "ERROR")
-            self.job_store.fail(job.id, self.worker_id, error, webhook)
+            assert outcome.error is not None
+            self._log(job.id, outcome.error.message, "ERROR")
+            self.job_store.fail(job.id, self.worker_id, outcome.error, webhook)
 
     def _release(self, request_id: str) -> None:
         """Give a job back unfinished, not charged an attempt: the worker is stopping."""
@@ -374,33 +261,14 @@ class Worker:
 
         return should_cancel
 
-    def _process(self, job: Job, should_cancel: Callable[[], bool]) -> tuple[dict[str, Any], float]:
-        prepared = self._prepare(job, should_cancel)
-        params = prepared.params
-        upscaler = get_upscaler(self.settings, job.checkpoint)
-        t = time.perf_counter()
-        result = upscaler.upscale(
-            prepared.decoded.image,
-            overlapping_tiles=params.overlapping_tiles,
-            seed=params.seed,
-            progress=_Progress(self.job_store, job.id),
-            should_cancel=should_cancel,
-        )
-        prepared.timings["inference"] = time.perf_counter() - t
-        return self._store_output(job, prepared, result, should_cancel), prepared.timings[
-            "inference"
-        ]
-
+    # --- the steps around the inference ----------------------------------------------------
     def _prepare(self, job: Job, should_cancel: Callable[[], bool]) -> _Prepared:
         """Validate, fetch and decode the input; refuse what the output format cannot hold."""
         timings: dict[str, float] = {}
         try:
             params = AuraSrInput.model_validate(job.input)
         except ValidationError as exc:
-            detail = json.loads(exc.json(include_url=False))
-            for item in detail:
-                item["loc"] = ["body", *item.get("loc", [])]
-            raise _Invalid(detail) from None
+            raise InvalidInput(exc) from None
 
         t = time.perf_counter()
         data = self.fetcher.fetch(params.image_url)
@@ -411,48 +279,38 @@ class Worker:
         try:
             decoded = images.decode(data, self.settings.max_input_pixels)
         except images.ImageError as exc:
-            message = str(exc)
-            too_large = message.startswith("image too large")
-            raise InputError(
-                message, "image_too_large" if too_large else "image_load_error"
-            ) from None
+            raise unreadable_input(exc) from None
         timings["decode"] = time.perf_counter() - t
         del data
         width, height = decoded.image.size
         self._log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
+        scale = get_upscaler(self.settings, job.checkpoint).config.scale
         try:  # before the inference, which an output the format cannot hold would waste
-            images.check_size(SCALE * width, SCALE * height, params.output_format)
+            images.check_size(scale * width, scale * height, params.output_format)
         except images.ImageError as exc:
-            raise _OutputError(str(exc)) from None
+            raise OutputError(str(exc)) from None
         if should_cancel():
             raise Cancelled()
-        return _Prepared(params, decoded, timings)
+        return _Prepared(job, params, decoded, timings, should_cancel)
 
-    def _store_output(
-        self,
-        job: Job,
-        prepared: _Prepared,
-        result: Image.Image,
-        should_cancel: Callable[[], bool],
-    ) -> dict[str, Any]:
+    def _store_output(self, prepared: _Prepared, result: Image.Image) -> dict[str, Any]:
         """Encode and store the upscale; the job's output (its timings included)."""
-        params, timings = prepared.params, prepared.timings
+        job, params, timings = prepared.job, prepared.params, prepared.timings
         t = time.perf_counter()
         encoded = encode_output(result, params.output_format, prepared.decoded.icc_profile)
         timings["encode"] = time.perf_counter() - t
-        if should_cancel():
+        if prepared.should_cancel():
             raise Cancelled()
 
         t = time.perf_counter()
-        ext = _EXTENSIONS[params.output_format]
-        key = new_key(f"{job.id}.{ext}")
+        key = new_key(f"{job.id}.{images.extension(params.output_format)}")
         ttl = job.file_ttl if job.file_ttl is not None else self.settings.file_ttl_seconds
         content_type = images.content_type(params.output_format)
         self.file_store.put(key, encoded, content_type, expires_at=time.time() + ttl)
         timings["store"] = time.perf_counter() - t
 
         image = ImageFile(
-            url=f"{self.public_url}/files/{quote(key, safe='/')}",
+            url=file_url(self.public_url, key),
             content_type=content_type,
             file_name=key.rsplit("/", 1)[-1],
             file_size=len(encoded),
@@ -468,47 +326,15 @@ class Worker:
         return AuraSrOutput(image=image, timings=timings).model_dump(mode="json")
 
     def _discard(self, output: dict[str, Any]) -> None:
-        url = str(output.get("image", {}).get("url", ""))
-        prefix = f"{self.public_url}/files/"
-        if url.startswith(prefix):
+        key = key_of_file_url(str(output.get("image", {}).get("url", "")), self.public_url)
+        if key is not None:
             try:
-                self.file_store.delete(url[len(prefix) :])
+                self.file_store.delete(key)
             except Exception:
-                log.warning("could not delete discarded output %s", url, exc_info=True)
+                log.warning("could not delete discarded output %s", key, exc_info=True)
 
     def _log(self, request_id: str, message: str, level: str = "INFO") -> None:
         try:
             self.job_store.append_log(request_id, message, level)
         except Exception:  # a log line is not worth failing the job over
             log.warning("could not append a log line to %s", request_id, exc_info=True)
-
-
-def encode_output(image: Image.Image, fmt: str, icc_profile: bytes | None) -> bytes:
-    """`images.encode`, its refusals turned into a job error the user can act on."""
-    try:
-        return images.encode(image, fmt, icc_profile)
-    except images.ImageError as exc:
-        raise _OutputError(str(exc)) from None
-
-
-class _OutputError(InputError):
-    """The output cannot be written in the requested format (e.g. WebP over 16383 px a side)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "image_too_large")
-
-    def to_job_error(self) -> JobError:
-        detail = [{"loc": ["body", "output_format"], "msg": self.message, "type": self.error_type}]
-        return JobError(422, self.message, self.error_type, detail)
-
-
-class _Invalid(InputError):
-    """The stored input no longer validates (the API validates at submit; this is a backstop)."""
-
-    def __init__(self, detail: list[dict[str, Any]]) -> None:
-        message = "; ".join(str(item.get("msg", "")) for item in detail) or "invalid input"
-        super().__init__(message, "validation_error")
-        self.detail = detail
-
-    def to_job_error(self) -> JobError:
-        return JobError(422, self.message, self.error_type, self.detail)

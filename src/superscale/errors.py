@@ -1,0 +1,29 @@
+"""fal's error types: the `error_type` a failed request's result, status and webhook carry (and
+the `X-Fal-Error-Type` header), as one typed set. Torch- and HTTP-free: the API, the worker,
+the job store and the client all name them from here."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorType(str, enum.Enum):
+    """A `str`, so it serialises, compares and is stored as its plain value."""
+
+    # The input's fault (422).
+    VALIDATION_ERROR = "validation_error"  # the stored input no longer validates
+    FILE_DOWNLOAD_ERROR = "file_download_error"  # image_url could not be fetched
+    FILE_TOO_LARGE = "file_too_large"
+    IMAGE_LOAD_ERROR = "image_load_error"  # fetched, but not an image we can decode
+    IMAGE_TOO_LARGE = "image_too_large"  # the input, or its output in the chosen format
+    # How a job ended otherwise.
+    CANCELLED = "cancelled"  # 400
+    TIMEOUT = "timeout"  # 504: not started before its x-fal-request-timeout
+    MODEL_UNAVAILABLE = "model_unavailable"  # 500: the checkpoint is not on this server
+    INTERNAL_ERROR = "internal_error"  # 500
+    # The API's answers at submit.
+    QUEUE_FULL = "queue_full"  # 429
+    SERVICE_UNAVAILABLE = "service_unavailable"  # 503: the job store is unreachable
+
+    def __str__(self) -> str:
+        return self.value

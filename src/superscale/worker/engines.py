@@ -1,0 +1,65 @@
+"""The worker's side of the engine: one `Upscaler` per checkpoint and engine setting per
+process, how many jobs a worker batches, and job progress from tile counts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from superscale.engine import Upscaler, resolve_device
+from superscale.jobs.store import JobStore
+from superscale.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Jobs batched together when `Settings.max_batch_jobs` is unset and the device is not a CPU.
+GPU_BATCH_JOBS = 8
+# Below this many tiles every batch is logged; above it, at most one line per interval.
+_LOG_EVERY_BATCH_UP_TO = 64
+_LOG_INTERVAL = 1.0
+
+_upscalers: dict[tuple[str, str, str, str], Upscaler] = {}
+_upscalers_lock = threading.Lock()
+
+
+def get_upscaler(settings: Settings, checkpoint: str) -> Upscaler:
+    """One Upscaler per checkpoint and engine setting, loaded on first use and shared by all
+    workers of the process (the weights are large; loading twice would double the memory)."""
+    key = (checkpoint, settings.device, settings.dtype, str(settings.model_dir or ""))
+    with _upscalers_lock:
+        upscaler = _upscalers.get(key)
+        if upscaler is None:
+            upscaler = Upscaler.from_checkpoint(
+                checkpoint,
+                device=settings.device,
+                dtype=settings.dtype,
+                model_dir=settings.model_dir,
+            )
+            _upscalers[key] = upscaler
+        return upscaler
+
+
+def max_batch_jobs(settings: Settings) -> int:
+    """How many queued jobs of one batch key a worker takes at once (see `Settings`)."""
+    if settings.max_batch_jobs is not None:
+        return settings.max_batch_jobs
+    return 1 if resolve_device(settings.device).type == "cpu" else GPU_BATCH_JOBS
+
+
+class TileProgress:
+    """Turns the engine's progress calls into job log lines, throttled for big images."""
+
+    def __init__(self, job_store: JobStore, request_id: str) -> None:
+        self.job_store = job_store
+        self.request_id = request_id
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total <= _LOG_EVERY_BATCH_UP_TO or done >= total or now - self._last >= _LOG_INTERVAL:
+            self._last = now
+            try:
+                self.job_store.append_log(self.request_id, f"tiles {done}/{total}")
+            except Exception:  # progress is worth less than the job: keep going
+                log.warning("could not log progress of %s", self.request_id, exc_info=True)

@@ -7,15 +7,20 @@ are our additions.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from superscale.registry import CHECKPOINT_NAMES
+
 ENDPOINT_ID = "fal-ai/aura-sr"
-CHECKPOINTS = ("v1", "v2")
+CHECKPOINTS = CHECKPOINT_NAMES
 DEFAULT_SEED = 0
 
-Checkpoint = Literal["v1", "v2"]
+if TYPE_CHECKING:
+    Checkpoint = str
+else:  # the registry's names, as the schema's enum (Literal flattens a tuple at run time)
+    Checkpoint = Literal[CHECKPOINT_NAMES]
 OutputFormat = Literal["png", "jpeg", "webp"]
 QueueState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 LogLevel = Literal["STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG"]

@@ -6,26 +6,23 @@ at submit rather than a failed job later. Fetching, decoding and bomb checks are
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from pydantic import ValidationError
 
+from superscale import datauri
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
 from superscale.files.urls import key_of_path
 from superscale.schemas import AuraSrInput
 
 _IMAGE_URL_LOC = ("body", "image_url")
-_DATA_URI = re.compile(r"^data:([^,]*?),(.*)$", re.DOTALL | re.IGNORECASE)
 
 
 def too_large(limit: int) -> ApiError:
@@ -62,29 +59,18 @@ def _bad_url(msg: str) -> ApiError:
 
 
 def check_data_uri(url: str, max_bytes: int) -> None:
-    match = _DATA_URI.match(url)
-    if not match or not match.group(1).lower().endswith(";base64"):
-        raise _bad_url("data: URI must be base64-encoded (data:<type>;base64,<data>)")
-    payload = re.sub(r"\s+", "", unquote(match.group(2)))
-    if not payload:
-        raise _bad_url("data: URI holds no data")
-    if len(payload) * 3 // 4 > max_bytes:
-        raise _bad_url(f"data: URI holds more than {max_bytes} bytes")
     try:
-        base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # the URL-safe alphabet is base64 too
-            base64.b64decode(payload.replace("-", "+").replace("_", "/"), validate=True)
-        except (binascii.Error, ValueError):
-            raise _bad_url("data: URI is not valid base64") from None
+        datauri.decode(url, max_bytes)
+    except datauri.DataUriError as exc:
+        raise _bad_url(str(exc)) from None
 
 
 async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
     """Validates `image_url`; returns it, with our own file URLs made canonical."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "data":
+    if datauri.is_data_uri(url):
         check_data_uri(url, ctx.settings.max_input_bytes)
         return url
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
         raise _bad_url("image_url must be an http(s) URL or a data: URI")
     try:

@@ -11,11 +11,11 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
 
 import httpx
 from pydantic import PrivateAttr
 
+from superscale import datauri
 from superscale.client._protocol import DEFAULT_TIMEOUT, EndpointId
 from superscale.client.errors import error_from_response
 from superscale.schemas import ENDPOINT_ID, AuraSrOutput, ImageFile
@@ -24,13 +24,6 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 _AURA_SR = EndpointId.parse(ENDPOINT_ID)
-
-
-def _decode_data_uri(url: str) -> bytes:
-    header, _, payload = url.partition(",")
-    if header.endswith(";base64"):
-        return base64.b64decode(payload)
-    return unquote_to_bytes(payload)
 
 
 class Image(ImageFile):
@@ -44,14 +37,14 @@ class Image(ImageFile):
         """The image's bytes."""
         if self.file_data:
             return base64.b64decode(self.file_data)
-        if self.url.startswith("data:"):
-            return _decode_data_uri(self.url)
+        if datauri.is_data_uri(self.url):
+            return datauri.decode(self.url)
         with httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as http:
             return self._check(http.get(self.url, headers=self._headers))
 
     async def aread(self) -> bytes:
         """The image's bytes, without blocking the event loop."""
-        if self.file_data or self.url.startswith("data:"):
+        if self.file_data or datauri.is_data_uri(self.url):
             return self.read()
         async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as http:
             return self._check(await http.get(self.url, headers=self._headers))

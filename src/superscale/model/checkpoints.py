@@ -22,12 +22,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..registry import REGISTRY, Checkpoint
 from .config import AuraSRConfig, ConfigError
 from .network import AuraSR
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-REGISTRY: dict[str, str] = {"v1": "fal/AuraSR", "v2": "fal/AuraSR-v2"}
 
 
 class CheckpointError(Exception):
@@ -129,7 +129,8 @@ def resolve_checkpoint(
         raise CheckpointNotFound(
             f"unknown checkpoint {name!r}: use one of {sorted(REGISTRY)} or a local path"
         )
-    repo = REGISTRY[name]
+    entry = REGISTRY[name]
+    repo = entry.repo
 
     root = model_dir or os.environ.get("SUPERSCALE_MODEL_DIR")
     if root:
@@ -137,7 +138,7 @@ def resolve_checkpoint(
         if directory.exists():
             return _files_in(directory)
 
-    cached = _from_hf_cache(repo)
+    cached = _from_hf_cache(entry)
     if cached is not None:
         return cached
 
@@ -148,7 +149,7 @@ def resolve_checkpoint(
             f"checkpoint {name!r} is not in {where} nor in the Hugging Face cache, and {why}. "
             + _manual_placement_hint(name, repo)
         )
-    return _download(name, repo)
+    return _download(entry)
 
 
 def _hf_offline() -> bool:
@@ -176,30 +177,37 @@ def _hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def _from_hf_cache(repo: str) -> CheckpointFiles | None:
+def _from_hf_cache(entry: Checkpoint) -> CheckpointFiles | None:
     from huggingface_hub import try_to_load_from_cache
 
     cache = _hub_cache_dir()
-    found = [try_to_load_from_cache(repo, f, cache_dir=cache) for f in (WEIGHTS_FILE, CONFIG_FILE)]
+    found = [
+        try_to_load_from_cache(entry.repo, f, cache_dir=cache, revision=entry.revision)
+        for f in (WEIGHTS_FILE, CONFIG_FILE)
+    ]
     if all(isinstance(p, str) for p in found):
         return CheckpointFiles(Path(str(found[0])), Path(str(found[1])))
     return None
 
 
-def _download(name: str, repo: str) -> CheckpointFiles:
+def _download(entry: Checkpoint) -> CheckpointFiles:
     from huggingface_hub import hf_hub_download
 
     paths = []
     for filename in (CONFIG_FILE, WEIGHTS_FILE):  # hf_hub_download shows a tqdm progress bar
         try:
             path = hf_hub_download(
-                repo, filename, cache_dir=_hub_cache_dir(), endpoint=_hub_endpoint()
+                entry.repo,
+                filename,
+                revision=entry.revision,
+                cache_dir=_hub_cache_dir(),
+                endpoint=_hub_endpoint(),
             )
             paths.append(Path(path))
         except Exception as exc:  # the hub raises many kinds: connection, HTTP, offline…
             raise HubUnreachable(
-                f"could not download {filename} of checkpoint {name!r} from {repo}: {exc}. "
-                + _manual_placement_hint(name, repo)
+                f"could not download {filename} of checkpoint {entry.name!r} from {entry.repo}: "
+                f"{exc}. " + _manual_placement_hint(entry.name, entry.repo)
             ) from exc
     return CheckpointFiles(weights=paths[1], config=paths[0])
 

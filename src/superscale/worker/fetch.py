@@ -6,14 +6,12 @@ with fal's error types (`file_download_error`, `file_too_large`, `image_load_err
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from superscale import netguard
+from superscale import datauri, netguard
 from superscale.errors import ErrorType
 from superscale.files.base import FileNotFound, FileStore, InvalidKey, check_key
 from superscale.files.urls import key_after_files, key_of_path
@@ -87,36 +85,13 @@ def _files_key(url: str) -> str | None:
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
-    """The payload of an RFC 2397 `data:` URI (base64 or percent-encoded), size-capped."""
-    header, sep, payload = uri[5:].partition(",")
-    if not sep:
-        raise InputError(
-            "image_url is a data: URI without a ',' before its data", ErrorType.IMAGE_LOAD_ERROR
-        )
-    is_base64 = header.lower().endswith(";base64")
-    # Refuse before decoding: base64 inflates by 4/3, percent-encoding by up to 3.
-    if len(payload) > (max_bytes * 4 // 3 + 4 if is_base64 else max_bytes * 3):
-        raise _too_large(max_bytes)
-    if is_base64:
-        compact = "".join(payload.split())
-        compact += "=" * (-len(compact) % 4)
-        try:
-            data = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError):
-            try:  # some encoders use the URL-safe alphabet
-                data = base64.b64decode(compact, altchars=b"-_", validate=True)
-            except (binascii.Error, ValueError):
-                raise InputError(
-                    "image_url is a data: URI whose payload is not valid base64",
-                    ErrorType.IMAGE_LOAD_ERROR,
-                ) from None
-    else:
-        data = unquote_to_bytes(payload)
-    if len(data) > max_bytes:
-        raise _too_large(max_bytes)
-    if not data:
-        raise InputError("image_url is a data: URI with no data", ErrorType.IMAGE_LOAD_ERROR)
-    return data
+    """The bytes of a `data:` URI (`superscale.datauri`'s rule), as an input error if refused."""
+    try:
+        return datauri.decode(uri, max_bytes)
+    except datauri.DataUriError as exc:
+        if exc.too_large:
+            raise _too_large(max_bytes) from None
+        raise InputError(f"image_url is a {exc}", ErrorType.IMAGE_LOAD_ERROR) from None
 
 
 def _too_large(max_bytes: int) -> InputError:
@@ -148,9 +123,9 @@ class InputFetcher:
 
     def fetch(self, url: str) -> bytes:
         url = url.strip()
-        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-        if scheme == "data":
+        if datauri.is_data_uri(url):
             return decode_data_uri(url, self.settings.max_input_bytes)
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
         if scheme not in ("http", "https"):
             raise InputError("image_url must be an http(s) URL, a data: URI or a file of ours")
         key = own_file_key(url, self.settings)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from superscale.engine.options import EngineOptions
 
 
 class Settings(BaseSettings):
@@ -47,6 +51,14 @@ class Settings(BaseSettings):
     checkpoints: list[str] = Field(default_factory=lambda: ["v1", "v2"])
     device: str = "auto"
     dtype: str = "auto"
+    # Engine knobs (None: chosen by device; see `superscale.engine.EngineOptions`).
+    batch_size: int | None = Field(default=None, ge=1)
+    prepack: bool | None = None
+    winograd: bool | None = None
+    channels_last: bool | None = None
+    fold_cache_size: int = Field(default=2, ge=1)
+    # Compiled CPU kernels live in {cache_dir}/kernels (default: ~/.cache/superscale).
+    cache_dir: Path | None = None
     workers: int = 1  # in-process workers started by `serve` (0: API only)
     # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
     # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
@@ -77,6 +89,20 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # An empty flag (`--webhook-key ""`) sets nothing, as an empty variable does.
         return None if value == "" else value
+
+    def engine_options(self) -> EngineOptions:
+        from superscale.engine.options import EngineOptions  # torch: only where it runs
+
+        return EngineOptions(
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            prepack=self.prepack,
+            winograd=self.winograd,
+            channels_last=self.channels_last,
+            fold_cache_size=self.fold_cache_size,
+            kernel_cache_dir=self.cache_dir,
+        )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'superscale.db'}"

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.skipif(not prepack.available(), reason="PyTorch built w
 @pytest.fixture
 def fresh_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty kernel cache: the next `kernel_library()` call builds (or fails) anew."""
-    monkeypatch.setenv("SUPERSCALE_CACHE_DIR", str(tmp_path))
+    winograd.use_cache_dir(tmp_path)
     winograd.kernel_library.cache_clear()
     yield tmp_path / "kernels"
-    winograd.kernel_library.cache_clear()
+    winograd.use_cache_dir(None)
 
 
 def _direct(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, act: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ torch loads only when the command runs, so that `superscale --help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -210,10 +211,9 @@ def _load(
         resolve_dtype(dtype or s.dtype, dev)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--dtype") from None
+    options = dataclasses.replace(s.engine_options(), device=str(dev), dtype=dtype or s.dtype)
     try:
-        return Upscaler.from_checkpoint(
-            checkpoint, device=dev, dtype=dtype or s.dtype, model_dir=model_dir
-        )
+        return Upscaler.from_options(checkpoint, options, model_dir)
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
 

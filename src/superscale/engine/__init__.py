@@ -6,11 +6,13 @@ blending, band-wise 8-bit assembly; `noise`: the seeded style and input noise of
 """
 
 from .devices import default_batch_size, resolve_device, resolve_dtype
+from .options import EngineOptions
 from .task import Cancelled
 from .upscaler import NoiseMode, Upscaler
 
 __all__ = [
     "Cancelled",
+    "EngineOptions",
     "NoiseMode",
     "Upscaler",
     "default_batch_size",

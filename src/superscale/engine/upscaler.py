@@ -22,8 +22,10 @@ from ..model import (
 )
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
+from . import winograd
 from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
 from .noise import SharedNoise, shared_z
+from .options import EngineOptions
 from .task import CancelFn, ImageTask, ProgressFn
 from .tiling import Tile
 
@@ -82,6 +84,28 @@ class Upscaler:
         )
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
         self._fold_lock = threading.Lock()
+
+    @classmethod
+    def from_options(
+        cls,
+        checkpoint: str | Path,
+        options: EngineOptions,
+        model_dir: str | Path | None = None,
+    ) -> Upscaler:
+        """`from_checkpoint` with every engine setting from `options`."""
+        if options.kernel_cache_dir is not None:
+            winograd.use_cache_dir(options.kernel_cache_dir)
+        return cls.from_checkpoint(
+            checkpoint,
+            device=options.device,
+            dtype=options.dtype,
+            model_dir=model_dir,
+            batch_size=options.batch_size,
+            fold_cache_size=options.fold_cache_size,
+            channels_last=options.channels_last,
+            prepack=options.prepack,
+            winograd=options.winograd,
+        )
 
     @classmethod
     def from_checkpoint(

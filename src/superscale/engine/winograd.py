@@ -73,8 +73,20 @@ _CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
 _LDFLAGS = ["-shared"]
 
 
+_cache_root: Path | None = None  # set by `use_cache_dir`
+
+
+def use_cache_dir(root: Path | None) -> None:
+    """Keep compiled kernels under `root`/kernels (None: the user's cache directory). The
+    service passes `Settings.cache_dir` here, through `EngineOptions.kernel_cache_dir`."""
+    global _cache_root
+    if root != _cache_root:
+        _cache_root = root
+        kernel_library.cache_clear()
+
+
 def _cache_dir() -> Path:
-    root = os.environ.get("SUPERSCALE_CACHE_DIR") or os.path.join(
+    root = _cache_root or Path(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "superscale"
     )
     return Path(root) / "kernels"

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from superscale.engine import Upscaler, resolve_device
+from superscale.engine import EngineOptions, Upscaler, resolve_device
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 
@@ -19,23 +19,19 @@ GPU_BATCH_JOBS = 8
 _LOG_EVERY_BATCH_UP_TO = 64
 _LOG_INTERVAL = 1.0
 
-_upscalers: dict[tuple[str, str, str, str], Upscaler] = {}
+_upscalers: dict[tuple[str, EngineOptions, str], Upscaler] = {}
 _upscalers_lock = threading.Lock()
 
 
 def get_upscaler(settings: Settings, checkpoint: str) -> Upscaler:
     """One Upscaler per checkpoint and engine setting, loaded on first use and shared by all
     workers of the process (the weights are large; loading twice would double the memory)."""
-    key = (checkpoint, settings.device, settings.dtype, str(settings.model_dir or ""))
+    options = settings.engine_options()
+    key = (checkpoint, options, str(settings.model_dir or ""))
     with _upscalers_lock:
         upscaler = _upscalers.get(key)
         if upscaler is None:
-            upscaler = Upscaler.from_checkpoint(
-                checkpoint,
-                device=settings.device,
-                dtype=settings.dtype,
-                model_dir=settings.model_dir,
-            )
+            upscaler = Upscaler.from_options(checkpoint, options, settings.model_dir)
             _upscalers[key] = upscaler
         return upscaler
 

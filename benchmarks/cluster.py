@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://superscale@127.0.0.1:55432/test")
 
 
 def main() -> None:

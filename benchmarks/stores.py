@@ -107,7 +107,7 @@ def pg_schema(url: str) -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--pg", default="postgresql://superscale@127.0.0.1:55432/test")
     args = parser.parse_args()
     results: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:

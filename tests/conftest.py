@@ -13,7 +13,8 @@ import pytest
 
 from s3server import SeaweedS3, weed_binary
 
-PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The project's own PostgreSQL, started by scripts/services.sh (SUPERSCALE_TEST_PG_URL: another).
+PG_URL = os.environ.get("SUPERSCALE_TEST_PG_URL", "postgresql://superscale@127.0.0.1:55432/test")
 
 
 def missing_in_ci(reason: str) -> NoReturn:

@@ -16,7 +16,7 @@ a signed URL each time, for no gain to a client that already holds a key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,54 @@ def default_async_client() -> AsyncClient:
     return _default_async[1]
 
 
-def subscribe(endpoint: str, arguments: dict[str, Any], **options: Any) -> Any:
-    return default_client().subscribe(endpoint, arguments, **options)
+def subscribe(
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    on_enqueue: Callable[[str], Any] | None = None,
+    on_queue_update: Callable[[Status], Any] | None = None,
+    with_logs: bool = False,
+    timeout: float | None = None,
+    interval: float | None = None,
+    webhook_url: str | None = None,
+    priority: str | None = None,
+    start_timeout: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """`SyncClient.subscribe` on the default client."""
+    return default_client().subscribe(
+        endpoint,
+        arguments,
+        on_enqueue=on_enqueue,
+        on_queue_update=on_queue_update,
+        with_logs=with_logs,
+        timeout=timeout,
+        interval=interval,
+        webhook_url=webhook_url,
+        priority=priority,
+        start_timeout=start_timeout,
+        headers=headers,
+    )
 
 
-def submit(endpoint: str, arguments: dict[str, Any], **options: Any) -> SyncRequestHandle:
-    return default_client().submit(endpoint, arguments, **options)
+def submit(
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    webhook_url: str | None = None,
+    priority: str | None = None,
+    start_timeout: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> SyncRequestHandle:
+    """`SyncClient.submit` on the default client."""
+    return default_client().submit(
+        endpoint,
+        arguments,
+        webhook_url=webhook_url,
+        priority=priority,
+        start_timeout=start_timeout,
+        headers=headers,
+    )
 
 
 def status(endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
@@ -141,14 +183,54 @@ def upload_image(image: Any, format: str = "png") -> str:
     return default_client().upload_image(image, format)
 
 
-async def subscribe_async(endpoint: str, arguments: dict[str, Any], **options: Any) -> Any:
-    return await default_async_client().subscribe(endpoint, arguments, **options)
+async def subscribe_async(
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    on_enqueue: Callable[[str], Any] | None = None,
+    on_queue_update: Callable[[Status], Any] | None = None,
+    with_logs: bool = False,
+    timeout: float | None = None,
+    interval: float | None = None,
+    webhook_url: str | None = None,
+    priority: str | None = None,
+    start_timeout: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """`AsyncClient.subscribe` on the default client of this event loop."""
+    return await default_async_client().subscribe(
+        endpoint,
+        arguments,
+        on_enqueue=on_enqueue,
+        on_queue_update=on_queue_update,
+        with_logs=with_logs,
+        timeout=timeout,
+        interval=interval,
+        webhook_url=webhook_url,
+        priority=priority,
+        start_timeout=start_timeout,
+        headers=headers,
+    )
 
 
 async def submit_async(
-    endpoint: str, arguments: dict[str, Any], **options: Any
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    webhook_url: str | None = None,
+    priority: str | None = None,
+    start_timeout: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncRequestHandle:
-    return await default_async_client().submit(endpoint, arguments, **options)
+    """`AsyncClient.submit` on the default client of this event loop."""
+    return await default_async_client().submit(
+        endpoint,
+        arguments,
+        webhook_url=webhook_url,
+        priority=priority,
+        start_timeout=start_timeout,
+        headers=headers,
+    )
 
 
 async def status_async(endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:

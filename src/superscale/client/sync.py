@@ -1,55 +1,31 @@
-"""`SyncClient`: the blocking client. `AsyncClient` (`aio.py`) mirrors it method for method."""
+"""`SyncClient`: the blocking client — `ClientCore`'s flows (`_core.py`) carried out with
+`httpx.Client`. `AsyncClient` (`aio.py`) has the same methods."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource, SSEError
+from httpx_sse import EventSource, ServerSentEvent
 
-from superscale.client import _inputs
-from superscale.client._protocol import (
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
-    CdnToken,
-    RetryPolicy,
-    Urls,
-    access_url,
-    auth_headers,
-    deadline_timeout,
-    json_body,
-    resolve_base_url,
-    resolve_key,
-    submit_headers,
-)
-from superscale.client.errors import (
-    NetworkError,
-    RequestTimeoutError,
-    SuperscaleError,
-    error_from_response,
-    error_from_transport,
-)
-from superscale.client.results import parse_output
-from superscale.client.status import Completed, Status, parse_status
+from superscale.client import _core, _inputs
+from superscale.client._protocol import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RetryPolicy
+from superscale.client.status import Status
 
+T = TypeVar("T")
 StatusCallback = Callable[[Status], Any]
 
 
 @dataclass
-class SyncRequestHandle:
+class SyncRequestHandle(_core.HandleFields):
     """A submitted request: poll, stream, fetch or cancel it."""
 
     client: SyncClient = field(repr=False)
-    endpoint: str
-    request_id: str
-    response_url: str = field(default="", repr=False)
-    status_url: str = field(default="", repr=False)
-    cancel_url: str = field(default="", repr=False)
 
     def status(self, *, with_logs: bool = False) -> Status:
         return self.client.status(self.endpoint, self.request_id, with_logs=with_logs)
@@ -58,7 +34,8 @@ class SyncRequestHandle:
         self, *, with_logs: bool = False, interval: float | None = None
     ) -> Iterator[Status]:
         """Poll until the request completes, yielding each status (the last is `Completed`)."""
-        return self.client._poll(self.endpoint, self.request_id, with_logs, interval, None)
+        flow = self.client.poll_flow(self.endpoint, self.request_id, with_logs, interval, None)
+        return self.client._iterate(flow)
 
     def stream(self, *, with_logs: bool = False) -> Iterator[Status]:
         """Status events pushed by the server (SSE) until the request completes."""
@@ -74,7 +51,32 @@ class SyncRequestHandle:
         self.client.cancel(self.endpoint, self.request_id)
 
 
-class SyncClient:
+class _Stream:
+    """An open server-sent event stream."""
+
+    def __init__(self, http: httpx.Client, action: _core.OpenStream) -> None:
+        self._exit = contextlib.ExitStack()
+        self.response = self._exit.enter_context(
+            http.stream(
+                "GET",
+                action.url,
+                params=action.params,
+                headers=action.headers,
+                timeout=action.timeout,
+            )
+        )
+        if self.response.is_error:
+            self.response.read()
+        self._events = EventSource(self.response).iter_sse()
+
+    def next(self) -> ServerSentEvent | None:
+        return next(self._events, None)
+
+    def close(self) -> None:
+        self._exit.close()
+
+
+class SyncClient(_core.ClientCore):
     """A blocking client for a superscale (or fal-compatible) server.
 
     `base_url` defaults to `SUPERSCALE_URL`, `key` to `FAL_KEY` (or `FAL_KEY_ID` +
@@ -91,14 +93,8 @@ class SyncClient:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         http: httpx.Client | None = None,
     ) -> None:
-        self.base_url = resolve_base_url(base_url)
-        self.key = resolve_key(key)
-        self.retry = retry or RetryPolicy()
-        self.poll_interval = poll_interval
-        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._urls = Urls(self.base_url)
+        super().__init__(base_url, key, timeout=timeout, retry=retry, poll_interval=poll_interval)
         self._http = http or httpx.Client(timeout=self.timeout)
-        self._token: CdnToken | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -109,8 +105,62 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- queue -------------------------------------------------------------------------
+    # --- the driver ----------------------------------------------------------------------
+    def _drive(self, flow: _core.Flow[T]) -> Generator[Any, None, T]:
+        """Carry a flow's actions out: yields what it emits, returns what it returns."""
+        stepper, streams = _core.Stepper(flow), list[_Stream]()
+        try:
+            while not isinstance(action := stepper.next(), _core.Done):
+                if isinstance(action, _core.Emit):
+                    yield action.value
+                    continue
+                try:
+                    stepper.answer = self._do(action, streams)
+                except BaseException as exc:  # the flow decides: retry, clean up, or raise
+                    stepper.error = exc
+            result: T = action.value
+            return result
+        finally:
+            for stream in streams:
+                stream.close()
+            flow.close()
 
+    def _iterate(self, flow: _core.Flow[None]) -> Iterator[Any]:
+        return self._drive(flow)
+
+    def _run(self, flow: _core.Flow[T]) -> T:
+        driven = self._drive(flow)
+        try:
+            next(driven)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        driven.close()
+        raise AssertionError("this flow hands values to a caller: iterate it")
+
+    def _do(self, action: _core.Action, streams: list[_Stream]) -> Any:
+        if isinstance(action, _core.Send):
+            return self._http.request(
+                action.method,
+                action.url,
+                headers=action.headers,
+                timeout=action.timeout,
+                **action.options,
+            )
+        if isinstance(action, _core.Sleep):
+            time.sleep(action.seconds)
+        elif isinstance(action, _core.Call):
+            action.callback(*action.args)
+        elif isinstance(action, _core.OpenStream):
+            streams.append(_Stream(self._http, action))
+            return streams[-1]
+        elif isinstance(action, _core.NextEvent):
+            return action.stream.next()
+        elif isinstance(action, _core.CloseStream):
+            action.stream.close()
+        return None
+
+    # --- the queue -----------------------------------------------------------------------
     def submit(
         self,
         endpoint: str,
@@ -126,25 +176,17 @@ class SyncClient:
         `start_timeout` is a server-side deadline: a job not started by then ends with 504.
         """
         payload = self.upload_inputs(arguments)
-        params = {"fal_webhook": webhook_url} if webhook_url else None
-        response = self._send(
-            "POST",
-            self._urls.submit(endpoint),
-            idempotent=False,
-            json=payload,
-            params=params,
-            headers={**submit_headers(priority, start_timeout), **(headers or {})},
-        )
-        data = json_body(response)
-        if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
-            raise SuperscaleError(f"malformed submit answer: {data!r:.200}", body=data)
+        flow = self.submit_flow(endpoint, payload, webhook_url, priority, start_timeout, headers)
+        return self._handle(endpoint, self._run(flow))
+
+    def _handle(self, endpoint: str, submitted: _core.Submitted) -> SyncRequestHandle:
         return SyncRequestHandle(
             self,
             endpoint,
-            data["request_id"],
-            str(data.get("response_url", "")),
-            str(data.get("status_url", "")),
-            str(data.get("cancel_url", "")),
+            submitted.request_id,
+            submitted.response_url,
+            submitted.status_url,
+            submitted.cancel_url,
         )
 
     def get_handle(self, endpoint: str, request_id: str) -> SyncRequestHandle:
@@ -160,7 +202,10 @@ class SyncClient:
         with_logs: bool = False,
         timeout: float | None = None,
         interval: float | None = None,
-        **submit_options: Any,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        start_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Submit, wait for completion and return the output.
 
@@ -168,127 +213,49 @@ class SyncClient:
         seconds pass first, the request is cancelled on the server and `RequestTimeoutError`
         is raised; an interrupted wait (Ctrl-C) cancels it too.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        handle: SyncRequestHandle | None = None
-        try:
-            handle = self.submit(endpoint, arguments, **submit_options)
-            if on_enqueue is not None:
-                on_enqueue(handle.request_id)
-            logs = with_logs and on_queue_update is not None
-            for status in self._poll(endpoint, handle.request_id, logs, interval, deadline):
-                if on_queue_update is not None:
-                    on_queue_update(status)
-            return self._fetch_result(endpoint, handle.request_id, deadline)
-        except KeyboardInterrupt:
-            # The caller never got the handle: do not leave the server working for nobody.
-            if handle is not None:
-                with contextlib.suppress(SuperscaleError):
-                    self.cancel(endpoint, handle.request_id)
-            raise
-        except RequestTimeoutError as exc:
-            if deadline is None or time.monotonic() < deadline:
-                raise  # the server's own deadline (504), not ours
-            request_id = handle.request_id if handle else None
-            if request_id is not None:
-                with contextlib.suppress(SuperscaleError):
-                    self.cancel(endpoint, request_id)
-            raise RequestTimeoutError(
-                f"no result within {timeout} s; the request was cancelled",
-                request_id=request_id,
-            ) from exc
+        payload = self.upload_inputs(arguments)
+        return self._run(
+            self.subscribe_flow(
+                endpoint,
+                payload,
+                on_enqueue=on_enqueue,
+                on_queue_update=on_queue_update,
+                with_logs=with_logs,
+                timeout=timeout,
+                interval=interval,
+                webhook_url=webhook_url,
+                priority=priority,
+                start_timeout=start_timeout,
+                headers=headers,
+            )
+        )
 
     def status(self, endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
-        return self._status(endpoint, request_id, with_logs, None)
+        return self._run(self.status_flow(endpoint, request_id, with_logs))
 
     def result(self, endpoint: str, request_id: str) -> Any:
         """Wait until the request completes and return its output."""
-        for _ in self._poll(endpoint, request_id, False, None, None):
-            pass
-        return self._fetch_result(endpoint, request_id)
+        return self._run(self.result_flow(endpoint, request_id))
 
     def cancel(self, endpoint: str, request_id: str) -> None:
         """Ask the server to cancel; raises if it already completed or is unknown."""
-        self._send(
-            "PUT", self._urls.cancel(endpoint, request_id), idempotent=True, request_id=request_id
-        )
+        self._run(self.cancel_flow(endpoint, request_id))
 
     def stream(
         self, endpoint: str, request_id: str, *, with_logs: bool = False
     ) -> Iterator[Status]:
         """Status events pushed by the server (SSE) until `Completed`; reconnects on drops."""
-        url = self._urls.stream(endpoint, request_id)
-        params = {"logs": "1" if with_logs else "0"}
-        failures = 0
-        while True:
-            try:
-                with self._http.stream(
-                    "GET",
-                    url,
-                    params=params,
-                    headers={**self._auth(url), "Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(self.timeout.connect, read=None),
-                ) as response:
-                    if response.is_error:
-                        response.read()
-                        raise error_from_response(response, request_id)
-                    for event in EventSource(response).iter_sse():
-                        if not event.data.strip():
-                            continue
-                        status = parse_status(event.json())
-                        failures = 0
-                        yield status
-                        if isinstance(status, Completed):
-                            return
-            except (httpx.TransportError, SSEError) as exc:
-                failures += 1
-                if failures > self.retry.max_retries:
-                    raise NetworkError(
-                        f"status stream broke: {exc}", request_id=request_id
-                    ) from exc
-                time.sleep(self.retry.delay(failures))
-                continue
-            # The server closed the stream before COMPLETED: reconnect (it resends the state).
-            failures += 1
-            if failures > self.retry.max_retries:
-                raise NetworkError("status stream ended early", request_id=request_id)
-            time.sleep(self.retry.delay(failures))
+        return self._iterate(self.stream_flow(endpoint, request_id, with_logs))
 
-    # --- synchronous route -------------------------------------------------------------
-
+    # --- the synchronous route -----------------------------------------------------------
     def run(self, endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None) -> Any:
         """Run on the synchronous route, holding the connection until the output is ready."""
-        payload = self.upload_inputs(arguments)
-        request_timeout = httpx.Timeout(timeout, connect=self.timeout.connect)
-        response = self._send(
-            "POST",
-            self._urls.run(endpoint),
-            idempotent=False,
-            json=payload,
-            timeout=request_timeout,
-        )
-        return parse_output(endpoint, json_body(response), self._auth)
+        return self._run(self.run_flow(endpoint, self.upload_inputs(arguments), timeout))
 
-    # --- storage -----------------------------------------------------------------------
-
+    # --- storage -------------------------------------------------------------------------
     def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Store bytes on the server; returns their URL, usable as `image_url`."""
-        for attempt in (1, 2):
-            token = self._cdn_token(refresh=attempt == 2)
-            url = f"{token.base_url}/files/upload"
-            try:
-                response = self._send(
-                    "POST",
-                    url,
-                    idempotent=False,
-                    content=data,
-                    headers=token.upload_headers(content_type, file_name),
-                )
-            except SuperscaleError as exc:
-                if exc.status_code == 401 and attempt == 1:
-                    continue  # the token was revoked or expired early: fetch a new one
-                raise
-            return access_url(json_body(response))
-        raise AssertionError("unreachable")
+        return self._run(self.upload_flow(data, content_type, file_name))
 
     def upload_file(self, path: str | Path) -> str:
         upload = _inputs.read_path(path)
@@ -307,99 +274,3 @@ class SyncClient:
             urls[id(value)] = self.upload(upload.data, upload.content_type, upload.file_name)
         result: dict[str, Any] = _inputs.substitute(arguments, lambda v: urls[id(v)])
         return result
-
-    # --- internals ---------------------------------------------------------------------
-
-    def _auth(self, url: str) -> dict[str, str]:
-        return auth_headers(self.key) if self._urls.same_origin(url) else {}
-
-    def _cdn_token(self, refresh: bool = False) -> CdnToken:
-        if refresh or self._token is None or not self._token.fresh():
-            response = self._send("POST", self._urls.storage_token, idempotent=True, json={})
-            self._token = CdnToken.from_json(json_body(response))
-        return self._token
-
-    def _status(
-        self, endpoint: str, request_id: str, with_logs: bool, deadline: float | None
-    ) -> Status:
-        response = self._send(
-            "GET",
-            self._urls.status(endpoint, request_id),
-            idempotent=True,
-            request_id=request_id,
-            params={"logs": "1" if with_logs else "0"},
-            deadline=deadline,
-        )
-        return parse_status(json_body(response))
-
-    def _poll(
-        self,
-        endpoint: str,
-        request_id: str,
-        with_logs: bool,
-        interval: float | None,
-        deadline: float | None,
-    ) -> Iterator[Status]:
-        interval = self.poll_interval if interval is None else interval
-        while True:
-            status = self._status(endpoint, request_id, with_logs, deadline)
-            yield status
-            if isinstance(status, Completed):
-                return
-            if deadline is not None and time.monotonic() + interval >= deadline:
-                time.sleep(max(0.0, deadline - time.monotonic()))
-                raise RequestTimeoutError("deadline passed", request_id=request_id)
-            time.sleep(interval)
-
-    def _fetch_result(self, endpoint: str, request_id: str, deadline: float | None = None) -> Any:
-        response = self._send(
-            "GET",
-            self._urls.request(endpoint, request_id),
-            idempotent=True,
-            request_id=request_id,
-            deadline=deadline,
-        )
-        return parse_output(endpoint, json_body(response), self._auth)
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        idempotent: bool,
-        request_id: str | None = None,
-        deadline: float | None = None,
-        timeout: httpx.Timeout | None = None,
-        headers: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """One request with retries; returns a 2xx answer or raises the matching error."""
-        headers = {**self._auth(url), **(headers or {})}
-        retries = 0
-        while True:
-            request_timeout = deadline_timeout(deadline, timeout or self.timeout)
-            response: httpx.Response | None
-            try:
-                response = self._http.request(
-                    method, url, headers=headers, timeout=request_timeout, **kwargs
-                )
-            except httpx.TimeoutException as exc:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise RequestTimeoutError(str(exc), request_id=request_id) from exc
-                error: Exception = exc
-                retry, response = self.retry.should_retry_error(exc, idempotent), None
-            except httpx.TransportError as exc:
-                error, retry, response = exc, self.retry.should_retry_error(exc, idempotent), None
-            else:
-                if response.is_success:
-                    return response
-                error = error_from_response(response, request_id)
-                retry = self.retry.should_retry_status(response, idempotent)
-            delay = self.retry.delay(retries + 1, response)
-            late = deadline is not None and time.monotonic() + delay >= deadline
-            if not retry or retries >= self.retry.max_retries or late:
-                if isinstance(error, SuperscaleError):
-                    raise error
-                raise error_from_transport(method, url, error, request_id) from error
-            retries += 1
-            time.sleep(delay)

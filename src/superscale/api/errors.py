@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from superscale.errors import ErrorType
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +56,7 @@ def not_found(what: str = "Request") -> ApiError:
     return ApiError(404, f"{what} not found", loc=("path",), type="not_found")
 
 
-def retry_later(status_code: int, reason: str, error_type: str, seconds: int) -> ApiError:
+def retry_later(status_code: int, reason: str, error_type: ErrorType, seconds: int) -> ApiError:
     """A temporary refusal (busy, unreachable store) that clients retry after `seconds`: fal's
     clients honour `Retry-After` and `X-Fal-Retryable`."""
     retry = str(seconds)
@@ -98,7 +100,10 @@ async def store_unavailable_handler(request: Request, exc: Exception) -> JSONRes
     clients retry), not a 500. The cause goes to the log, not to the client."""
     log.warning("job store unavailable on %s %s: %s", request.method, request.url.path, exc)
     return retry_later(
-        503, "The service cannot reach its job store", "service_unavailable", STORE_RETRY_AFTER
+        503,
+        "The service cannot reach its job store",
+        ErrorType.SERVICE_UNAVAILABLE,
+        STORE_RETRY_AFTER,
     ).response()
 
 

@@ -19,6 +19,7 @@ from superscale.api.context import ApiContext, Ctx
 from superscale.api.endpoints import resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
+from superscale.errors import ErrorType
 from superscale.files.urls import rebase
 from superscale.jobs.records import CancelOutcome, Job, NewJob, QueueFull
 from superscale.schemas import batch_key
@@ -108,7 +109,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
         return await ctx.call(ctx.job_store.submit, new, ctx.settings.max_queue)
     except QueueFull as exc:
         seconds = max(1, math.ceil(exc.retry_after))
-        raise retry_later(429, "The queue is full", "queue_full", seconds) from None
+        raise retry_later(429, "The queue is full", ErrorType.QUEUE_FULL, seconds) from None
 
 
 async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:
@@ -122,7 +123,7 @@ def result_response(ctx: ApiContext, job: Job, request: Request) -> Response:
     if job.error is not None:
         err = job.error
         headers["X-Fal-Error-Type"] = err.error_type
-        if err.status_code == 504 and err.error_type == "timeout":
+        if err.status_code == 504 and err.error_type == ErrorType.TIMEOUT:
             headers["X-Fal-Request-Timeout-Type"] = "user"
         return JSONResponse(err.to_body(), status_code=err.status_code, headers=headers)
     return JSONResponse(_rebase(job.output or {}, ctx, request), headers=headers)

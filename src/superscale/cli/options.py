@@ -101,7 +101,8 @@ def run_service(
         service.handle_signals()
         service.start()
         if serve is not None:
-            serve(job_store, file_store)
+            if not service.stopping.is_set():  # a stop signal may come during start-up
+                serve(job_store, file_store)
         else:
             for worker in service.workers:
                 log.info(

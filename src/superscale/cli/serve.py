@@ -13,16 +13,7 @@ from typing import Any
 
 import click
 
-from superscale.cli.options import (
-    build_settings,
-    log_level_option,
-    model_options,
-    public_url_option,
-    run_service,
-    setup_logging,
-    store_options,
-    worker_options,
-)
+from superscale.cli import options
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.serve")
@@ -49,8 +40,8 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
-@store_options
-@public_url_option
+@options.store_options
+@options.public_url_option
 @click.option(
     "--no-auth",
     "auth",
@@ -62,11 +53,11 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
     "--workers", type=int, default=None, help="In-process workers (default 1; 0: API only)."
 )
 @click.option("--no-worker", is_flag=True, default=False, help="Same as --workers 0.")
-@model_options
-@worker_options
+@options.model_options
+@options.worker_options
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
-@log_level_option
+@options.log_level_option
 def serve(
     no_worker: bool,
     ssl_certfile: str | None,
@@ -80,10 +71,10 @@ def serve(
     then go back to the queue; the process exits 0."""
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
-    setup_logging(log_level)
+    options.setup_logging(log_level)
     if no_worker:
         flags["workers"] = 0
-    settings = build_settings(**flags)
+    settings = options.build_settings(**flags)
     if settings.workers < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--workers")
     if (
@@ -126,7 +117,7 @@ def serve(
             timeout_graceful_shutdown=5,
         )
         # uvicorn takes SIGTERM/SIGINT while it runs and passes them on to the service's
-        # handlers when it returns: the workers then drain (see `run_service`).
+        # handlers when it returns: the workers then drain (see `options.run_service`).
         uvicorn.Server(config).run()
 
-    run_service(settings, workers=settings.workers, serve=serve_api)
+    options.run_service(settings, workers=settings.workers, serve=serve_api)

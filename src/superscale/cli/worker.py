@@ -12,26 +12,17 @@ from typing import Any
 
 import click
 
-from superscale.cli.options import (
-    build_settings,
-    log_level_option,
-    model_options,
-    public_url_option,
-    run_service,
-    setup_logging,
-    store_options,
-    worker_options,
-)
+from superscale.cli import options
 
 
 @click.command()
-@store_options
-@public_url_option
-@model_options
+@options.store_options
+@options.public_url_option
+@options.model_options
 @click.option("--worker-id", default=None, help="Name in leases and logs (default host:pid:…).")
-@worker_options
-@log_level_option
+@options.worker_options
+@options.log_level_option
 def worker(worker_id: str | None, log_level: str, **flags: Any) -> None:
     """Run one worker (and webhook delivery) against the shared stores."""
-    setup_logging(log_level)
-    run_service(build_settings(**flags), workers=1, worker_id=worker_id)
+    options.setup_logging(log_level)
+    options.run_service(options.build_settings(**flags), workers=1, worker_id=worker_id)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Literal, Protocol
 
-Row = dict[str, Any]
+Row = Mapping[str, Any]  # by column name: sqlite3.Row, psycopg dict rows
 
 
 class Cursor(Protocol):

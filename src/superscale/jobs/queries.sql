@@ -29,14 +29,16 @@ SELECT {job_columns} FROM jobs WHERE id = :id;
 -- name: job_version
 SELECT version FROM jobs WHERE id = :id;
 
--- name: queue_entry
-SELECT priority, seq FROM jobs WHERE id = :id AND state = 'IN_QUEUE';
-
--- name: count_ahead
+-- name: queue_position
+-- Runnable jobs ahead of this one (0 when it is not queued): higher priority, or the same and
+-- submitted earlier. Its place comes from scalar subqueries, evaluated once each, so the count
+-- walks the queue index with constants (a join with it made PostgreSQL's planner scan).
 SELECT COUNT(*) AS n FROM jobs
 WHERE state = 'IN_QUEUE'
   AND (start_deadline IS NULL OR start_deadline > :now)
-  AND (priority > :priority OR (priority = :priority AND seq < :seq));
+  AND (priority > (SELECT priority FROM jobs WHERE id = :id AND state = 'IN_QUEUE')
+       OR (priority = (SELECT priority FROM jobs WHERE id = :id AND state = 'IN_QUEUE')
+           AND seq < (SELECT seq FROM jobs WHERE id = :id AND state = 'IN_QUEUE')));
 
 -- name: claim
 -- The oldest highest-priority runnable job, taken in one statement.

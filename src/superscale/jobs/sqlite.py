@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from superscale.jobs.dialect import Dialect, Duplicate, Row
+from superscale.jobs.dialect import Dialect, Duplicate
 from superscale.jobs.records import StoreUnavailable
 from superscale.jobs.store import JobStore
 
@@ -29,10 +29,6 @@ from superscale.jobs.store import JobStore
 POLL_INTERVAL = 0.2
 
 _UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
-
-
-def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
 class SqliteDialect(Dialect):
@@ -53,7 +49,7 @@ class SqliteDialect(Dialect):
         conn = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
-        conn.row_factory = _dict_row
+        conn.row_factory = sqlite3.Row  # by column name, like psycopg's dict rows
         # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
         # the last transactions, and it saves an fsync per write.
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -192,13 +192,8 @@ class JobStore:
         return None if row is None else job_from_row(row)
 
     def queue_position(self, request_id: str) -> int:
-        # Two plain queries rather than a self-join: the count then always walks the queue
-        # index, whatever the planner believes about the table's size.
         with self._read() as db:
-            me = db.one("queue_entry", id=request_id)
-            if me is None:
-                return 0
-            row = db.one("count_ahead", now=time.time(), priority=me["priority"], seq=me["seq"])
+            row = db.one("queue_position", id=request_id, now=time.time())
         assert row is not None
         return int(row["n"])
 

@@ -23,16 +23,22 @@ if [ -z "${SUPERSCALE_TEST_PG_URL:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
         as_owner=(runuser -u postgres --)
     fi
-    if [ ! -f "$pg_data/PG_VERSION" ]; then
-        mkdir -p "$pg_data"
-        chmod 700 "$pg_data"
-        [ "$(id -u)" = 0 ] && chown postgres: "$pg_data"
-        "${as_owner[@]}" "$pg_bin/initdb" -D "$pg_data" -U superscale --auth=trust -E UTF8 >/dev/null
-    fi
-    if ! "${as_owner[@]}" "$pg_bin/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; then
+    pg_up() {
+        "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U superscale -d postgres -tAc "SELECT 1" \
+            >/dev/null 2>&1
+    }
+    # Already up (from an earlier run, or another checkout's, which the tests can share: each
+    # test works in a schema of its own)? Else start ours, creating it on the first run.
+    if ! pg_up; then
+        if [ ! -f "$pg_data/PG_VERSION" ]; then
+            mkdir -p "$pg_data"
+            chmod 700 "$pg_data"
+            [ "$(id -u)" = 0 ] && chown postgres: "$pg_data"
+            "${as_owner[@]}" "$pg_bin/initdb" -D "$pg_data" -U superscale --auth=trust -E UTF8 >/dev/null
+        fi
         "${as_owner[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -w -t 60 -l "$pg_data/server.log" \
             -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pg_data -c fsync=off -c max_connections=300" \
-            start >/dev/null
+            start >/dev/null || { tail -20 "$pg_data/server.log" >&2; exit 1; }
     fi
     if ! "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U superscale -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then

@@ -191,3 +191,21 @@ def test_the_client_imports_no_server_code_and_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_module_functions_have_their_methods_parameters() -> None:
+    """`superscale.client.subscribe(…)` & co. take exactly what the client methods take (no
+    catch-all `**options`), as help() and type checkers see them."""
+    import inspect
+
+    import superscale.client as sc
+
+    names = ["subscribe", "submit", "status", "result", "cancel", "stream", "run", "upload"]
+    names += ["upload_file", "upload_image"]
+    for name in names:
+        for function, client in ((name, sc.SyncClient), (f"{name}_async", sc.AsyncClient)):
+            method = inspect.signature(getattr(client, name))
+            carried = inspect.signature(getattr(sc, function))
+            assert list(carried.parameters.values()) == list(method.parameters.values())[1:]
+            assert all(p.kind is not p.VAR_KEYWORD for p in carried.parameters.values())
+    assert "webhook_url" in inspect.signature(sc.subscribe).parameters

@@ -16,9 +16,10 @@ a signed URL each time, for no gain to a client that already holds a key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from superscale.client._protocol import RetryPolicy
 from superscale.client.aio import AsyncClient, AsyncRequestHandle
@@ -80,6 +81,9 @@ __all__ = [
     "upload_image_async",
 ]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 _default_sync: SyncClient | None = None
 # An httpx.AsyncClient's connections belong to one event loop: one default client per loop.
 _default_async: tuple[asyncio.AbstractEventLoop, AsyncClient] | None = None
@@ -101,169 +105,68 @@ def default_async_client() -> AsyncClient:
     return _default_async[1]
 
 
-def subscribe(
-    endpoint: str,
-    arguments: dict[str, Any],
-    *,
-    on_enqueue: Callable[[str], Any] | None = None,
-    on_queue_update: Callable[[Status], Any] | None = None,
-    with_logs: bool = False,
-    timeout: float | None = None,
-    interval: float | None = None,
-    webhook_url: str | None = None,
-    priority: str | None = None,
-    start_timeout: float | None = None,
-    headers: dict[str, str] | None = None,
-) -> Any:
-    """`SyncClient.subscribe` on the default client."""
-    return default_client().subscribe(
-        endpoint,
-        arguments,
-        on_enqueue=on_enqueue,
-        on_queue_update=on_queue_update,
-        with_logs=with_logs,
-        timeout=timeout,
-        interval=interval,
-        webhook_url=webhook_url,
-        priority=priority,
-        start_timeout=start_timeout,
-        headers=headers,
+# The module-level functions are the clients' own methods, called on the default client: the
+# parameters are declared once, on the methods, and carried over exactly (ParamSpec), so type
+# checkers and help() show each function's real signature.
+
+
+def _carry(method: Callable[..., Any], call: Callable[..., Any]) -> None:
+    """Give `call` the method's name, docstring and signature less `self` (for help())."""
+    functools.update_wrapper(call, method)
+    call.__qualname__ = method.__name__
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
     )
+    del call.__wrapped__  # type: ignore[attr-defined]
 
 
-def submit(
-    endpoint: str,
-    arguments: dict[str, Any],
-    *,
-    webhook_url: str | None = None,
-    priority: str | None = None,
-    start_timeout: float | None = None,
-    headers: dict[str, str] | None = None,
-) -> SyncRequestHandle:
-    """`SyncClient.submit` on the default client."""
-    return default_client().submit(
-        endpoint,
-        arguments,
-        webhook_url=webhook_url,
-        priority=priority,
-        start_timeout=start_timeout,
-        headers=headers,
-    )
+def _on_default_client(method: Callable[Concatenate[SyncClient, P], R]) -> Callable[P, R]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(default_client(), *args, **kwargs)
+
+    _carry(method, call)
+    return call
 
 
-def status(endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
-    return default_client().status(endpoint, request_id, with_logs=with_logs)
+def _on_default_async_client(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await method(default_async_client(), *args, **kwargs)
+
+    _carry(method, call)
+    return call
 
 
-def result(endpoint: str, request_id: str) -> Any:
-    return default_client().result(endpoint, request_id)
+def _iterating_on_default_async_client(
+    method: Callable[Concatenate[AsyncClient, P], R],
+) -> Callable[P, R]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(default_async_client(), *args, **kwargs)
+
+    _carry(method, call)
+    return call
 
 
-def cancel(endpoint: str, request_id: str) -> None:
-    default_client().cancel(endpoint, request_id)
+subscribe = _on_default_client(SyncClient.subscribe)
+submit = _on_default_client(SyncClient.submit)
+status = _on_default_client(SyncClient.status)
+result = _on_default_client(SyncClient.result)
+cancel = _on_default_client(SyncClient.cancel)
+stream = _on_default_client(SyncClient.stream)
+run = _on_default_client(SyncClient.run)
+upload = _on_default_client(SyncClient.upload)
+upload_file = _on_default_client(SyncClient.upload_file)
+upload_image = _on_default_client(SyncClient.upload_image)
 
-
-def stream(endpoint: str, request_id: str, *, with_logs: bool = False) -> Iterator[Status]:
-    return default_client().stream(endpoint, request_id, with_logs=with_logs)
-
-
-def run(endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None) -> Any:
-    return default_client().run(endpoint, arguments, timeout=timeout)
-
-
-def upload(data: bytes, content_type: str, file_name: str | None = None) -> str:
-    return default_client().upload(data, content_type, file_name)
-
-
-def upload_file(path: str | Path) -> str:
-    return default_client().upload_file(path)
-
-
-def upload_image(image: Any, format: str = "png") -> str:
-    return default_client().upload_image(image, format)
-
-
-async def subscribe_async(
-    endpoint: str,
-    arguments: dict[str, Any],
-    *,
-    on_enqueue: Callable[[str], Any] | None = None,
-    on_queue_update: Callable[[Status], Any] | None = None,
-    with_logs: bool = False,
-    timeout: float | None = None,
-    interval: float | None = None,
-    webhook_url: str | None = None,
-    priority: str | None = None,
-    start_timeout: float | None = None,
-    headers: dict[str, str] | None = None,
-) -> Any:
-    """`AsyncClient.subscribe` on the default client of this event loop."""
-    return await default_async_client().subscribe(
-        endpoint,
-        arguments,
-        on_enqueue=on_enqueue,
-        on_queue_update=on_queue_update,
-        with_logs=with_logs,
-        timeout=timeout,
-        interval=interval,
-        webhook_url=webhook_url,
-        priority=priority,
-        start_timeout=start_timeout,
-        headers=headers,
-    )
-
-
-async def submit_async(
-    endpoint: str,
-    arguments: dict[str, Any],
-    *,
-    webhook_url: str | None = None,
-    priority: str | None = None,
-    start_timeout: float | None = None,
-    headers: dict[str, str] | None = None,
-) -> AsyncRequestHandle:
-    """`AsyncClient.submit` on the default client of this event loop."""
-    return await default_async_client().submit(
-        endpoint,
-        arguments,
-        webhook_url=webhook_url,
-        priority=priority,
-        start_timeout=start_timeout,
-        headers=headers,
-    )
-
-
-async def status_async(endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
-    return await default_async_client().status(endpoint, request_id, with_logs=with_logs)
-
-
-async def result_async(endpoint: str, request_id: str) -> Any:
-    return await default_async_client().result(endpoint, request_id)
-
-
-async def cancel_async(endpoint: str, request_id: str) -> None:
-    await default_async_client().cancel(endpoint, request_id)
-
-
-def stream_async(
-    endpoint: str, request_id: str, *, with_logs: bool = False
-) -> AsyncIterator[Status]:
-    return default_async_client().stream(endpoint, request_id, with_logs=with_logs)
-
-
-async def run_async(
-    endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None
-) -> Any:
-    return await default_async_client().run(endpoint, arguments, timeout=timeout)
-
-
-async def upload_async(data: bytes, content_type: str, file_name: str | None = None) -> str:
-    return await default_async_client().upload(data, content_type, file_name)
-
-
-async def upload_file_async(path: str | Path) -> str:
-    return await default_async_client().upload_file(path)
-
-
-async def upload_image_async(image: Any, format: str = "png") -> str:
-    return await default_async_client().upload_image(image, format)
+subscribe_async = _on_default_async_client(AsyncClient.subscribe)
+submit_async = _on_default_async_client(AsyncClient.submit)
+status_async = _on_default_async_client(AsyncClient.status)
+result_async = _on_default_async_client(AsyncClient.result)
+cancel_async = _on_default_async_client(AsyncClient.cancel)
+stream_async = _iterating_on_default_async_client(AsyncClient.stream)
+run_async = _on_default_async_client(AsyncClient.run)
+upload_async = _on_default_async_client(AsyncClient.upload)
+upload_file_async = _on_default_async_client(AsyncClient.upload_file)
+upload_image_async = _on_default_async_client(AsyncClient.upload_image)

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from httpx_sse import ServerSentEvent, SSEError
@@ -45,6 +45,7 @@ from superscale.client.results import parse_output
 from superscale.client.status import Completed, Status, parse_status
 
 T = TypeVar("T")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
 # Interruptions of the caller's wait: Ctrl-C, or an asyncio task cancelled from outside.
 INTERRUPTS = (KeyboardInterrupt, asyncio.CancelledError)
@@ -131,8 +132,9 @@ class HandleFields:
     cancel_url: str = field(default="", repr=False)
 
 
-class ClientCore:
-    """Configuration and flows shared by both clients (see the module docstring)."""
+class ClientCore(Generic[H]):
+    """Configuration and flows shared by both clients (see the module docstring); `H` is the
+    driver's httpx client class, built by `_new_http` unless one is given."""
 
     def __init__(
         self,
@@ -142,6 +144,7 @@ class ClientCore:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        http: H | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
         self.key = resolve_key(key)
@@ -150,6 +153,11 @@ class ClientCore:
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._urls = Urls(self.base_url)
         self._token: CdnToken | None = None
+        self._http: H = http if http is not None else self._new_http(self.timeout)
+
+    @staticmethod
+    def _new_http(timeout: httpx.Timeout) -> H:
+        raise NotImplementedError
 
     def _auth(self, url: str) -> dict[str, str]:
         """The key, for URLs on this server only."""

@@ -16,7 +16,6 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
 from superscale.client import _core, _inputs
-from superscale.client._protocol import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RetryPolicy
 from superscale.client.status import Status
 
 T = TypeVar("T")
@@ -82,21 +81,12 @@ class _Stream:
         await self._exit.aclose()
 
 
-class AsyncClient(_core.ClientCore):
+class AsyncClient(_core.ClientCore[httpx.AsyncClient]):
     """An asyncio client for a superscale (or fal-compatible) server; see `SyncClient`."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        key: str | None = None,
-        *,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(base_url, key, timeout=timeout, retry=retry, poll_interval=poll_interval)
-        self._http = http or httpx.AsyncClient(timeout=self.timeout)
+    @staticmethod
+    def _new_http(timeout: httpx.Timeout) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -14,7 +14,6 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
 from superscale.client import _core, _inputs
-from superscale.client._protocol import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RetryPolicy
 from superscale.client.status import Status
 
 T = TypeVar("T")
@@ -76,25 +75,16 @@ class _Stream:
         self._exit.close()
 
 
-class SyncClient(_core.ClientCore):
+class SyncClient(_core.ClientCore[httpx.Client]):
     """A blocking client for a superscale (or fal-compatible) server.
 
     `base_url` defaults to `SUPERSCALE_URL`, `key` to `FAL_KEY` (or `FAL_KEY_ID` +
     `FAL_KEY_SECRET`). Use as a context manager, or call `close()`, to release connections.
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        key: str | None = None,
-        *,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        http: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(base_url, key, timeout=timeout, retry=retry, poll_interval=poll_interval)
-        self._http = http or httpx.Client(timeout=self.timeout)
+    @staticmethod
+    def _new_http(timeout: httpx.Timeout) -> httpx.Client:
+        return httpx.Client(timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

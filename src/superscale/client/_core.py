@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
 from httpx_sse import ServerSentEvent, SSEError
 
+from superscale.client import _inputs
 from superscale.client._protocol import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
@@ -100,13 +103,29 @@ class Call:
 
 
 @dataclass
+class UploadLocal:
+    """Upload the local data (paths, bytes, files, PIL images) anywhere in `arguments`; answered
+    with a copy that holds their URLs instead (the async driver uploads them concurrently)."""
+
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Blocking:
+    """A blocking call (reading a file, encoding an image): the async driver runs it in a thread."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass
 class Emit:
     """Hand a value to the caller of an iterating method (`stream`, `iter_events`)."""
 
     value: Any
 
 
-Action = Send | Sleep | OpenStream | NextEvent | CloseStream | Call | Emit
+Action = Send | Sleep | OpenStream | NextEvent | CloseStream | Call | UploadLocal | Blocking | Emit
 Flow = Generator[Action, Any, T]
 
 
@@ -132,9 +151,16 @@ class HandleFields:
     cancel_url: str = field(default="", repr=False)
 
 
-class ClientCore(Generic[H]):
-    """Configuration and flows shared by both clients (see the module docstring); `H` is the
-    driver's httpx client class, built by `_new_http` unless one is given."""
+Hd = TypeVar("Hd", bound=HandleFields)  # the driver's request handle
+
+
+class ClientCore(Generic[H, Hd]):
+    """Configuration and flows shared by both clients (see the module docstring). `H` is the
+    driver's httpx client class (built by `_new_http` unless one is given), `Hd` its request
+    handle class (built by `_new_handle`). The flows named after a public method (`submit_flow`
+    → `submit`) carry its signature and docstring: the drivers turn them into methods."""
+
+    _handle_class: type[Hd]
 
     def __init__(
         self,
@@ -158,6 +184,20 @@ class ClientCore(Generic[H]):
     @staticmethod
     def _new_http(timeout: httpx.Timeout) -> H:
         raise NotImplementedError
+
+    def _new_handle(self, endpoint: str, submitted: Submitted) -> Hd:
+        return self._handle_class(
+            self,
+            endpoint,
+            submitted.request_id,
+            submitted.response_url,
+            submitted.status_url,
+            submitted.cancel_url,
+        )
+
+    def get_handle(self, endpoint: str, request_id: str) -> Hd:
+        """The handle of a request submitted earlier (by id)."""
+        return self._handle_class(self, endpoint, request_id)
 
     def _auth(self, url: str) -> dict[str, str]:
         """The key, for URLs on this server only."""
@@ -210,6 +250,26 @@ class ClientCore(Generic[H]):
     def submit_flow(
         self,
         endpoint: str,
+        arguments: dict[str, Any],
+        *,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        start_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Flow[Hd]:
+        """Queue a request (uploading local data in `arguments` first); returns its handle.
+
+        `start_timeout` is a server-side deadline: a job not started by then ends with 504.
+        """
+        payload = yield UploadLocal(arguments)
+        submitted = yield from self._submit(
+            endpoint, payload, webhook_url, priority, start_timeout, headers
+        )
+        return self._new_handle(endpoint, submitted)
+
+    def _submit(
+        self,
+        endpoint: str,
         payload: dict[str, Any],
         webhook_url: str | None,
         priority: str | None,
@@ -236,7 +296,13 @@ class ClientCore(Generic[H]):
         )
 
     def status_flow(
-        self, endpoint: str, request_id: str, with_logs: bool, deadline: float | None = None
+        self, endpoint: str, request_id: str, *, with_logs: bool = False
+    ) -> Flow[Status]:
+        """The request's current status (`Queued`, `InProgress` or `Completed`)."""
+        return (yield from self._status(endpoint, request_id, with_logs, None))
+
+    def _status(
+        self, endpoint: str, request_id: str, with_logs: bool, deadline: float | None
     ) -> Flow[Status]:
         response = yield from self._send(
             "GET",
@@ -260,7 +326,7 @@ class ClientCore(Generic[H]):
         """Poll until `Completed`; each status goes to `on_status`, or to the caller (Emit)."""
         interval = self.poll_interval if interval is None else interval
         while True:
-            status = yield from self.status_flow(endpoint, request_id, with_logs, deadline)
+            status = yield from self._status(endpoint, request_id, with_logs, deadline)
             yield Emit(status) if on_status is None else Call(on_status, (status,))
             if isinstance(status, Completed):
                 return
@@ -269,7 +335,7 @@ class ClientCore(Generic[H]):
                 raise RequestTimeoutError("deadline passed", request_id=request_id)
             yield Sleep(interval)
 
-    def fetch_result_flow(
+    def _fetch_result(
         self, endpoint: str, request_id: str, deadline: float | None = None
     ) -> Flow[Any]:
         response = yield from self._send(
@@ -282,35 +348,43 @@ class ClientCore(Generic[H]):
         return parse_output(endpoint, json_body(response), self._auth)
 
     def result_flow(self, endpoint: str, request_id: str) -> Flow[Any]:
-        """Wait until the request completes; its output."""
+        """Wait until the request completes and return its output (raises its error, if any)."""
         yield from self.poll_flow(endpoint, request_id, False, None, None, on_status=_ignore)
-        return (yield from self.fetch_result_flow(endpoint, request_id))
+        return (yield from self._fetch_result(endpoint, request_id))
 
     def cancel_flow(self, endpoint: str, request_id: str) -> Flow[None]:
+        """Ask the server to cancel; raises if it already completed or is unknown."""
         url = self._urls.cancel(endpoint, request_id)
         yield from self._send("PUT", url, idempotent=True, request_id=request_id)
 
     def subscribe_flow(
         self,
         endpoint: str,
-        payload: dict[str, Any],
+        arguments: dict[str, Any],
         *,
-        on_enqueue: Callable[[str], Any] | None,
-        on_queue_update: Callable[[Status], Any] | None,
-        with_logs: bool,
-        timeout: float | None,
-        interval: float | None,
+        on_enqueue: Callable[[str], Any] | None = None,
+        on_queue_update: Callable[[Status], Any] | None = None,
+        with_logs: bool = False,
+        timeout: float | None = None,
+        interval: float | None = None,
         webhook_url: str | None = None,
         priority: str | None = None,
         start_timeout: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> Flow[Any]:
-        """Submit, wait and return the output. When `timeout` seconds pass first, or the wait
-        is interrupted, the request is cancelled on the server rather than left running."""
+        """Submit (uploading local data in `arguments` first), wait for completion and return
+        the output.
+
+        `on_queue_update` gets every polled status (with logs if `with_logs`); callbacks may
+        be coroutines in async code. When `timeout` seconds pass first, the request is
+        cancelled on the server and `RequestTimeoutError` is raised; an interrupted wait
+        (Ctrl-C, a cancelled task) cancels it too.
+        """
+        payload = yield UploadLocal(arguments)
         deadline = None if timeout is None else time.monotonic() + timeout
         submitted: Submitted | None = None
         try:
-            submitted = yield from self.submit_flow(
+            submitted = yield from self._submit(
                 endpoint, payload, webhook_url, priority, start_timeout, headers
             )
             if on_enqueue is not None:
@@ -323,7 +397,7 @@ class ClientCore(Generic[H]):
                 deadline,
                 on_status=on_queue_update or _ignore,
             )
-            return (yield from self.fetch_result_flow(endpoint, submitted.request_id, deadline))
+            return (yield from self._fetch_result(endpoint, submitted.request_id, deadline))
         except INTERRUPTS:
             if submitted is not None:  # the caller never got the handle
                 yield from self._cancel_quietly(endpoint, submitted.request_id)
@@ -343,7 +417,7 @@ class ClientCore(Generic[H]):
         with contextlib.suppress(SuperscaleError):
             yield from self.cancel_flow(endpoint, request_id)
 
-    def stream_flow(self, endpoint: str, request_id: str, with_logs: bool) -> Flow[None]:
+    def stream_flow(self, endpoint: str, request_id: str, *, with_logs: bool = False) -> Flow[None]:
         """Status events pushed by the server (SSE) until `Completed`; reconnects on drops."""
         url = self._urls.stream(endpoint, request_id)
         params = {"logs": "1" if with_logs else "0"}
@@ -395,7 +469,11 @@ class ClientCore(Generic[H]):
                 return True
 
     # --- the synchronous route -----------------------------------------------------------
-    def run_flow(self, endpoint: str, payload: dict[str, Any], timeout: float | None) -> Flow[Any]:
+    def run_flow(
+        self, endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None
+    ) -> Flow[Any]:
+        """Run on the synchronous route, holding the connection until the output is ready."""
+        payload = yield UploadLocal(arguments)
         response = yield from self._send(
             "POST",
             self._urls.run(endpoint),
@@ -415,8 +493,10 @@ class ClientCore(Generic[H]):
             self._token = CdnToken.from_json(json_body(response))
         return self._token
 
-    def upload_flow(self, data: bytes, content_type: str, file_name: str | None) -> Flow[str]:
-        """Store bytes on the server; their URL, usable as `image_url`."""
+    def upload_flow(
+        self, data: bytes, content_type: str, file_name: str | None = None
+    ) -> Flow[str]:
+        """Store bytes on the server; returns their URL, usable as `image_url`."""
         for attempt in (1, 2):
             token = yield from self.token_flow(refresh=attempt == 2)
             try:
@@ -434,6 +514,16 @@ class ClientCore(Generic[H]):
             return access_url(json_body(response))
         raise AssertionError("unreachable")
 
+    def upload_file_flow(self, path: str | Path) -> Flow[str]:
+        """Upload a local file; returns its URL."""
+        upload = yield Blocking(_inputs.read_path, (path,))
+        return (yield from self.upload_flow(upload.data, upload.content_type, upload.file_name))
+
+    def upload_image_flow(self, image: Any, format: str = "png") -> Flow[str]:
+        """Encode a PIL image (PNG by default) and upload it."""
+        upload = yield Blocking(_inputs.encode_pil, (image, format))
+        return (yield from self.upload_flow(upload.data, upload.content_type, upload.file_name))
+
 
 @dataclass
 class _Tries:
@@ -442,6 +532,13 @@ class _Tries:
 
 def _ignore(status: Status) -> None:
     """A status nobody asked to see."""
+
+
+def present_as(method: Callable[..., Any], flow: Callable[..., Any]) -> None:
+    """Give a driver's method the name, docstring and signature of the flow it runs."""
+    method.__name__ = method.__qualname__ = flow.__name__.removesuffix("_flow")
+    method.__doc__ = flow.__doc__
+    method.__signature__ = inspect.signature(flow)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -19,6 +18,10 @@ from superscale.client import _core, _inputs
 from superscale.client.status import Status
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+_Core = _core.ClientCore[httpx.AsyncClient, "AsyncRequestHandle"]
 # Callbacks may be plain functions or coroutines.
 StatusCallback = Callable[[Status], Any]
 
@@ -81,7 +84,31 @@ class _Stream:
         await self._exit.aclose()
 
 
-class AsyncClient(_core.ClientCore[httpx.AsyncClient]):
+def _driven(
+    flow: Callable[Concatenate[Any, P], _core.Flow[R]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
+    """A client coroutine that runs `flow` to its end and returns what it returns."""
+
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._run(flow(self, *args, **kwargs))
+
+    _core.present_as(method, flow)
+    return method
+
+
+def _iterated(
+    flow: Callable[Concatenate[Any, P], _core.Flow[None]], item: type[Y]
+) -> Callable[Concatenate[Any, P], AsyncIterator[Y]]:
+    """A client method that iterates (async for) over what `flow` hands out."""
+
+    def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
+        return self._iterate(flow(self, *args, **kwargs))
+
+    _core.present_as(method, flow)
+    return method
+
+
+class AsyncClient(_core.ClientCore[httpx.AsyncClient, "AsyncRequestHandle"]):
     """An asyncio client for a superscale (or fal-compatible) server; see `SyncClient`."""
 
     @staticmethod
@@ -151,109 +178,25 @@ class AsyncClient(_core.ClientCore[httpx.AsyncClient]):
             return await action.stream.next()
         elif isinstance(action, _core.CloseStream):
             await action.stream.close()
+        elif isinstance(action, _core.UploadLocal):
+            return await self.upload_inputs(action.arguments)
+        elif isinstance(action, _core.Blocking):
+            return await asyncio.to_thread(action.function, *action.args)
         return None
 
-    # --- the queue -----------------------------------------------------------------------
-    async def submit(
-        self,
-        endpoint: str,
-        arguments: dict[str, Any],
-        *,
-        webhook_url: str | None = None,
-        priority: str | None = None,
-        start_timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> AsyncRequestHandle:
-        """Queue a request (uploading local data in `arguments` first); returns its handle."""
-        payload = await self.upload_inputs(arguments)
-        flow = self.submit_flow(endpoint, payload, webhook_url, priority, start_timeout, headers)
-        return self._handle(endpoint, await self._run(flow))
+    _handle_class = AsyncRequestHandle
 
-    def _handle(self, endpoint: str, submitted: _core.Submitted) -> AsyncRequestHandle:
-        return AsyncRequestHandle(
-            self,
-            endpoint,
-            submitted.request_id,
-            submitted.response_url,
-            submitted.status_url,
-            submitted.cancel_url,
-        )
-
-    def get_handle(self, endpoint: str, request_id: str) -> AsyncRequestHandle:
-        return AsyncRequestHandle(self, endpoint, request_id)
-
-    async def subscribe(
-        self,
-        endpoint: str,
-        arguments: dict[str, Any],
-        *,
-        on_enqueue: Callable[[str], Any] | None = None,
-        on_queue_update: StatusCallback | None = None,
-        with_logs: bool = False,
-        timeout: float | None = None,
-        interval: float | None = None,
-        webhook_url: str | None = None,
-        priority: str | None = None,
-        start_timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Submit, wait for completion and return the output; on `timeout`, or when the task
-        is cancelled, cancel the request on the server (`RequestTimeoutError` on timeout)."""
-        payload = await self.upload_inputs(arguments)
-        return await self._run(
-            self.subscribe_flow(
-                endpoint,
-                payload,
-                on_enqueue=on_enqueue,
-                on_queue_update=on_queue_update,
-                with_logs=with_logs,
-                timeout=timeout,
-                interval=interval,
-                webhook_url=webhook_url,
-                priority=priority,
-                start_timeout=start_timeout,
-                headers=headers,
-            )
-        )
-
-    async def status(self, endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
-        return await self._run(self.status_flow(endpoint, request_id, with_logs))
-
-    async def result(self, endpoint: str, request_id: str) -> Any:
-        """Wait until the request completes and return its output."""
-        return await self._run(self.result_flow(endpoint, request_id))
-
-    async def cancel(self, endpoint: str, request_id: str) -> None:
-        """Ask the server to cancel; raises if it already completed or is unknown."""
-        await self._run(self.cancel_flow(endpoint, request_id))
-
-    def stream(
-        self, endpoint: str, request_id: str, *, with_logs: bool = False
-    ) -> AsyncIterator[Status]:
-        """Status events pushed by the server (SSE) until `Completed`; reconnects on drops."""
-        return self._iterate(self.stream_flow(endpoint, request_id, with_logs))
-
-    # --- the synchronous route -----------------------------------------------------------
-    async def run(
-        self, endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None
-    ) -> Any:
-        """Run on the synchronous route, holding the connection until the output is ready."""
-        payload = await self.upload_inputs(arguments)
-        return await self._run(self.run_flow(endpoint, payload, timeout))
-
-    # --- storage -------------------------------------------------------------------------
-    async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
-        """Store bytes on the server; returns their URL, usable as `image_url`."""
-        return await self._run(self.upload_flow(data, content_type, file_name))
-
-    async def upload_file(self, path: str | Path) -> str:
-        upload = await asyncio.to_thread(_inputs.read_path, path)
-        return await self.upload(upload.data, upload.content_type, upload.file_name)
-
-    async def upload_image(self, image: Any, format: str = "png") -> str:
-        """Encode a PIL image (PNG by default) and upload it."""
-        upload = await asyncio.to_thread(_inputs.encode_pil, image, format)
-        return await self.upload(upload.data, upload.content_type, upload.file_name)
+    # --- what it offers: the core's flows, carried out -----------------------------------
+    submit = _driven(_Core.submit_flow)
+    subscribe = _driven(_Core.subscribe_flow)
+    status = _driven(_Core.status_flow)
+    result = _driven(_Core.result_flow)
+    cancel = _driven(_Core.cancel_flow)
+    stream = _iterated(_Core.stream_flow, Status)
+    run = _driven(_Core.run_flow)
+    upload = _driven(_Core.upload_flow)
+    upload_file = _driven(_Core.upload_file_flow)
+    upload_image = _driven(_Core.upload_image_flow)
 
     async def upload_inputs(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """A copy of `arguments` with local data uploaded, the uploads running concurrently

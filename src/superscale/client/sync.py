@@ -7,8 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -17,6 +16,10 @@ from superscale.client import _core, _inputs
 from superscale.client.status import Status
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+_Core = _core.ClientCore[httpx.Client, "SyncRequestHandle"]
 StatusCallback = Callable[[Status], Any]
 
 
@@ -75,7 +78,29 @@ class _Stream:
         self._exit.close()
 
 
-class SyncClient(_core.ClientCore[httpx.Client]):
+def _driven(flow: Callable[Concatenate[Any, P], _core.Flow[R]]) -> Callable[Concatenate[Any, P], R]:
+    """A client method that runs `flow` to its end and returns what it returns."""
+
+    def method(self: SyncClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._run(flow(self, *args, **kwargs))
+
+    _core.present_as(method, flow)
+    return method
+
+
+def _iterated(
+    flow: Callable[Concatenate[Any, P], _core.Flow[None]], item: type[Y]
+) -> Callable[Concatenate[Any, P], Iterator[Y]]:
+    """A client method that iterates over what `flow` hands out."""
+
+    def method(self: SyncClient, *args: P.args, **kwargs: P.kwargs) -> Iterator[Y]:
+        return self._iterate(flow(self, *args, **kwargs))
+
+    _core.present_as(method, flow)
+    return method
+
+
+class SyncClient(_core.ClientCore[httpx.Client, "SyncRequestHandle"]):
     """A blocking client for a superscale (or fal-compatible) server.
 
     `base_url` defaults to `SUPERSCALE_URL`, `key` to `FAL_KEY` (or `FAL_KEY_ID` +
@@ -148,113 +173,25 @@ class SyncClient(_core.ClientCore[httpx.Client]):
             return action.stream.next()
         elif isinstance(action, _core.CloseStream):
             action.stream.close()
+        elif isinstance(action, _core.UploadLocal):
+            return self.upload_inputs(action.arguments)
+        elif isinstance(action, _core.Blocking):
+            return action.function(*action.args)
         return None
 
-    # --- the queue -----------------------------------------------------------------------
-    def submit(
-        self,
-        endpoint: str,
-        arguments: dict[str, Any],
-        *,
-        webhook_url: str | None = None,
-        priority: str | None = None,
-        start_timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> SyncRequestHandle:
-        """Queue a request (uploading local data in `arguments` first); returns its handle.
+    _handle_class = SyncRequestHandle
 
-        `start_timeout` is a server-side deadline: a job not started by then ends with 504.
-        """
-        payload = self.upload_inputs(arguments)
-        flow = self.submit_flow(endpoint, payload, webhook_url, priority, start_timeout, headers)
-        return self._handle(endpoint, self._run(flow))
-
-    def _handle(self, endpoint: str, submitted: _core.Submitted) -> SyncRequestHandle:
-        return SyncRequestHandle(
-            self,
-            endpoint,
-            submitted.request_id,
-            submitted.response_url,
-            submitted.status_url,
-            submitted.cancel_url,
-        )
-
-    def get_handle(self, endpoint: str, request_id: str) -> SyncRequestHandle:
-        return SyncRequestHandle(self, endpoint, request_id)
-
-    def subscribe(
-        self,
-        endpoint: str,
-        arguments: dict[str, Any],
-        *,
-        on_enqueue: Callable[[str], Any] | None = None,
-        on_queue_update: StatusCallback | None = None,
-        with_logs: bool = False,
-        timeout: float | None = None,
-        interval: float | None = None,
-        webhook_url: str | None = None,
-        priority: str | None = None,
-        start_timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Submit, wait for completion and return the output.
-
-        `on_queue_update` gets every polled status (with logs if `with_logs`). When `timeout`
-        seconds pass first, the request is cancelled on the server and `RequestTimeoutError`
-        is raised; an interrupted wait (Ctrl-C) cancels it too.
-        """
-        payload = self.upload_inputs(arguments)
-        return self._run(
-            self.subscribe_flow(
-                endpoint,
-                payload,
-                on_enqueue=on_enqueue,
-                on_queue_update=on_queue_update,
-                with_logs=with_logs,
-                timeout=timeout,
-                interval=interval,
-                webhook_url=webhook_url,
-                priority=priority,
-                start_timeout=start_timeout,
-                headers=headers,
-            )
-        )
-
-    def status(self, endpoint: str, request_id: str, *, with_logs: bool = False) -> Status:
-        return self._run(self.status_flow(endpoint, request_id, with_logs))
-
-    def result(self, endpoint: str, request_id: str) -> Any:
-        """Wait until the request completes and return its output."""
-        return self._run(self.result_flow(endpoint, request_id))
-
-    def cancel(self, endpoint: str, request_id: str) -> None:
-        """Ask the server to cancel; raises if it already completed or is unknown."""
-        self._run(self.cancel_flow(endpoint, request_id))
-
-    def stream(
-        self, endpoint: str, request_id: str, *, with_logs: bool = False
-    ) -> Iterator[Status]:
-        """Status events pushed by the server (SSE) until `Completed`; reconnects on drops."""
-        return self._iterate(self.stream_flow(endpoint, request_id, with_logs))
-
-    # --- the synchronous route -----------------------------------------------------------
-    def run(self, endpoint: str, arguments: dict[str, Any], *, timeout: float | None = None) -> Any:
-        """Run on the synchronous route, holding the connection until the output is ready."""
-        return self._run(self.run_flow(endpoint, self.upload_inputs(arguments), timeout))
-
-    # --- storage -------------------------------------------------------------------------
-    def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
-        """Store bytes on the server; returns their URL, usable as `image_url`."""
-        return self._run(self.upload_flow(data, content_type, file_name))
-
-    def upload_file(self, path: str | Path) -> str:
-        upload = _inputs.read_path(path)
-        return self.upload(upload.data, upload.content_type, upload.file_name)
-
-    def upload_image(self, image: Any, format: str = "png") -> str:
-        """Encode a PIL image (PNG by default) and upload it."""
-        upload = _inputs.encode_pil(image, format)
-        return self.upload(upload.data, upload.content_type, upload.file_name)
+    # --- what it offers: the core's flows, carried out -----------------------------------
+    submit = _driven(_Core.submit_flow)
+    subscribe = _driven(_Core.subscribe_flow)
+    status = _driven(_Core.status_flow)
+    result = _driven(_Core.result_flow)
+    cancel = _driven(_Core.cancel_flow)
+    stream = _iterated(_Core.stream_flow, Status)
+    run = _driven(_Core.run_flow)
+    upload = _driven(_Core.upload_flow)
+    upload_file = _driven(_Core.upload_file_flow)
+    upload_image = _driven(_Core.upload_image_flow)
 
     def upload_inputs(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """A copy of `arguments` with local data (paths, bytes, files, PIL images) uploaded."""

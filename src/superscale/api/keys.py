@@ -19,7 +19,8 @@ _HASH_SCHEME = "sha256"
 
 
 def hash_secret(secret: str) -> str:
-    return f"{_HASH_SCHEME}${hashlib.sha256(secret.encode()).hexdigest()}"
+    digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{_HASH_SCHEME}${digest}"
 
 
 def create_key(store: JobStore, name: str = "") -> tuple[ApiKey, str]:

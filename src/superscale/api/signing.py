@@ -52,19 +52,23 @@ class Signer:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def _mac(self, purpose: str, payload: str) -> str:
-        msg = f"{purpose}\n{payload}".encode()
-        return b64url.encode(hmac.new(self._secret, msg, hashlib.sha256).digest())
+    def _mac(self, purpose: str, payload: str) -> bytes:
+        # surrogatepass: a payload from a URL may hold anything; it must hash, not raise.
+        msg = f"{purpose}\n{payload}".encode("utf-8", "surrogatepass")
+        return b64url.encode(hmac.new(self._secret, msg, hashlib.sha256).digest()).encode()
 
     def sign(self, purpose: str, claims: dict[str, Any], ttl: float) -> str:
         body = dict(claims, exp=int(time.time() + ttl))
         payload = b64url.encode(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-        return f"{payload}.{self._mac(purpose, payload)}"
+        return f"{payload}.{self._mac(purpose, payload).decode()}"
 
     def verify(self, purpose: str, token: str) -> dict[str, Any] | None:
         """The claims when the token is genuine, made for `purpose` and unexpired; else None."""
         payload, _, mac = token.partition(".")
-        if not payload or not mac or not hmac.compare_digest(mac, self._mac(purpose, payload)):
+        # Compared as bytes: `compare_digest` refuses str with non-ASCII characters (a 500 for
+        # any forged token holding one), and a token is anything a client sends.
+        given = mac.encode("utf-8", "surrogatepass")
+        if not payload or not mac or not hmac.compare_digest(given, self._mac(purpose, payload)):
             return None
         try:
             claims = json.loads(b64url.decode(payload))

@@ -44,9 +44,39 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# Deeper than any input of ours: refused before anything walks it (a 2 KB body of brackets
+# would otherwise reach Python's recursion limit in the parser, the validator or the encoder).
+MAX_JSON_DEPTH = 32
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON from a client: ValueError for malformed text, NaN or Infinity (not JSON, though
+    Python's parser takes them), numbers that overflow to infinity, and nesting deeper than
+    `MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("a number is too large")
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return load_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         pos = getattr(exc, "pos", 0)
         raise ApiError(
@@ -128,17 +158,24 @@ def parse_lifecycle(value: str | None, name: str) -> float | None:
     if not value:
         return None
     try:
-        data = json.loads(value)
-    except ValueError:
-        raise _header_error(name, "must be JSON") from None
+        data = load_json(value)
+    except ValueError as exc:
+        raise _header_error(name, f"must be JSON ({exc})") from None
     if not isinstance(data, dict):
         raise _header_error(name, "must be a JSON object")
     seconds = data.get("expiration_duration_seconds")
     if seconds is None:
         return None
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-        raise _header_error(name, "expiration_duration_seconds must be a positive number")
-    return float(seconds)
+    refused = _header_error(name, "expiration_duration_seconds must be a positive number")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise refused
+    try:
+        seconds = float(seconds)  # an integer too large for a float overflows here
+    except OverflowError:
+        raise refused from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise refused
+    return seconds
 
 
 def parse_options(request: Request) -> JobOptions:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 
 from superscale.registry import CHECKPOINT_NAMES
 
@@ -45,13 +53,15 @@ class AuraSrInput(BaseModel):
         validation_alias=AliasChoices("upscaling_factor", "upscale_factor"),
         description="Upscaling factor. Only 4 is supported (newer clients call it upscale_factor).",
     )
-    overlapping_tiles: bool = Field(
+    # Strict, as fal's schema is: a JSON boolean, not "yes" or 1; a seed is an integer, not
+    # true or "5".
+    overlapping_tiles: StrictBool = Field(
         False,
         description="Run a second, offset pass of tiles and blend it in, removing seams. "
         "About doubles inference time.",
     )
     checkpoint: Checkpoint = Field("v1", description="Model checkpoint to use.")
-    seed: int | None = Field(
+    seed: StrictInt | None = Field(
         None,
         ge=0,
         le=2**63 - 1,

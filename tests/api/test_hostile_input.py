@@ -69,3 +69,30 @@ def test_nan_in_the_body_is_not_json(server: LiveServer) -> None:
     with server.client() as c:
         r = c.post(SUBMIT, content=f'{{"image_url": "{IMAGE}", "seed": NaN}}')
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seed", True),
+        ("seed", "5"),
+        ("seed", 5.0),
+        ("overlapping_tiles", "yes"),
+        ("overlapping_tiles", 1),
+        ("overlapping_tiles", "true"),
+    ],
+)
+def test_types_are_strict_where_fals_schema_is(
+    server: LiveServer, field: str, value: object
+) -> None:
+    """A bool is not an integer, "5" is not a seed, "yes" is not a boolean: 422 at submit."""
+    with server.client() as c:
+        r = c.post(SUBMIT, json={"image_url": IMAGE, field: value})
+    assert r.status_code == 422, (field, value, r.text)
+    assert r.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_strict_types_still_take_what_fals_clients_send(server: LiveServer) -> None:
+    with server.client() as c:
+        for extra in ({"seed": 5}, {"seed": None}, {"overlapping_tiles": True}):
+            assert c.post(SUBMIT, json={"image_url": IMAGE, **extra}).status_code == 200, extra

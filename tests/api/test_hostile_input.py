@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from .server import LiveServer
+from .server import LiveServer, live_server
 
 SUBMIT = "/queue/fal-ai/aura-sr"
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
@@ -96,3 +99,75 @@ def test_strict_types_still_take_what_fals_clients_send(server: LiveServer) -> N
     with server.client() as c:
         for extra in ({"seed": 5}, {"seed": None}, {"overlapping_tiles": True}):
             assert c.post(SUBMIT, json={"image_url": IMAGE, **extra}).status_code == 200, extra
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """An API server on each job store: what PostgreSQL cannot hold must not become a 500."""
+    job_store = None
+    if request.param == "postgresql":
+        from superscale.jobs.postgres import PostgresJobStore
+
+        job_store = PostgresJobStore(request.getfixturevalue("pg_schema_url"))
+    with live_server(tmp_path, workers=0, job_store=job_store) as srv:
+        yield srv
+
+
+def test_nul_characters_are_refused_on_both_stores(any_store_server: LiveServer) -> None:
+    """PostgreSQL cannot store or even compare text with NUL: image_url, fal_webhook and
+    request ids holding one were 500s there (and 404 or accepted on SQLite)."""
+    with any_store_server.client() as c:
+        bad_url = c.post(SUBMIT, json={"image_url": "https://example.com/a\x00.png"})
+        assert bad_url.status_code == 422, bad_url.text
+        assert bad_url.json()["detail"][0]["loc"] == ["body", "image_url"]
+        bad_hook = c.post(
+            SUBMIT, params={"fal_webhook": "https://hooks.example/\x00"}, json={"image_url": IMAGE}
+        )
+        assert bad_hook.status_code == 422, bad_hook.text
+        assert bad_hook.json()["detail"][0]["loc"] == ["query", "fal_webhook"]
+        ok = c.post(SUBMIT, json={"image_url": IMAGE})
+        assert ok.status_code == 200
+        nul_id = ok.json()["request_id"] + "%00"
+        base = f"{SUBMIT}/requests/{nul_id}"
+        for answer in (
+            c.get(f"{base}/status"),
+            c.get(base),
+            c.put(f"{base}/cancel"),
+            c.get(f"{base}/status/stream"),
+        ):
+            assert answer.status_code == 404, (answer.request.url, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("hook", "why"),
+    [
+        ("http://[::1/x", "not a valid URL"),
+        ("http://hooks.example:99999/x", "not a valid URL"),
+        ("http://hooks.example:port/x", "not a valid URL"),
+        ("ftp://hooks.example/x", "http(s)"),
+        ("http:///x", "no host"),
+        ("http://127.0.0.1:9/x", "loopback"),
+        ("http://[::1]/x", "loopback"),
+        ("http://localhost:8000/x", "localhost"),
+        ("http://10.1.2.3/x", "private"),
+        ("http://169.254.169.254/latest", "link-local"),
+    ],
+)
+def test_undeliverable_webhooks_are_refused_at_submit(
+    server: LiveServer, hook: str, why: str
+) -> None:
+    """A malformed host was a 500; a bad port or a loopback receiver was accepted and the
+    webhook silently dropped at delivery."""
+    with server.client() as c:
+        r = c.post(SUBMIT, params={"fal_webhook": hook}, json={"image_url": IMAGE})
+    assert r.status_code == 422, (hook, r.status_code, r.text)
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["query", "fal_webhook"] and why in detail["msg"], detail
+
+
+def test_loopback_webhooks_are_fine_with_the_guard_off(tmp_path: Path) -> None:
+    with live_server(tmp_path, workers=0, ssrf_guard=False) as srv, srv.client() as c:
+        r = c.post(
+            SUBMIT, params={"fal_webhook": "http://127.0.0.1:9/x"}, json={"image_url": IMAGE}
+        )
+    assert r.status_code == 200, r.text

@@ -94,7 +94,7 @@ def test_the_servers_periodic_pass_applies_retention(tmp_path: Path) -> None:
 
 # --- every way a job ends queues its webhook once ------------------------------------------------
 
-HOOK = "http://127.0.0.1:9/hook"  # never contacted: these servers run no webhook dispatcher
+HOOK = "https://hooks.example/hook"  # never contacted: these servers run no webhook dispatcher
 
 
 def _one_error_webhook(store: JobStore, request_id: str) -> dict:

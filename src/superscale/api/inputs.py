@@ -6,17 +6,18 @@ at submit rather than a failed job later. Fetching, decoding and bomb checks are
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from fastapi import Request
 from pydantic import ValidationError
 
-from superscale import datauri
+from superscale import datauri, netguard
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
 from superscale.files.urls import key_of_path
@@ -84,6 +85,53 @@ def parse_json(body: bytes) -> Any:
         ) from None
 
 
+def http_url(url: str) -> SplitResult:
+    """`url` split, when it is an absolute http(s) URL with a host and a valid port;
+    ValueError saying what is wrong otherwise (control characters included: a NUL cannot be
+    stored in PostgreSQL, and no URL holds one)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError("holds control characters")
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        raise ValueError("must be an http(s) URL")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a malformed or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if not host:
+        raise ValueError("has no host")
+    return parts
+
+
+def check_webhook_url(url: str, ssrf_guard: bool) -> str:
+    """`fal_webhook`, refused at submit (422) when it could never be delivered: not an http(s)
+    URL, a malformed host or port, or — with the SSRF guard on — an address the server will
+    not call (loopback, private, link-local …). Names that resolve to such addresses are
+    refused at delivery, where the address is known."""
+
+    def refuse(why: str) -> ApiError:
+        return ApiError(422, f"fal_webhook {why}", loc=("query", "fal_webhook"), type="url_invalid")
+
+    try:
+        parts = http_url(url)
+    except ValueError as exc:
+        raise refuse(str(exc)) from None
+    host = (parts.hostname or "").lower()
+    if ssrf_guard:
+        if host == "localhost" or host.endswith(".localhost"):
+            raise refuse("points at this machine (localhost), which the server does not call")
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return url  # a name: checked when it is resolved, at delivery
+        reason = netguard.refusal_reason(address)
+        if reason is not None:
+            raise refuse(f"points at a {reason} address, which the server does not call")
+    return url
+
+
 def _bad_url(msg: str) -> ApiError:
     return ApiError(422, msg, loc=_IMAGE_URL_LOC, type="url_invalid")
 
@@ -100,17 +148,10 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
     if datauri.is_data_uri(url):
         check_data_uri(url, ctx.settings.max_input_bytes)
         return url
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        raise _bad_url("image_url must be an http(s) URL or a data: URI")
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port  # raises on a malformed port
+        parts = http_url(url)
     except ValueError as exc:
-        raise _bad_url(f"image_url is not a valid URL: {exc}") from None
-    if not host:
-        raise _bad_url("image_url has no host")
+        raise _bad_url(f"image_url {exc}; or send a data: URI") from None
     key = key_of_path(parts.path)
     if parts.netloc.lower() in ctx.own_netlocs(request) and key is not None:
         if not await ctx.call(ctx.file_store.exists, key):
@@ -178,7 +219,7 @@ def parse_lifecycle(value: str | None, name: str) -> float | None:
     return seconds
 
 
-def parse_options(request: Request) -> JobOptions:
+def parse_options(request: Request, ssrf_guard: bool = True) -> JobOptions:
     headers = request.headers
     opts = JobOptions()
     priority = headers.get("x-fal-queue-priority", "normal").strip().lower()
@@ -199,8 +240,5 @@ def parse_options(request: Request) -> JobOptions:
     )
     webhook = request.query_params.get("fal_webhook")
     if webhook is not None:
-        parts = urlsplit(webhook)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ApiError(422, "fal_webhook must be an http(s) URL", loc=("query", "fal_webhook"))
-        opts.webhook_url = webhook
+        opts.webhook_url = check_webhook_url(webhook, ssrf_guard)
     return opts

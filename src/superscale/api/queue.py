@@ -83,7 +83,15 @@ def _status_code(job: Job) -> int:
     return 200 if job.state == "COMPLETED" else 202
 
 
+def _may_exist(request_id: str) -> bool:
+    """Whether a job could have this id (ours are UUIDs): a NUL, which PostgreSQL cannot even
+    compare with, or an absurd length is a 404 without a query."""
+    return 0 < len(request_id) <= 128 and "\x00" not in request_id
+
+
 async def _owned_job(ctx: ApiContext, request_id: str, owner: str) -> Job:
+    if not _may_exist(request_id):
+        raise not_found()
     job = await ctx.call(ctx.job_store.get, request_id)
     if job is None or job.owner != owner:
         raise not_found()
@@ -91,7 +99,7 @@ async def _owned_job(ctx: ApiContext, request_id: str, owner: str) -> Job:
 
 
 async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) -> Job:
-    opts = parse_options(request)
+    opts = parse_options(request, ctx.settings.ssrf_guard)
     inp = await parse_input(request, ctx)
     new = NewJob(
         endpoint=endpoint,
@@ -209,7 +217,7 @@ async def status(app: str, request_id: str, request: Request, ctx: Ctx) -> Respo
 async def cancel(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
     resolve_endpoint(app)
     owner = await owner_from_key(request, ctx)
-    job = await ctx.call(ctx.job_store.get, request_id)
+    job = await ctx.call(ctx.job_store.get, request_id) if _may_exist(request_id) else None
     if job is None or job.owner != owner:
         return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
     outcome = await _cancel(ctx, request_id)

@@ -77,7 +77,7 @@ class WebhookSigner:
         at once: the file appears atomically and the loser of the race reads the winner's."""
         path = Path(data_dir) / KEY_FILE
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,

@@ -173,3 +173,22 @@ def test_unknown_checkpoint_or_bad_setting_is_a_usage_error(command: str, tmp_pa
     assert bad_port.returncode == 2 and "invalid setting" in bad_port.stderr
     assert "Traceback" not in bad_port.stderr
     assert not data.exists()  # refused before anything was created
+
+
+def test_ssrf_guard_off_warns_as_loudly_as_no_auth(tmp_path: Path) -> None:
+    """SUPERSCALE_SSRF_GUARD=false turned the guard off without a word."""
+    port = free_port()
+    env = {**os.environ, "SUPERSCALE_SSRF_GUARD": "false"}
+    proc = subprocess.Popen(
+        [*SUPERSCALE, "serve", "--workers", "0", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "SSRF GUARD IS OFF" in out

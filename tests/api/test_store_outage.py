@@ -158,3 +158,25 @@ def test_sqlite_store_locked_past_its_busy_timeout_is_a_503(tmp_path: Path) -> N
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert r.json()["error_type"] == "service_unavailable"
         assert c.post(SUBMIT, json=INPUT).status_code == 200
+
+
+def test_ready_says_why_without_disclosing_the_database(
+    tmp_path: Path, relayed_pg_url: tuple[str, TcpRelay], caplog: pytest.LogCaptureFixture
+) -> None:
+    """/ready is unauthenticated: in an outage it said the database's user, host, port and
+    name (the driver's error text). Now it says what is wrong, and the log has the rest."""
+    url, relay = relayed_pg_url
+    parts = urlsplit(url)
+    store = PostgresJobStore(url, acquire_timeout=1.0)
+    with (
+        live_server(tmp_path, workers=0, auth=False, job_store=store) as srv,
+        httpx.Client(base_url=srv.url, timeout=30) as c,
+    ):
+        assert c.get("/ready").status_code == 200
+        relay.cut()
+        r = c.get("/ready")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "reason": "job store unavailable"}
+    for secret in (parts.username, str(parts.port), parts.path.strip("/"), "127.0.0.1"):
+        assert secret and secret not in r.text
+    assert any("job store is unavailable" in rec.getMessage() for rec in caplog.records)

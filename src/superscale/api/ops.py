@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -9,6 +11,8 @@ from superscale import webhooks
 from superscale.api import metrics
 from superscale.api.context import Ctx
 from superscale.api.openapi import build_openapi
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -25,7 +29,12 @@ async def ready(ctx: Ctx) -> Response:
     try:
         counts = await ctx.call(ctx.job_store.counts)
     except Exception as exc:  # any store failure means "not ready", never a 500
-        return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        # /ready is unauthenticated: the cause (it may name the database's user, host, port
+        # and name) goes to the log only.
+        log.warning("not ready: the job store is unavailable: %s", exc)
+        return JSONResponse(
+            {"status": "unavailable", "reason": "job store unavailable"}, status_code=503
+        )
     return JSONResponse({"status": "ready", "jobs": counts})
 
 

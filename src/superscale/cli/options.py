@@ -68,7 +68,8 @@ def open_stores(settings: Settings) -> tuple[WebhookSigner, JobStore, FileStore]
     from superscale.files import open_file_store
     from superscale.jobs import open_job_store
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Private: it holds users' images and the capability URLs of their outputs.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     signer = load_webhook_signer(settings)
     job_store = open_job_store(settings.resolved_database_url())
     try:

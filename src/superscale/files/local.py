@@ -32,8 +32,10 @@ MAX_PART_NUMBER = 10_000  # S3's limit; the clients stay far below it
 class LocalFileStore(FileStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
+        # Private (directories 0700, files 0600 as mkstemp makes them): users' images.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("data", "meta", "uploads", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(mode=0o700, exist_ok=True)
 
     # --- paths and atomic writes -------------------------------------------------------------
     def _data(self, key: str) -> Path:
@@ -56,7 +58,7 @@ class LocalFileStore(FileStore):
         return Path(name)
 
     def _install(self, tmp: Path, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(tmp, dest)
 
     def _write_atomic(self, dest: Path, data: bytes) -> None:
@@ -157,9 +159,9 @@ class LocalFileStore(FileStore):
         check_key(key)
         upload_id = secrets.token_hex(16)
         staging = self.root / "uploads" / upload_id
-        staging.mkdir()
+        staging.mkdir(mode=0o700)
         info = {"key": key, "content_type": content_type, "expires_at": expires_at}
-        (staging / "upload.json").write_text(json.dumps(info))
+        self._write_atomic(staging / "upload.json", json.dumps(info).encode())
         return upload_id
 
     def _upload_info(self, key: str, upload_id: str) -> tuple[Path, dict[str, Any]]:

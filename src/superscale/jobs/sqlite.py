@@ -12,6 +12,7 @@ processes, such as a separate `superscale worker`, are seen by re-reading every 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -38,7 +39,11 @@ class SqliteDialect(Dialect):
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Private (0700 / 0600): the database holds users' inputs (data: URIs) and the
+        # capability URLs of their outputs. SQLite gives its -wal and -shm files the
+        # database's own mode.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._busy_timeout = busy_timeout
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []

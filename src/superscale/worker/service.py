@@ -39,6 +39,12 @@ class WorkerService:
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
+        if not settings.ssrf_guard:
+            log.warning(
+                "!!! THE SSRF GUARD IS OFF (SUPERSCALE_SSRF_GUARD=false): image_url fetches and "
+                "webhooks may reach this machine, its network and cloud metadata services. Use "
+                "this only for tests on a trusted machine. !!!"
+            )
         if workers:  # torch comes with the worker: not for an API-only `serve`
             from superscale.worker.loop import Worker
         self.workers: list[Worker] = [

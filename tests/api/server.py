@@ -69,7 +69,9 @@ def live_server(
     settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
     if job_store is None:
         job_store = open_job_store(settings.resolved_database_url())
-    file_store = open_file_store(settings.resolved_storage_url())
+    file_store = open_file_store(
+        settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+    )
     key = create_key(job_store, "test")[1] if settings.auth else ""
     app = create_app(
         settings,

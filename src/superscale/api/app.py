@@ -16,13 +16,15 @@ from superscale.api.context import ApiContext
 from superscale.api.errors import (
     ApiError,
     api_error_handler,
+    file_not_found_handler,
     http_error_handler,
     store_unavailable_handler,
     unexpected_error_handler,
+    upload_error_handler,
 )
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
-from superscale.files.base import FileStore
+from superscale.files.base import FileNotFound, FileStore, UploadError
 from superscale.jobs.records import StoreUnavailable
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
@@ -92,6 +94,8 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(StoreUnavailable, store_unavailable_handler)
+    app.add_exception_handler(FileNotFound, file_not_found_handler)
+    app.add_exception_handler(UploadError, upload_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)

@@ -107,6 +107,17 @@ async def store_unavailable_handler(request: Request, exc: Exception) -> JSONRes
     ).response()
 
 
+async def file_not_found_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A file or multipart upload the store does not have (expired, completed, never made):
+    whichever route asked, a 404 — not the 500 of an unhandled error."""
+    return ApiError(404, "File or upload not found", loc=("path",), type="not_found").response()
+
+
+async def upload_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The store refused an upload step (a part out of range, parts that do not add up)."""
+    return ApiError(422, f"upload refused: {exc}", type="value_error").response()
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # A bug on our side: log it with the traceback, answer in fal's shape without internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)

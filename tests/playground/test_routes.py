@@ -17,7 +17,7 @@ from superscale.api.signing import Signer, load_secret
 from superscale.jobs import JobStore, open_job_store
 from superscale.settings import Settings
 
-from .conftest import Server
+from .conftest import Server, start_server, stop_server
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 PROXY = "/api/fal/proxy"
@@ -206,3 +206,48 @@ def test_serve_prints_a_working_login_link(auth_server: Server) -> None:
         assert _login(client, link.group(1)).status_code == 303
         access = client.get(f"{auth_server.url}/playground/access").json()
         assert access["key_id"] == first_key.group(1)
+
+
+def test_login_link_stays_spent_after_a_restart(tmp_path: Path) -> None:
+    """Single use was remembered per process: the link worked again after a restart (or on
+    another server of a cluster). Uses now live in the job store."""
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir, None, "--workers", "0")
+    try:
+        job_store = open_job_store(f"sqlite:///{data_dir / 'superscale.db'}")
+        try:
+            key, _ = create_key(job_store, "restart test")
+        finally:
+            job_store.close()
+        signer = Signer(load_secret(Settings(data_dir=data_dir)))
+        token = login_url(signer, first.url, key.key_id).rsplit("=", 1)[1]
+        with httpx.Client() as client:
+            used = client.post(f"{first.url}/playground/login", data={"token": token})
+            assert used.status_code == 303
+    finally:
+        stop_server(first)
+    second = start_server(data_dir, None, "--workers", "0")
+    try:
+        with httpx.Client() as client:
+            replay = client.post(f"{second.url}/playground/login", data={"token": token})
+            assert replay.status_code == 401 and "already been used" in replay.text
+            assert "set-cookie" not in replay.headers
+    finally:
+        stop_server(second)
+
+
+def test_signing_out_revokes_a_copied_session_cookie(
+    auth_server: Server, store: JobStore, signer: Signer
+) -> None:
+    """Logout only deleted the browser's cookie: a copy of it stayed valid for 12 hours."""
+    key, _ = create_key(store, "logout test")
+    with httpx.Client() as client:
+        assert _login(client, login_url(signer, auth_server.url, key.key_id)).status_code == 303
+        cookie = client.cookies.get("superscale_proxy")
+        assert cookie
+        assert _status_via_proxy(client, auth_server).status_code == 404  # the session works
+        assert client.delete(f"{auth_server.url}{PROXY}/session").status_code == 204
+    with httpx.Client(cookies={"superscale_proxy": cookie}) as thief:
+        access = thief.get(f"{auth_server.url}/playground/access").json()
+        assert access["access"] is False
+        assert _status_via_proxy(thief, auth_server).status_code == 401

@@ -862,3 +862,36 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: P
             store.submit(new_job(request_id=rid))
     finally:
         store.close()
+
+
+# --- one-time capabilities ----------------------------------------------------------------
+
+
+def test_a_capability_is_spent_once_across_stores_and_threads(
+    open_store: Callable[[], JobStore],
+) -> None:
+    stores = [open_store(), open_store()]  # two servers of a cluster
+    later = time.time() + 60
+    results: list[bool] = []
+    barrier = threading.Barrier(20)
+
+    def spend(i: int) -> None:
+        barrier.wait()
+        results.append(stores[i % 2].spend("put:abc", later))
+
+    threads = [threading.Thread(target=spend, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 19 + [True]
+    assert stores[1].is_spent("put:abc") and not stores[1].is_spent("put:other")
+    stores[0].unspend("put:abc")  # the guarded action failed: the use is given back
+    assert stores[1].spend("put:abc", later)
+
+
+def test_spent_capabilities_are_forgotten_once_expired(store: JobStore) -> None:
+    assert store.spend("login:old", time.time() - 1)
+    assert store.spend("login:live", time.time() + 60)
+    assert store.forget_spent() == 1
+    assert not store.is_spent("login:old") and store.is_spent("login:live")

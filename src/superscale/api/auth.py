@@ -43,6 +43,15 @@ async def owner_from_key(request: Request, ctx: ApiContext) -> str:
     return key_id
 
 
+async def key_is_live(ctx: ApiContext, owner: str) -> bool:
+    """Whether a capability made for `owner` (a key id) may still be used: a revoked key's
+    tokens, signed URLs and sessions die with it. Always true with auth off."""
+    if not ctx.settings.auth:
+        return True
+    key = await ctx.call(ctx.job_store.get_key, owner)
+    return key is not None and key.revoked_at is None
+
+
 async def owner_from_key_or_token(request: Request, ctx: ApiContext) -> str:
     """Like `owner_from_key`, also accepting the upload token of `/storage/auth/token`."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
@@ -51,9 +60,7 @@ async def owner_from_key_or_token(request: Request, ctx: ApiContext) -> str:
         if claims is None:
             raise unauthorized("Invalid or expired upload token")
         owner = str(claims["o"])
-        if ctx.settings.auth:  # a revoked key's tokens die with it
-            key = await ctx.call(ctx.job_store.get_key, owner)
-            if key is None or key.revoked_at is not None:
-                raise unauthorized("The key this upload token was made for is revoked")
+        if not await key_is_live(ctx, owner):
+            raise unauthorized("The key this upload token was made for is revoked")
         return owner
     return await owner_from_key(request, ctx)

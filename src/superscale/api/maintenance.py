@@ -25,6 +25,7 @@ def sweep_jobs(ctx: ApiContext) -> None:
     # Jobs these end for good get their webhooks queued by the store, in the same transaction.
     recovered = ctx.job_store.recover_expired(ctx.settings.max_attempts)
     expired = ctx.job_store.expire_deadlines()
+    ctx.job_store.forget_spent()
     if recovered or expired:
         log.info(
             "maintenance: %d lease(s) recovered, %d start deadline(s) expired",

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import html
 import secrets
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -92,8 +91,6 @@ router = APIRouter(include_in_schema=False)
 
 LOGIN_PURPOSE = "playground-login"
 LOGIN_TTL = 24 * 3600.0
-_used_logins: set[str] = set()  # nonces of login links already used in this process
-_used_lock = threading.Lock()
 
 
 def login_url(signer: Signer, base_url: str, owner: str, ttl: float = LOGIN_TTL) -> str:
@@ -153,11 +150,7 @@ def asset(request: Request, name: str) -> Response:
 
 async def _session_key(request: Request, ctx: ApiContext) -> str | None:
     """The key id this browser's proxy session acts as, when it is valid and the key live."""
-    owner = proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
-    if owner is None:
-        return None
-    key = await ctx.call(ctx.job_store.get_key, owner)
-    return None if key is None or key.revoked_at is not None else owner
+    return await proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
 
 
 @router.get("/playground/access")
@@ -172,19 +165,19 @@ async def access(request: Request, ctx: Ctx) -> JSONResponse:
     )
 
 
-async def _login_owner(ctx: ApiContext, token: str) -> tuple[str, str] | str:
-    """(key id, nonce) of a live login link, or why it cannot be used."""
+async def _login_owner(ctx: ApiContext, token: str) -> tuple[str, str, float] | str:
+    """(key id, its use's name, expiry) of a live login link, or why it cannot be used. Uses
+    are recorded in the job store: single use holds across restarts and servers."""
     claims = ctx.signer.verify(LOGIN_PURPOSE, token)
     if claims is None:
         return "This login link is not valid, or it has expired."
-    owner, nonce = str(claims.get("o", "")), str(claims.get("n", ""))
+    owner, use = str(claims.get("o", "")), f"login:{claims.get('n', '')}"
     key = await ctx.call(ctx.job_store.get_key, owner)
     if key is None or key.revoked_at is not None:
         return "The key this login link acts as no longer exists or has been revoked."
-    with _used_lock:
-        if nonce in _used_logins:
-            return "This login link has already been used."
-    return owner, nonce
+    if await ctx.call(ctx.job_store.is_spent, use):
+        return "This login link has already been used."
+    return owner, use, float(claims["exp"])
 
 
 @router.get("/playground/login")
@@ -215,11 +208,9 @@ async def login(request: Request, ctx: Ctx) -> Response:
     checked = await _login_owner(ctx, (form.get("token") or [""])[0])
     if isinstance(checked, str):
         return _login_refused(checked)
-    owner, nonce = checked
-    with _used_lock:
-        if nonce in _used_logins:  # spent by a concurrent request since the check
-            return _login_refused("This login link has already been used.")
-        _used_logins.add(nonce)
+    owner, use, expires_at = checked
+    if not await ctx.call(ctx.job_store.spend, use, expires_at):  # a concurrent request won
+        return _login_refused("This login link has already been used.")
     response = RedirectResponse("/playground", status_code=303)
     grant_proxy_session(response, ctx, owner, secure=request.url.scheme == "https")
     response.headers["Cache-Control"] = "no-store"

@@ -16,6 +16,7 @@ A missing target, an unknown host or a target back at the proxy is 400.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,7 +48,9 @@ router = APIRouter()
 def grant_proxy_session(response: Response, ctx: ApiContext, owner: str, secure: bool) -> float:
     """Set the proxy session cookie on `response`, acting as `owner` (a key id).
     Returns the session's expiry (unix time)."""
-    token = ctx.signer.sign(SESSION_PURPOSE, {"o": owner}, SESSION_TTL)
+    # "n" names the session, so that signing out can revoke it (`JobStore.spend`).
+    session = {"o": owner, "n": secrets.token_urlsafe(12)}
+    token = ctx.signer.sign(SESSION_PURPOSE, session, SESSION_TTL)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -62,12 +65,22 @@ def grant_proxy_session(response: Response, ctx: ApiContext, owner: str, secure:
     return float(claims["exp"])
 
 
-def proxy_session_owner(ctx: ApiContext, cookie: str | None) -> str | None:
-    """The key id a proxy session cookie acts as, or None when it is missing or invalid."""
+def _session_claims(ctx: ApiContext, cookie: str | None) -> dict[str, Any] | None:
     if not cookie:
         return None
     claims = ctx.signer.verify(SESSION_PURPOSE, cookie)
-    return None if claims is None else str(claims["o"])
+    return claims if claims is not None and claims.get("n") else None
+
+
+async def proxy_session_owner(ctx: ApiContext, cookie: str | None) -> str | None:
+    """The key id a proxy session cookie acts as; None when it is missing, forged, expired,
+    signed out, or its key is revoked."""
+    claims = _session_claims(ctx, cookie)
+    if claims is None or await ctx.call(ctx.job_store.is_spent, f"session:{claims['n']}"):
+        return None
+    owner = str(claims["o"])
+    key = await ctx.call(ctx.job_store.get_key, owner)
+    return None if key is None or key.revoked_at is not None else owner
 
 
 @router.post(f"{PROXY_PATH}/session")
@@ -79,7 +92,12 @@ async def open_session(request: Request, ctx: Ctx) -> Response:
 
 
 @router.delete(f"{PROXY_PATH}/session")
-async def close_session() -> Response:
+async def close_session(request: Request, ctx: Ctx) -> Response:
+    """Sign out: the session is revoked in the store (a copy of the cookie stops working on
+    every server), and the browser's cookie is deleted."""
+    claims = _session_claims(ctx, request.cookies.get(SESSION_COOKIE))
+    if claims is not None:
+        await ctx.call(ctx.job_store.spend, f"session:{claims['n']}", float(claims["exp"]))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -125,9 +143,8 @@ class ProxyMiddleware:
             return
         owner: str | None = ""
         if ctx.settings.auth:
-            owner = proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
-            key = None if owner is None else await ctx.call(ctx.job_store.get_key, owner)
-            if key is None or key.revoked_at is not None:
+            owner = await proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
+            if owner is None:
                 await _answer(send, 401, "No proxy session: open one first", "unauthorized")
                 return
         path, query = mapped

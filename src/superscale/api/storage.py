@@ -14,15 +14,22 @@ their unguessable URL, as fal's CDN does.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from superscale.api.auth import UPLOAD_TOKEN_PURPOSE, owner_from_key, owner_from_key_or_token
+from superscale.api.auth import (
+    UPLOAD_TOKEN_PURPOSE,
+    key_is_live,
+    owner_from_key,
+    owner_from_key_or_token,
+)
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.errors import ApiError, not_found
 from superscale.api.inputs import parse_json, parse_lifecycle, read_body
@@ -56,14 +63,6 @@ def _file_name(name: str | None, content_type: str) -> str:
 
 def _content_type(request: Request, fallback: str = "application/octet-stream") -> str:
     return request.headers.get("content-type") or fallback
-
-
-async def _exists(ctx: ApiContext, key: str) -> bool:
-    try:
-        await ctx.call(ctx.file_store.get, key)
-    except FileNotFound:
-        return False
-    return True
 
 
 def _used_up() -> ApiError:
@@ -165,12 +164,27 @@ def _parts_list(data: Any) -> list[tuple[int, str]]:
 
 async def _complete(request: Request, ctx: ApiContext, claims: dict[str, Any]) -> int:
     parts = _parts_list(parse_json(await read_body(request, 1024 * 1024)))
-    if await _exists(ctx, claims["k"]):
+    async with _single_use(ctx, f"complete:{claims['u']}", claims):
+        try:
+            return await ctx.call(
+                ctx.file_store.complete_multipart, claims["k"], claims["u"], parts
+            )
+        except (UploadError, FileNotFound) as exc:
+            raise ApiError(422, f"cannot complete the upload: {exc}", type="value_error") from None
+
+
+@contextlib.asynccontextmanager
+async def _single_use(ctx: ApiContext, use: str, claims: dict[str, Any]) -> AsyncIterator[None]:
+    """Run the block at most once per `use` of a capability, across concurrent requests and
+    servers (the use is recorded in the job store, atomically: check and act are one step).
+    A block that fails gives the use back."""
+    if not await ctx.call(ctx.job_store.spend, use, float(claims["exp"])):
         raise _used_up()
     try:
-        return await ctx.call(ctx.file_store.complete_multipart, claims["k"], claims["u"], parts)
-    except (UploadError, FileNotFound) as exc:
-        raise ApiError(422, f"cannot complete the upload: {exc}", type="value_error") from None
+        yield
+    except BaseException:
+        await ctx.call(ctx.job_store.unspend, use)
+        raise
 
 
 @router.put("/files/{key:path}/multipart/{handle}/{part_number:int}")
@@ -210,13 +224,13 @@ async def initiate(request: Request, ctx: Ctx) -> Response:
 @router.put("/storage/upload/put/{token}")
 async def signed_put(token: str, request: Request, ctx: Ctx) -> Response:
     claims = ctx.signer.verify(PUT_PURPOSE, token)
-    if claims is None:
+    if claims is None or not await key_is_live(ctx, str(claims["o"])):
         raise _bad_capability()
     data = await read_body(request, ctx.settings.max_body_bytes)
-    if await _exists(ctx, claims["k"]):
-        raise _used_up()  # single use: a URL that leaked cannot overwrite the file
     content_type = request.headers.get("content-type") or claims["c"]
-    await ctx.call(ctx.file_store.put, claims["k"], data, content_type, claims["x"])
+    # Single use: a URL that leaked, or a second concurrent PUT, cannot overwrite the file.
+    async with _single_use(ctx, f"put:{token.rsplit('.', 1)[-1]}", claims):
+        await ctx.call(ctx.file_store.put, claims["k"], data, content_type, claims["x"])
     return Response(status_code=200)
 
 
@@ -238,24 +252,25 @@ async def initiate_multipart(request: Request, ctx: Ctx) -> Response:
     )
 
 
-def _js_multipart_claims(ctx: ApiContext, token: str) -> dict[str, Any]:
-    # The URL is the capability (the JS client sends no key on these calls).
+async def _js_multipart_claims(ctx: ApiContext, token: str) -> dict[str, Any]:
+    # The URL is the capability (the JS client sends no key on these calls): it dies with
+    # the key it was made for.
     claims = ctx.signer.verify(MULTIPART_PURPOSE, token)
-    if claims is None:
+    if claims is None or not await key_is_live(ctx, str(claims["o"])):
         raise _bad_capability()
     return claims
 
 
 @router.put("/storage/upload/multipart/{token}/{part_number:int}")
 async def js_upload_part(token: str, part_number: int, request: Request, ctx: Ctx) -> Response:
-    claims = _js_multipart_claims(ctx, token)
+    claims = await _js_multipart_claims(ctx, token)
     etag = await _put_part(request, ctx, claims, part_number)
     return JSONResponse({"partNumber": part_number, "etag": etag}, headers={"ETag": etag})
 
 
 @router.post("/storage/upload/multipart/{token}/complete")
 async def js_upload_complete(token: str, request: Request, ctx: Ctx) -> Response:
-    claims = _js_multipart_claims(ctx, token)
+    claims = await _js_multipart_claims(ctx, token)
     size = await _complete(request, ctx, claims)
     return JSONResponse({"file_url": file_url(ctx.base_url(request), claims["k"]), "size": size})
 

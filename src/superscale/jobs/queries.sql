@@ -158,3 +158,18 @@ WHERE id = :id;
 
 -- name: webhooks_of
 SELECT {webhook_columns} FROM webhooks WHERE request_id = :request_id ORDER BY id;
+
+-- name: spend
+-- A row comes back the first time only: the use and the check are one statement.
+INSERT INTO spent_capabilities (id, spent_at, expires_at) VALUES (:id, :now, :expires_at)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: unspend
+DELETE FROM spent_capabilities WHERE id = :id;
+
+-- name: is_spent
+SELECT 1 AS spent FROM spent_capabilities WHERE id = :id;
+
+-- name: forget_spent
+DELETE FROM spent_capabilities WHERE expires_at < :now;

@@ -431,6 +431,30 @@ class JobStore:
         with self._write() as db:
             return db.count("revoke_key", key_id=key_id, now=time.time()) == 1
 
+    # --- one-time capabilities ------------------------------------------------------------
+    def spend(self, capability: str, expires_at: float) -> bool:
+        """Mark a one-time capability (a signed upload URL, a multipart complete, a login link,
+        a closed session) used. True for the first use only, whichever server of a cluster
+        sees it; remembered until `expires_at`, when the capability is dead anyway."""
+        with self._write() as db:
+            return (
+                db.one("spend", id=capability, now=time.time(), expires_at=expires_at) is not None
+            )
+
+    def unspend(self, capability: str) -> None:
+        """Give a use back (the action it guarded failed before it did anything)."""
+        with self._write() as db:
+            db.run("unspend", id=capability)
+
+    def is_spent(self, capability: str) -> bool:
+        with self._read() as db:
+            return db.one("is_spent", id=capability) is not None
+
+    def forget_spent(self, now: float | None = None) -> int:
+        """Forget uses of capabilities that have expired. Returns how many went."""
+        with self._write() as db:
+            return db.count("forget_spent", now=time.time() if now is None else now)
+
     # --- webhooks -------------------------------------------------------------------------
     def add_webhook(self, request_id: str, url: str, body: bytes) -> None:
         with self._write() as db:

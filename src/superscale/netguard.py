@@ -13,10 +13,15 @@ Numeric host spellings (`2130706433`, `0x7f000001`, `0177.0.0.1`) resolve throug
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -89,11 +94,147 @@ def vet(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-class GuardedBackend(httpcore.SyncBackend):
-    """An httpcore network backend that vets each host and connects to the vetted address."""
+# --- a total time budget for everything a request does ---------------------------------------
+# httpx's timeouts bound each network operation, not their sum: a peer that drips one byte of
+# its headers at a time holds a request for ever. Within `budget(...)`, the backend bounds the
+# DNS lookup, the connect and every read and write by what is left of one deadline, and wakes
+# up every `POLL` seconds to ask `should_cancel`.
 
-    def __init__(self, allow: AllowHook | None = None) -> None:
+POLL = 0.25
+
+
+class Interrupted(Exception):
+    """`should_cancel()` said to stop while the request was waiting on the network."""
+
+
+@dataclass
+class _Budget:
+    deadline: float  # time.monotonic()
+    should_cancel: Callable[[], bool] | None
+    next_poll: float = 0.0  # should_cancel may cost a database read: at most once per POLL
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if self.should_cancel is None or now < self.next_poll:
+            return False
+        self.next_poll = now + POLL
+        return self.should_cancel()
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget", default=None)
+
+
+@contextmanager
+def budget(seconds: float, should_cancel: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Every request made inside (redirect hops and DNS lookups included) ends within
+    `seconds` of entering, with httpx's timeout errors, or with `Interrupted` soon after
+    `should_cancel()` turns true."""
+    token = _budget.set(_Budget(time.monotonic() + seconds, should_cancel))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _wait_slice(timeout: float | None, error: type[Exception]) -> float | None:
+    """How long the next blocking step may wait: the operation's own timeout, cut to what is
+    left of the budget and to one poll. Raises `error` when the budget is spent, `Interrupted`
+    when cancelled."""
+    current = _budget.get()
+    if current is None:
+        return timeout
+    if current.cancelled():
+        raise Interrupted("cancelled")
+    left = current.deadline - time.monotonic()
+    if left <= 0:
+        raise error("the total time for the request ran out")
+    wait = min(left, POLL) if current.should_cancel is not None else left
+    return wait if timeout is None else min(timeout, wait)
+
+
+def _repeat(
+    step: Callable[[float | None], Any], timeout: float | None, error: type[Exception]
+) -> Any:
+    """Run a blocking step in slices (see `_wait_slice`) until it completes, its own timeout
+    passes, or the budget says stop."""
+    started = time.monotonic()
+    while True:
+        wait = _wait_slice(timeout, error)
+        try:
+            return step(wait)
+        except error:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                raise
+            if _budget.get() is None:
+                raise
+
+
+class _BudgetedStream(httpcore.NetworkStream):
+    """A network stream whose reads and writes stay within the current budget."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data: bytes = _repeat(
+            lambda wait: self._stream.read(max_bytes, wait), timeout, httpcore.ReadTimeout
+        )
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _repeat(lambda wait: self._stream.write(buffer, wait), timeout, httpcore.WriteTimeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _wait_slice(timeout, httpcore.ConnectTimeout)
+        return _BudgetedStream(self._stream.start_tls(ssl_context, server_hostname, wait))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+def _resolve_within_budget(host: str, port: int, check: Callable[[str, int], Any]) -> Any:
+    """`check(host, port)` (a DNS lookup), given up on when the budget runs out: the lookup
+    thread is left to finish on its own (getaddrinfo cannot be interrupted)."""
+    if _budget.get() is None:
+        return check(host, port)
+    outcome: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append((True, check(host, port)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=lookup, name="dns-lookup", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(_wait_slice(None, httpcore.ConnectTimeout))
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """An httpcore network backend that vets each host and connects to the vetted address
+    (with `guard` False, it connects to whatever the host resolves to), all within the
+    current `budget`."""
+
+    def __init__(self, allow: AllowHook | None = None, guard: bool = True) -> None:
         self._allow = allow
+        self._guard = guard
+
+    def _addresses(self, host: str, port: int) -> list[IPAddress]:
+        exempt = not self._guard or (self._allow is not None and self._allow(host, port))
+        return list(_resolve_within_budget(host, port, resolve if exempt else vet))
 
     def connect_tcp(
         self,
@@ -103,14 +244,12 @@ class GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        if self._allow is not None and self._allow(host, port):
-            addresses = resolve(host, port)
-        else:
-            addresses = vet(host, port)
         last: Exception | None = None
-        for ip in addresses:
+        for ip in self._addresses(host, port):
             try:
-                return super().connect_tcp(str(ip), port, timeout, local_address, socket_options)
+                wait = _wait_slice(timeout, httpcore.ConnectTimeout)
+                stream = super().connect_tcp(str(ip), port, wait, local_address, socket_options)
+                return _BudgetedStream(stream)
             except httpcore.ConnectError as exc:  # try the next vetted address
                 last = exc
         assert last is not None
@@ -121,14 +260,17 @@ class GuardedTransport(httpx.HTTPTransport):
     """httpx's own transport, with its connection pool built on the guarded backend."""
 
     def __init__(
-        self, allow: AllowHook | None = None, verify: ssl.SSLContext | bool = True
+        self,
+        allow: AllowHook | None = None,
+        verify: ssl.SSLContext | bool = True,
+        guard: bool = True,
     ) -> None:
         super().__init__(trust_env=False)
         # httpx does not take a network backend, so swap the pool it built for one that has
         # ours; everything else (request/response mapping, errors) stays httpx's.
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-            network_backend=GuardedBackend(allow),
+            network_backend=GuardedBackend(allow, guard),
         )
 
 
@@ -142,13 +284,8 @@ def client(
     """An httpx client for user-supplied URLs: guarded unless `guard` is False, never proxied
     through environment settings, redirects left to the caller (each hop is guarded anyway).
     `verify`: True (system CAs) or an SSLContext (say, one trusting a private CA)."""
-    transport = (
-        GuardedTransport(allow, verify)
-        if guard
-        else httpx.HTTPTransport(verify=verify, trust_env=False)
-    )
     return httpx.Client(
-        transport=transport,
+        transport=GuardedTransport(allow, verify, guard),
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,

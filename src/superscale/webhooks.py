@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,9 @@ def enqueue(job_store: JobStore, request_id: str) -> bool:
 
 
 class WebhookDispatcher:
-    """Delivers queued webhooks: one thread, due deliveries first, exponential backoff.
+    """Delivers queued webhooks: due deliveries first, up to `batch` at once on threads of
+    their own (a slow receiver holds only its own), each attempt ending within `timeout`
+    seconds however the receiver drips its answer, exponential backoff between attempts.
 
     `base_delay` (first retry) and `poll_interval` are knobs for tests; the defaults follow
     fal's documented schedule (10 attempts over about two hours).
@@ -238,16 +241,38 @@ class WebhookDispatcher:
         self._client = netguard.client(guard=settings.ssrf_guard, timeout=timeout, allow=allow)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._attempts = ThreadPoolExecutor(max_workers=batch, thread_name_prefix="webhook")
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def run_once(self) -> int:
-        """Attempt every due delivery once; returns how many were attempted."""
-        # The claim lease outlasts the whole batch sent one by one, each up to the timeout,
-        # so no other dispatcher sends any of them meanwhile.
-        lease = self.timeout * self.batch + 30
-        due = self.job_store.claim_due_webhooks(self.batch, lease_seconds=lease)
-        for delivery in due:
+        """Attempt every due delivery there is room for, side by side, and wait for them;
+        returns how many were attempted."""
+        started = self._start_due()
+        wait(started)
+        return len(started)
+
+    def _start_due(self) -> list[Future[None]]:
+        """Claim as many due deliveries as there are free attempt threads, and start them."""
+        with self._in_flight_lock:
+            free = self.batch - self._in_flight
+        if free <= 0:
+            return []
+        # The claim lease outlasts one attempt (bounded by the timeout), so no other
+        # dispatcher sends any of them meanwhile.
+        due = self.job_store.claim_due_webhooks(free, lease_seconds=self.timeout + 30)
+        with self._in_flight_lock:
+            self._in_flight += len(due)
+        return [self._attempts.submit(self._attempt_in_flight, delivery) for delivery in due]
+
+    def _attempt_in_flight(self, delivery: WebhookDelivery) -> None:
+        try:
             self._attempt(delivery)
-        return len(due)
+        except Exception:  # a store hiccup recording the result: the lease retries it
+            log.exception("webhook %s: recording the attempt failed", delivery.request_id)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     def _attempt(self, delivery: WebhookDelivery) -> None:
         job = self.job_store.get(delivery.request_id)
@@ -257,7 +282,8 @@ class WebhookDispatcher:
         error: str | None = None
         final = False  # retrying cannot help: a refused or malformed URL
         try:
-            response = self._client.post(delivery.url, content=delivery.body, headers=headers)
+            with netguard.budget(self.timeout):  # the whole attempt, DNS to last byte
+                response = self._client.post(delivery.url, content=delivery.body, headers=headers)
             if not 200 <= response.status_code < 300:
                 error = f"receiver answered HTTP {response.status_code}"
         except netguard.Refused as exc:
@@ -286,9 +312,10 @@ class WebhookDispatcher:
         self.job_store.webhook_result(delivery.id, False, error, next_at)
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Start due deliveries as attempt threads free up, without waiting for them."""
         while not stop.is_set():
             try:
-                busy = self.run_once()
+                busy = len(self._start_due())
             except Exception:  # a store hiccup must not end delivery for good
                 log.exception("webhook dispatcher pass failed")
                 busy = 0
@@ -305,8 +332,14 @@ class WebhookDispatcher:
         return self._thread
 
     def stop(self, timeout: float | None = None) -> None:
+        """Stop starting attempts, and wait (at most `timeout`, else one attempt's timeout)
+        for those under way, so their outcomes are recorded before the store closes."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._attempts.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._client.close()

@@ -271,7 +271,10 @@ class Worker:
             raise InvalidInput(exc) from None
 
         t = time.perf_counter()
-        data = self.fetcher.fetch(params.image_url)
+        try:
+            data = self.fetcher.fetch(params.image_url, should_cancel)
+        except netguard.Interrupted:
+            raise Cancelled() from None
         timings["fetch"] = time.perf_counter() - t
         self._log(job.id, f"fetched input: {len(data)} bytes in {timings['fetch']:.2f} s")
 

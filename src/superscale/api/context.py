@@ -26,6 +26,10 @@ T = TypeVar("T")
 # Long waits (sync run, SSE stream) get their own thread pool, so that many open streams
 # cannot starve the short store calls every other request makes.
 WAIT_THREADS = 256
+# Job store writes get a pool of their own too: on SQLite a write lock held by another process
+# (a separate worker, a backup) keeps writes waiting up to the busy timeout, and they must not
+# take the threads reads need (status polls read a WAL database without waiting on anyone).
+WRITE_THREADS = 16
 
 
 @dataclass
@@ -38,10 +42,17 @@ class ApiContext:
     # The webhook key whose JWKS we publish (None: loaded from `settings` on each request).
     webhook_signer: WebhookSigner | None = None
     wait_limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WAIT_THREADS))
+    write_limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WRITE_THREADS))
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a blocking store call off the event loop."""
+        """Run a blocking store call off the event loop (reads, and file store calls)."""
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a job store write off the event loop, in the write pool."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self.write_limiter
+        )
 
     async def wait(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a long blocking wait (e.g. `wait_for_change`) in the wait pool."""

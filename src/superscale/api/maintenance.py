@@ -63,7 +63,7 @@ async def run_forever(
             sweeps += [sweep_files, sweep_finished]
         for sweep in sweeps:  # each on its own: a file store outage must not stop the others
             try:
-                await ctx.call(sweep, ctx)
+                await ctx.write(sweep, ctx)
             except Exception:  # a store hiccup must not end housekeeping for good
                 log.exception("maintenance: %s failed", sweep.__name__)
         await asyncio.sleep(interval)

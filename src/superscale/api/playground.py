@@ -209,7 +209,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
     if isinstance(checked, str):
         return _login_refused(checked)
     owner, use, expires_at = checked
-    if not await ctx.call(ctx.job_store.spend, use, expires_at):  # a concurrent request won
+    if not await ctx.write(ctx.job_store.spend, use, expires_at):  # a concurrent request won
         return _login_refused("This login link has already been used.")
     response = RedirectResponse("/playground", status_code=303)
     grant_proxy_session(response, ctx, owner, secure=request.url.scheme == "https")

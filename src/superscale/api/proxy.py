@@ -97,7 +97,7 @@ async def close_session(request: Request, ctx: Ctx) -> Response:
     every server), and the browser's cookie is deleted."""
     claims = _session_claims(ctx, request.cookies.get(SESSION_COOKIE))
     if claims is not None:
-        await ctx.call(ctx.job_store.spend, f"session:{claims['n']}", float(claims["exp"]))
+        await ctx.write(ctx.job_store.spend, f"session:{claims['n']}", float(claims["exp"]))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -114,7 +114,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
         batch_key=batch_key(inp),
     )
     try:
-        return await ctx.call(ctx.job_store.submit, new, ctx.settings.max_queue)
+        return await ctx.write(ctx.job_store.submit, new, ctx.settings.max_queue)
     except QueueFull as exc:
         seconds = max(1, math.ceil(exc.retry_after))
         raise retry_later(429, "The queue is full", ErrorType.QUEUE_FULL, seconds) from None
@@ -122,7 +122,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
 
 async def _cancel(ctx: ApiContext, request_id: str) -> CancelOutcome:
     # A queued job ends here and now; the store queues its webhook in the same transaction.
-    return await ctx.call(ctx.job_store.cancel, request_id)
+    return await ctx.write(ctx.job_store.cancel, request_id)
 
 
 def result_response(ctx: ApiContext, job: Job, request: Request) -> Response:

@@ -178,12 +178,12 @@ async def _single_use(ctx: ApiContext, use: str, claims: dict[str, Any]) -> Asyn
     """Run the block at most once per `use` of a capability, across concurrent requests and
     servers (the use is recorded in the job store, atomically: check and act are one step).
     A block that fails gives the use back."""
-    if not await ctx.call(ctx.job_store.spend, use, float(claims["exp"])):
+    if not await ctx.write(ctx.job_store.spend, use, float(claims["exp"])):
         raise _used_up()
     try:
         yield
     except BaseException:
-        await ctx.call(ctx.job_store.unspend, use)
+        await ctx.write(ctx.job_store.unspend, use)
         raise
 
 

@@ -24,6 +24,7 @@ class ErrorType(str, enum.Enum):
     # The API's answers at submit.
     QUEUE_FULL = "queue_full"  # 429
     SERVICE_UNAVAILABLE = "service_unavailable"  # 503: the job store is unreachable
+    STORAGE_FULL = "storage_full"  # 507: the file store's disk is full
 
     def __str__(self) -> str:
         return self.value

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     max_input_bytes: int = 64 * 1024 * 1024  # fetched or uploaded image size
     max_input_pixels: int = 16_777_216  # 4096²: bigger inputs are refused before decoding
     fetch_timeout: float = 30.0
+    # Below this much free space on the local file store's disk, /ready says not ready.
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     ssrf_guard: bool = True  # off only for tests that fetch from a loopback fixture server
 
     # Jobs.

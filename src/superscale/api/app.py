@@ -18,13 +18,14 @@ from superscale.api.errors import (
     api_error_handler,
     file_not_found_handler,
     http_error_handler,
+    storage_full_handler,
     store_unavailable_handler,
     unexpected_error_handler,
     upload_error_handler,
 )
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
-from superscale.files.base import FileNotFound, FileStore, UploadError
+from superscale.files.base import FileNotFound, FileStore, StorageFull, UploadError
 from superscale.jobs.records import StoreUnavailable
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
@@ -96,6 +97,7 @@ def create_app(
     app.add_exception_handler(StoreUnavailable, store_unavailable_handler)
     app.add_exception_handler(FileNotFound, file_not_found_handler)
     app.add_exception_handler(UploadError, upload_error_handler)
+    app.add_exception_handler(StorageFull, storage_full_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)

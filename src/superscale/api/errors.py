@@ -113,6 +113,17 @@ async def file_not_found_handler(request: Request, exc: Exception) -> JSONRespon
     return ApiError(404, "File or upload not found", loc=("path",), type="not_found").response()
 
 
+STORAGE_RETRY_AFTER = 30  # seconds; freeing space takes an operator
+
+
+async def storage_full_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The file store's disk is full: 507 with Retry-After, as for an unreachable store."""
+    log.warning("file store full on %s %s: %s", request.method, request.url.path, exc)
+    return retry_later(
+        507, "The server's file storage is full", ErrorType.STORAGE_FULL, STORAGE_RETRY_AFTER
+    ).response()
+
+
 async def upload_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """The store refused an upload step (a part out of range, parts that do not add up)."""
     return ApiError(422, f"upload refused: {exc}", type="value_error").response()

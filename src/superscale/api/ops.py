@@ -35,6 +35,12 @@ async def ready(ctx: Ctx) -> Response:
         return JSONResponse(
             {"status": "unavailable", "reason": "job store unavailable"}, status_code=503
         )
+    free = await ctx.call(ctx.file_store.free_bytes)
+    if free is not None and free < ctx.settings.min_free_bytes:
+        log.warning("not ready: %d bytes free on the file store's disk", free)
+        return JSONResponse(
+            {"status": "unavailable", "reason": "file store disk full"}, status_code=503
+        )
     return JSONResponse({"status": "ready", "jobs": counts})
 
 

@@ -21,6 +21,11 @@ class InvalidKey(FileNotFound, ValueError):
     A FileNotFound too: no such file can exist, so readers answer it like any missing file."""
 
 
+class StorageFull(Exception):
+    """The store has no space left (a full disk or quota). Nothing is wrong with the request:
+    the same call can succeed once space is freed."""
+
+
 class UploadError(ValueError):
     """A multipart upload that cannot be completed: unknown parts, wrong etags, no parts."""
 
@@ -94,6 +99,11 @@ class FileStore(abc.ABC):
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
         """Assembles the parts in order; returns the file size. Raises UploadError when a
         listed part is missing or its etag differs, FileNotFound for an unknown upload."""
+
+    def free_bytes(self) -> int | None:
+        """Space left for new files, where the store can tell (a local disk); None where it
+        cannot or need not (S3)."""
+        return None
 
     def presigned_put_url(self, key: str, content_type: str, expires_in: float) -> str | None:
         """A URL a client may PUT the file's bytes to directly, bypassing the API server.

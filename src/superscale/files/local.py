@@ -10,6 +10,8 @@ Layout under `root`:
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -18,15 +20,41 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from superscale.files.base import FileNotFound, FileStore, StoredFile, UploadError, check_key
+from superscale.files.base import (
+    FileNotFound,
+    FileStore,
+    StorageFull,
+    StoredFile,
+    UploadError,
+    check_key,
+)
 
 # Multipart uploads never completed are swept by delete_expired after this long.
 STALE_UPLOAD_SECONDS = 24 * 3600.0
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 MAX_PART_NUMBER = 10_000  # S3's limit; the clients stay far below it
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _full_disk_is_storage_full(method: F) -> F:
+    """ENOSPC and EDQUOT are the disk's state, not the request's fault: `StorageFull`."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left on the file store's disk: {exc}") from exc
+            raise
+
+    return cast(F, wrapped)
 
 
 class LocalFileStore(FileStore):
@@ -91,11 +119,15 @@ class LocalFileStore(FileStore):
                 return
 
     # --- files ------------------------------------------------------------------------------
+    @_full_disk_is_storage_full
     def put(
         self, key: str, data: bytes, content_type: str, expires_at: float | None = None
     ) -> None:
         self._write_atomic(self._data(key), data)
         self._write_meta(key, content_type, len(data), expires_at)
+
+    def free_bytes(self) -> int | None:
+        return shutil.disk_usage(self.root).free
 
     def get(self, key: str) -> StoredFile:
         meta = self._read_meta(key)
@@ -155,6 +187,7 @@ class LocalFileStore(FileStore):
         return removed
 
     # --- multipart ------------------------------------------------------------------------------
+    @_full_disk_is_storage_full
     def start_multipart(self, key: str, content_type: str, expires_at: float | None) -> str:
         check_key(key)
         upload_id = secrets.token_hex(16)
@@ -171,6 +204,7 @@ class LocalFileStore(FileStore):
             raise FileNotFound(f"no multipart upload {upload_id!r} for {key!r}")
         return staging, info
 
+    @_full_disk_is_storage_full
     def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
         staging, _ = self._upload_info(key, upload_id)
         if not 1 <= part_number <= MAX_PART_NUMBER:
@@ -178,6 +212,7 @@ class LocalFileStore(FileStore):
         self._write_atomic(staging / f"{part_number:05d}", data)
         return _etag(data)
 
+    @_full_disk_is_storage_full
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
         staging, info = self._upload_info(key, upload_id)
         if not parts:

@@ -29,7 +29,14 @@ from superscale.jobs.store import JobStore
 # How often a waiter re-reads its job's version to see other processes' writes.
 POLL_INTERVAL = 0.2
 
-_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
+# Conditions of the machine, not bugs, that pass: a lock held too long, a vanished or failing
+# disk, a full one.
+_UNAVAILABLE = (
+    "database is locked",
+    "unable to open database file",
+    "disk I/O error",
+    "database or disk is full",
+)
 
 
 class SqliteDialect(Dialect):

@@ -21,29 +21,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
-from pydantic import ValidationError
 
-from superscale import images, netguard
+from superscale import netguard
 from superscale.engine import Cancelled
-from superscale.files.base import FileStore, new_key
-from superscale.files.urls import file_url, key_of_file_url
+from superscale.files.base import FileStore, StorageFull
 from superscale.jobs import Job, JobError, Webhook, webhook_body
 from superscale.jobs.store import JobStore
-from superscale.schemas import DEFAULT_SEED, AuraSrInput, AuraSrOutput, ImageFile
+from superscale.schemas import DEFAULT_SEED
 from superscale.settings import Settings
 from superscale.worker.engines import TileProgress, get_upscaler, max_batch_jobs
 from superscale.worker.failures import (
-    InvalidInput,
-    OutputError,
-    encode_output,
     job_error,
-    unreadable_input,
 )
 from superscale.worker.fetch import InputFetcher
 from superscale.worker.lease import Lease
+from superscale.worker.steps import JobSteps, Prepared
 
 log = logging.getLogger(__name__)
 
+# While the file store is full: the first pause, and the longest (doubling in between).
+FULL_BACKOFF_MIN = 1.0
+FULL_BACKOFF_MAX = 30.0
+# While passes fail: the longest wait between them, and how often it is said again.
+FAILING_MAX = 5.0
+FAILURE_REPORT = 60.0
 # Most input pixels one shared inference takes (its outputs are all held until it ends: 16× as
 # many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
 BATCH_PIXELS = 2048 * 2048
@@ -57,22 +58,6 @@ class Outcome:
     output: dict[str, Any] | None = None
     error: JobError | None = None
     inference_time: float | None = None
-
-
-@dataclass
-class _Prepared:
-    """A job's input, fetched and decoded, waiting for its inference."""
-
-    job: Job
-    params: AuraSrInput
-    decoded: images.DecodedImage
-    timings: dict[str, float]
-    should_cancel: Callable[[], bool]
-
-    @property
-    def pixels(self) -> int:
-        width, height = self.decoded.image.size
-        return width * height
 
 
 class Worker:
@@ -95,15 +80,21 @@ class Worker:
         self.file_store = file_store
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.fetcher = InputFetcher(settings, file_store, allow=fetch_allow)
-        self.public_url = settings.resolved_public_url()
+        self.steps = JobSteps(settings, job_store, file_store, self.fetcher)
         self._last_recovery = 0.0
         # Set when shutdown may not wait any longer: running jobs go back to the queue.
         self.abort = threading.Event()
         self.max_batch_jobs = max_batch_jobs(settings)
+        # While the file store is full, no claims (jobs go back to the queue, uncharged).
+        self._paused_until = 0.0
+        self._full_backoff = FULL_BACKOFF_MIN
 
     # --- the loop --------------------------------------------------------------------------
     def run_once(self) -> bool:
-        """Claim and finish one job, or a batch of them. False when there was none to claim."""
+        """Claim and finish one job, or a batch of them. False when there was none to claim
+        (or the worker is waiting for space on a full file store)."""
+        if time.monotonic() < self._paused_until:
+            return False
         jobs = self.job_store.claim_batch(
             self.worker_id,
             self.settings.lease_seconds,
@@ -118,14 +109,27 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
         """Work until `stop` is set; the running job is finished first. When idle, polls the
-        queue with a backoff up to `idle_max` s (the store interface has no wake-up call)."""
-        idle = 0.01
+        queue with a backoff up to `idle_max` s (the store interface has no wake-up call);
+        while passes fail (the store unreachable, say), backs off up to `FAILING_MAX` s and
+        logs the failure once, then a line a minute."""
+        idle, failures, next_report = 0.01, 0, 0.0
         while not stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # the store is unreachable, say: wait and try again
-                log.exception("worker %s: pass failed; retrying", self.worker_id)
-                worked, idle = False, idle_max
+            except Exception:
+                failures += 1
+                now = time.monotonic()
+                if failures == 1:
+                    log.exception("worker %s: pass failed; retrying", self.worker_id)
+                    next_report = now + FAILURE_REPORT
+                elif now >= next_report:
+                    log.error("worker %s: still failing (%d passes)", self.worker_id, failures)
+                    next_report = now + FAILURE_REPORT
+                stop.wait(min(FAILING_MAX, idle_max * 2**failures))
+                continue
+            if failures:
+                log.info("worker %s: passes work again after %d failures", self.worker_id, failures)
+                failures = 0
             if worked:
                 idle = 0.01
             else:
@@ -160,10 +164,12 @@ class Worker:
                 )
                 for job in jobs
             }
-            groups: dict[tuple[str, int], list[list[_Prepared]]] = {}
+            groups: dict[tuple[str, int], list[list[Prepared]]] = {}
             for job in jobs:
                 try:
-                    prepared = self._prepare(job, self._cancel_check(job.id, leases[job.id].lost))
+                    prepared = self.steps.prepare(
+                        job, self._cancel_check(job.id, leases[job.id].lost)
+                    )
                 except Exception as exc:
                     outcomes[job.id] = self._failed(job.id, exc, leases[job.id])
                     continue
@@ -182,7 +188,7 @@ class Worker:
             self._finish(job, outcomes[job.id])
 
     def _infer(
-        self, checkpoint: str, seed: int, group: list[_Prepared], leases: dict[str, Lease]
+        self, checkpoint: str, seed: int, group: list[Prepared], leases: dict[str, Lease]
     ) -> dict[str, Outcome]:
         """Upscale a group of one checkpoint and seed in shared tile batches, then store each
         output; every job's outcome."""
@@ -208,12 +214,20 @@ class Worker:
                 if isinstance(result, BaseException):
                     raise result
                 prepared.timings["inference"] = elapsed
-                outcomes[request_id] = Outcome(self._store_output(prepared, result), None, elapsed)
+                output = self.steps.store_output(prepared, result)
+                self._full_backoff = FULL_BACKOFF_MIN  # outputs are written again
+                outcomes[request_id] = Outcome(output, None, elapsed)
             except Exception as exc:
                 outcomes[request_id] = self._failed(request_id, exc, leases[request_id])
         return outcomes
 
     def _failed(self, request_id: str, exc: BaseException, lease: Lease) -> Outcome:
+        if isinstance(exc, StorageFull):
+            # The disk's state, not the job's fault: back to the queue, uncharged, and no
+            # claims until there may be space again.
+            self._release(request_id)
+            self._pause_for_space(exc)
+            return Outcome()
         if isinstance(exc, Cancelled) and lease.lost.is_set():
             log.warning("dropped %s: the lease was lost", request_id)
             return Outcome()
@@ -234,11 +248,22 @@ class Worker:
                 job.id, self.worker_id, outcome.output, outcome.inference_time, webhook
             ):
                 log.warning("lost the lease on %s before completing; output discarded", job.id)
-                self._discard(outcome.output)
+                self.steps.discard(outcome.output)
         else:
             assert outcome.error is not None
-            self._log(job.id, outcome.error.message, "ERROR")
+            self.steps.log(job.id, outcome.error.message, "ERROR")
             self.job_store.fail(job.id, self.worker_id, outcome.error, webhook)
+
+    def _pause_for_space(self, exc: StorageFull) -> None:
+        if time.monotonic() >= self._paused_until:
+            log.error(
+                "worker %s: %s; jobs go back to the queue, claiming again in %g s",
+                self.worker_id,
+                exc,
+                self._full_backoff,
+            )
+        self._paused_until = time.monotonic() + self._full_backoff
+        self._full_backoff = min(FULL_BACKOFF_MAX, self._full_backoff * 2)
 
     def _release(self, request_id: str) -> None:
         """Give a job back unfinished, not charged an attempt: the worker is stopping."""
@@ -260,84 +285,3 @@ class Worker:
             return current is None or current.cancel_requested
 
         return should_cancel
-
-    # --- the steps around the inference ----------------------------------------------------
-    def _prepare(self, job: Job, should_cancel: Callable[[], bool]) -> _Prepared:
-        """Validate, fetch and decode the input; refuse what the output format cannot hold."""
-        timings: dict[str, float] = {}
-        try:
-            params = AuraSrInput.model_validate(job.input)
-        except ValidationError as exc:
-            raise InvalidInput(exc) from None
-
-        t = time.perf_counter()
-        try:
-            data = self.fetcher.fetch(params.image_url, should_cancel)
-        except netguard.Interrupted:
-            raise Cancelled() from None
-        timings["fetch"] = time.perf_counter() - t
-        self._log(job.id, f"fetched input: {len(data)} bytes in {timings['fetch']:.2f} s")
-
-        t = time.perf_counter()
-        try:
-            decoded = images.decode(data, self.settings.max_input_pixels)
-        except images.ImageError as exc:
-            raise unreadable_input(exc) from None
-        timings["decode"] = time.perf_counter() - t
-        del data
-        width, height = decoded.image.size
-        self._log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
-        scale = get_upscaler(self.settings, job.checkpoint).config.scale
-        try:  # before the inference, which an output the format cannot hold would waste
-            images.check_size(scale * width, scale * height, params.output_format)
-        except images.ImageError as exc:
-            raise OutputError(str(exc)) from None
-        if should_cancel():
-            raise Cancelled()
-        return _Prepared(job, params, decoded, timings, should_cancel)
-
-    def _store_output(self, prepared: _Prepared, result: Image.Image) -> dict[str, Any]:
-        """Encode and store the upscale; the job's output (its timings included)."""
-        job, params, timings = prepared.job, prepared.params, prepared.timings
-        t = time.perf_counter()
-        encoded = encode_output(result, params.output_format, prepared.decoded.icc_profile)
-        timings["encode"] = time.perf_counter() - t
-        if prepared.should_cancel():
-            raise Cancelled()
-
-        t = time.perf_counter()
-        key = new_key(f"{job.id}.{images.extension(params.output_format)}")
-        ttl = job.file_ttl if job.file_ttl is not None else self.settings.file_ttl_seconds
-        content_type = images.content_type(params.output_format)
-        self.file_store.put(key, encoded, content_type, expires_at=time.time() + ttl)
-        timings["store"] = time.perf_counter() - t
-
-        image = ImageFile(
-            url=file_url(self.public_url, key),
-            content_type=content_type,
-            file_name=key.rsplit("/", 1)[-1],
-            file_size=len(encoded),
-            width=result.size[0],
-            height=result.size[1],
-            file_data=None,
-        )
-        self._log(
-            job.id,
-            f"done: {image.width}x{image.height} {params.output_format}, {image.file_size} bytes, "
-            f"inference {timings['inference']:.2f} s",
-        )
-        return AuraSrOutput(image=image, timings=timings).model_dump(mode="json")
-
-    def _discard(self, output: dict[str, Any]) -> None:
-        key = key_of_file_url(str(output.get("image", {}).get("url", "")), self.public_url)
-        if key is not None:
-            try:
-                self.file_store.delete(key)
-            except Exception:
-                log.warning("could not delete discarded output %s", key, exc_info=True)
-
-    def _log(self, request_id: str, message: str, level: str = "INFO") -> None:
-        try:
-            self.job_store.append_log(request_id, message, level)
-        except Exception:  # a log line is not worth failing the job over
-            log.warning("could not append a log line to %s", request_id, exc_info=True)

@@ -1,6 +1,7 @@
 """The job store's logic, once, over a SQL dialect (`dialect.py`) and the statements of
 `queries.sql`: submit, claim, leases, finishes, cancel, recovery, deadlines, retention, logs,
-keys, webhook deliveries and change notification. `sqlite.py` and `postgres.py` only connect."""
+keys, webhook deliveries, one-time capabilities and change notification. `sqlite.py` and
+`postgres.py` only connect."""
 
 from __future__ import annotations
 

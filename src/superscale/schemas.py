@@ -17,6 +17,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     field_validator,
+    model_validator,
 )
 
 from superscale.registry import CHECKPOINT_NAMES
@@ -69,6 +70,25 @@ class AuraSrInput(BaseModel):
         f"Omitted: {DEFAULT_SEED}, whose folded weights are kept warm.",
     )
     output_format: OutputFormat = Field("png", description="Encoding of the output image.")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _integral_seed(cls, value: Any) -> Any:
+        # JSON Schema's integer is a number without a fraction: 5.0 is one (fal's clients may
+        # send it), true and "5" are not (StrictInt refuses those).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_factor_names_valid(cls, data: Any) -> Any:
+        # Either name may carry the factor; when both come, neither may be wrong.
+        if isinstance(data, dict) and "upscaling_factor" in data and "upscale_factor" in data:
+            for name in ("upscaling_factor", "upscale_factor"):
+                if cls._factor_from_string_or_float(data[name]) != 4:
+                    raise ValueError(f"{name} must be 4")
+        return data
 
     @field_validator("upscaling_factor", mode="before")
     @classmethod

@@ -22,7 +22,6 @@ ACCEPTED = {
     "line-wrapped": "data:image/png;base64,"
     + "\n".join(ENCODED[i : i + 76] for i in range(0, len(ENCODED), 76)),
     "unpadded URL-safe": "data:;base64," + base64.urlsafe_b64encode(PAYLOAD).decode().rstrip("="),
-    "percent-escaped": "data:image/png;base64," + ENCODED.replace("+", "%2B").replace("/", "%2F"),
     "upper-case scheme": f"DATA:image/png;BASE64,{ENCODED}",
 }
 REFUSED = {
@@ -31,6 +30,9 @@ REFUSED = {
     "not base64": "data:image/png;base64,@@not*base64@@",
     "no comma": "data:image/png;base64",
     "no data": "data:image/png;base64,",
+    "percent-escaped": "data:image/png;base64," + ENCODED.replace("+", "%2B").replace("/", "%2F"),
+    "mixed alphabets": "data:;base64,ab+_",
+    "padding in the middle": "data:;base64,AA=A",
 }
 
 
@@ -73,3 +75,31 @@ def test_size_limit_is_the_same_rule(server: LiveServer) -> None:
     assert r.status_code in (413, 422)
     with pytest.raises(InputError, match="larger than the limit"):
         decode_data_uri(over, limit)
+
+
+def test_the_published_pattern_is_the_rule() -> None:
+    """The OpenAPI document states the rule as a regular expression; `decode` checks it
+    without one. They must agree, on tricky cases and on random ones."""
+    import random
+    import re
+
+    from superscale import datauri
+
+    pattern = re.compile(datauri.PATTERN)
+
+    def accepted(uri: str) -> bool:
+        try:
+            datauri.decode(uri)
+        except datauri.DataUriError:
+            return False
+        return True
+
+    cases = [*ACCEPTED.values(), *REFUSED.values(), "data:;base64,AAA=", "data:;base64,AAA=="]
+    cases += ["data:;base64,AA=", "data:;base64,AAAA=", "data:;base64, A A\nA=", "DATA:;BASE64,-_"]
+    rng = random.Random(0)
+    cases += [
+        "data:;base64," + "".join(rng.choice("AB+/-_= \n%,") for _ in range(rng.randint(0, 9)))
+        for _ in range(5000)
+    ]
+    for uri in cases:
+        assert bool(pattern.fullmatch(uri)) == accepted(uri), uri

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,19 @@ def parse_json(body: bytes) -> Any:
         ) from None
 
 
+# `image_url` as http(s): the rule, as the OpenAPI document states it. A registered host name
+# or IPv4 address (no user info, no IPv6 literal), a port up to 65535, no spaces or control
+# characters anywhere.
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+HTTP_URL_PATTERN = (
+    "[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~!$&'()*+,;=%-]+"
+    f"(?::0*{_PORT})?(?:[/?#][^\\x00-\\x20\\x7f]*)?"
+)
+_HTTP_URL = re.compile(HTTP_URL_PATTERN)
+# The whole rule for `image_url` (the data: branch from `superscale.datauri`).
+IMAGE_URL_PATTERN = f"^(?:{HTTP_URL_PATTERN}|{datauri.PATTERN})$"
+
+
 def http_url(url: str) -> SplitResult:
     """`url` split, when it is an absolute http(s) URL with a host and a valid port;
     ValueError saying what is wrong otherwise (control characters included: a NUL cannot be
@@ -152,6 +166,11 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
         parts = http_url(url)
     except ValueError as exc:
         raise _bad_url(f"image_url {exc}; or send a data: URI") from None
+    if not _HTTP_URL.fullmatch(url):
+        raise _bad_url(
+            "image_url must be an http(s) URL with a host name or IPv4 address, a port up to "
+            "65535, and no spaces or user info"
+        )
     key = key_of_path(parts.path)
     if parts.netloc.lower() in ctx.own_netlocs(request) and key is not None:
         if not await ctx.call(ctx.file_store.exists, key):

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from superscale import __version__ as _version
+from superscale.api.inputs import IMAGE_URL_PATTERN
 from superscale.schemas import ENDPOINT_ID, AuraSrInput, AuraSrOutput, QueueStatus
 
 _REF = "#/components/schemas/{model}"
@@ -17,12 +18,42 @@ def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
-def _ok(ref: str, description: str) -> dict[str, Any]:
+def _answer(ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": _json(ref)}
+
+
+# Every error answer has fal's shape (`Error`); what each status means on our routes.
+_ERRORS = {
+    "400": "Cancelled or not finished yet (the request's result), already completed (cancel)",
+    "401": "Missing, invalid or revoked API key",
+    "404": "No such request for this key",
+    "413": "Body larger than the server's limit",
+    "422": "Invalid input (at submit), or the request's input could not be used (its result)",
+    "429": "Queue full: retry after Retry-After seconds",
+    "500": "The request failed on the server (its result)",
+    "503": "The job store is unreachable: retry after Retry-After seconds",
+    "504": "Not started before its x-fal-request-timeout (its result)",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _answer("Error", _ERRORS[code]) for code in codes}
 
 
 def _request_id_param() -> dict[str, Any]:
     return {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _input_schema(schemas: dict[str, Any]) -> None:
+    """State the rules pydantic's schema cannot: what `image_url` may be (a pattern, the same
+    rule the API checks), and the factor as fal's clients send it (4, "4"; either name)."""
+    properties = schemas["AuraSrInput"]["properties"]
+    properties["image_url"]["pattern"] = IMAGE_URL_PATTERN
+    factor = properties["upscaling_factor"]
+    for key in ("const", "type"):
+        factor.pop(key, None)
+    factor["enum"] = [4, "4"]
+    properties["upscale_factor"] = {**factor, "title": "Upscale Factor"}
 
 
 def build_openapi(server_url: str | None = None) -> dict[str, Any]:
@@ -35,6 +66,17 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
         ref_template=_REF,
     )
     schemas = dict(defs.get("$defs", {}))
+    _input_schema(schemas)
+    schemas["Error"] = {
+        "title": "Error",
+        "description": "fal's error shape; `error_type` names the kind (see X-Fal-Error-Type).",
+        "type": "object",
+        "required": ["detail"],
+        "properties": {
+            "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {}}]},
+            "error_type": {"type": "string"},
+        },
+    }
     queue = f"/queue/{ENDPOINT_ID}/requests/{{request_id}}"
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -61,14 +103,20 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "Run synchronously",
                     "requestBody": {"required": True, "content": _json("AuraSrInput")},
-                    "responses": {"200": _ok("AuraSrOutput", "The output")},
+                    "responses": {
+                        "200": _answer("AuraSrOutput", "The output"),
+                        **_errors("400", "401", "413", "422", "429", "500", "503", "504"),
+                    },
                 }
             },
             f"/queue/{ENDPOINT_ID}": {
                 "post": {
                     "summary": "Submit to the queue",
                     "requestBody": {"required": True, "content": _json("AuraSrInput")},
-                    "responses": {"200": _ok("QueueStatus", "Queued")},
+                    "responses": {
+                        "200": _answer("QueueStatus", "Queued"),
+                        **_errors("401", "413", "422", "429", "503"),
+                    },
                 }
             },
             f"{queue}/status": {
@@ -76,23 +124,39 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
                     "summary": "Queue status",
                     "parameters": [
                         _request_id_param(),
-                        {"name": "logs", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "logs",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false", "1", "0", ""]},
+                        },
                     ],
-                    "responses": {"200": _ok("QueueStatus", "Status")},
+                    "responses": {
+                        "200": _answer("QueueStatus", "Completed"),
+                        "202": _answer("QueueStatus", "Queued or running"),
+                        **_errors("401", "404", "422", "503"),
+                    },
                 }
             },
             queue: {
                 "get": {
                     "summary": "Result",
                     "parameters": [_request_id_param()],
-                    "responses": {"200": _ok("AuraSrOutput", "The output")},
+                    "responses": {
+                        "200": _answer("AuraSrOutput", "The output"),
+                        **_errors("400", "401", "404", "422", "500", "503", "504"),
+                    },
                 }
             },
             f"{queue}/cancel": {
                 "put": {
                     "summary": "Cancel",
                     "parameters": [_request_id_param()],
-                    "responses": {"202": {"description": "Cancellation requested"}},
+                    "responses": {
+                        "202": {"description": "Cancellation requested"},
+                        "400": {"description": _ERRORS["400"]},
+                        "404": {"description": _ERRORS["404"]},
+                        **_errors("401", "503"),
+                    },
                 }
             },
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from superscale.api.inputs import parse_input, parse_options
 from superscale.errors import ErrorType
 from superscale.files.urls import rebase
 from superscale.jobs.records import CancelOutcome, Job, NewJob, QueueFull
-from superscale.schemas import batch_key
+from superscale.schemas import ENDPOINT_ID, batch_key
 
 router = APIRouter()
 
@@ -283,7 +284,24 @@ async def run(endpoint: str, request: Request, ctx: Ctx) -> Response:
     return result_response(ctx, job, request)
 
 
+# The endpoint's own paths and the methods each answers; another method there is a 405.
+_METHODS = [
+    (re.compile(rf"(?:queue/)?{re.escape(ENDPOINT_ID)}/?"), "POST"),
+    (re.compile(rf"queue/{re.escape(ENDPOINT_ID)}/requests/[^/]+(?:/status(?:/stream)?)?"), "GET"),
+    (re.compile(rf"queue/{re.escape(ENDPOINT_ID)}/requests/[^/]+/cancel"), "PUT"),
+]
+
+
 async def no_route(endpoint: str) -> Response:
+    for path, method in _METHODS:
+        if path.fullmatch(endpoint):
+            raise ApiError(
+                405,
+                f"Method Not Allowed (this path answers {method})",
+                loc=("path",),
+                type="method_not_allowed",
+                headers={"Allow": method},
+            )
     raise ApiError(404, "Not Found", loc=("path",), type="not_found")
 
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from superscale.jobs.records import Job, JobError
+from superscale.jobs.records import Job, JobError, WebhookDelivery
 
 # Retry-After bounds for QueueFull, in seconds.
 MIN_RETRY_AFTER = 1.0
@@ -69,6 +69,20 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         start_deadline=row["start_deadline"],
         file_ttl=row["file_ttl"],
         batch_key=row["batch_key"],
+    )
+
+
+def delivery_from_row(row: Mapping[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=int(row["id"]),
+        request_id=row["request_id"],
+        url=row["url"],
+        body=bytes(row["body"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        last_error=row["last_error"],
+        extra=dict(_load(row["extra"]) or {}),
     )
 
 

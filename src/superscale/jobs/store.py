@@ -5,7 +5,6 @@ keys, webhook deliveries, one-time capabilities and change notification. `sqlite
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -14,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from superscale.jobs._common import (
+    delivery_from_row,
     job_from_row,
     new_request_id,
     retry_after,
@@ -467,7 +467,7 @@ class JobStore:
             rows = db.all(
                 "claim_due_webhooks", now=now, lease_expires_at=now + lease_seconds, limit=limit
             )
-        return sorted((_delivery(row) for row in rows), key=lambda d: d.id)
+        return sorted((delivery_from_row(row) for row in rows), key=lambda d: d.id)
 
     def webhook_result(
         self, delivery_id: int, delivered: bool, error: str | None, next_attempt_at: float | None
@@ -485,23 +485,8 @@ class JobStore:
     def webhooks(self, request_id: str) -> list[WebhookDelivery]:
         """Every delivery of a request's webhooks, pending, delivered or given up (oldest first)."""
         with self._read() as db:
-            return [_delivery(row) for row in db.all("webhooks_of", request_id=request_id)]
+            return [delivery_from_row(row) for row in db.all("webhooks_of", request_id=request_id)]
 
     # --- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         self._dialect.close()
-
-
-def _delivery(row: Row) -> WebhookDelivery:
-    extra = row["extra"]
-    return WebhookDelivery(
-        id=int(row["id"]),
-        request_id=row["request_id"],
-        url=row["url"],
-        body=bytes(row["body"]),
-        attempts=int(row["attempts"]),
-        next_attempt_at=row["next_attempt_at"],
-        delivered_at=row["delivered_at"],
-        last_error=row["last_error"],
-        extra=json.loads(extra) if isinstance(extra, str) else dict(extra or {}),
-    )

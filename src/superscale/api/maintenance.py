@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # x-fal-request-timeout is honoured to about this precision
 # Deleting expired files walks the whole store (a directory tree, a bucket listing), and
-# retention deletes finished jobs in bulk: rarely.
+# retention deletes finished jobs (and spent capabilities) in bulk: rarely.
 # Readers never see an expired file meanwhile (stores check expiry on read).
 FILE_INTERVAL = 60.0
 
@@ -25,7 +25,6 @@ def sweep_jobs(ctx: ApiContext) -> None:
     # Jobs these end for good get their webhooks queued by the store, in the same transaction.
     recovered = ctx.job_store.recover_expired(ctx.settings.max_attempts)
     expired = ctx.job_store.expire_deadlines()
-    ctx.job_store.forget_spent()
     if recovered or expired:
         log.info(
             "maintenance: %d lease(s) recovered, %d start deadline(s) expired",
@@ -52,6 +51,11 @@ def sweep_finished(ctx: ApiContext, now: float | None = None) -> int:
     return deleted
 
 
+def sweep_spent(ctx: ApiContext) -> None:
+    """Forget uses of one-time capabilities that have expired (they are dead anyway)."""
+    ctx.job_store.forget_spent()
+
+
 async def run_forever(
     ctx: ApiContext, interval: float = INTERVAL, file_interval: float = FILE_INTERVAL
 ) -> None:
@@ -60,7 +64,7 @@ async def run_forever(
         sweeps: list[Callable[[ApiContext], object]] = [sweep_jobs]
         if time.monotonic() >= next_files:
             next_files = time.monotonic() + file_interval
-            sweeps += [sweep_files, sweep_finished]
+            sweeps += [sweep_files, sweep_finished, sweep_spent]
         for sweep in sweeps:  # each on its own: a file store outage must not stop the others
             try:
                 await ctx.write(sweep, ctx)

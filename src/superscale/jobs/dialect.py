@@ -29,7 +29,7 @@ class Cursor(Protocol):
 class Connection(Protocol):
     """The part of a connection the store uses: `sqlite3.Connection` and psycopg's both fit."""
 
-    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+    def execute(self, query: Any, params: Any = ..., /) -> Cursor: ...
 
 
 class Duplicate(Exception):

@@ -19,7 +19,7 @@ from superscale.jobs._common import (
     retry_after,
     webhook_body,
 )
-from superscale.jobs.dialect import Connection, Dialect, Duplicate, Row
+from superscale.jobs.dialect import Connection, Cursor, Dialect, Duplicate, Row
 from superscale.jobs.migrate import migrate
 from superscale.jobs.records import (
     ApiKey,
@@ -90,7 +90,7 @@ class _Session:
         self._statements = statements
         self.changed: list[str] = []
 
-    def run(self, statement: str, /, **params: Any) -> Any:
+    def run(self, statement: str, /, **params: Any) -> Cursor:
         return self.conn.execute(self._statements[statement], params)
 
     def one(self, statement: str, /, **params: Any) -> Row | None:

@@ -16,9 +16,10 @@ class ErrorType(str, enum.Enum):
     FILE_TOO_LARGE = "file_too_large"
     IMAGE_LOAD_ERROR = "image_load_error"  # fetched, but not an image we can decode
     IMAGE_TOO_LARGE = "image_too_large"  # the input, or its output in the chosen format
-    # How a job ended otherwise.
-    CANCELLED = "cancelled"  # 400
-    TIMEOUT = "timeout"  # 504: not started before its x-fal-request-timeout
+    # How a job ended otherwise: fal's platform error categories.
+    CLIENT_CANCELLED = "client_cancelled"  # 499
+    REQUEST_TIMEOUT = "request_timeout"  # 504: not started before its x-fal-request-timeout
+    RUNNER_DISCONNECTED = "runner_disconnected"  # 500: its worker stopped responding
     MODEL_UNAVAILABLE = "model_unavailable"  # 500: the checkpoint is not on this server
     INTERNAL_ERROR = "internal_error"  # 500
     # The API's answers at submit.

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     # Limits.
     max_queue: int = 1000  # unfinished jobs per endpoint before submit answers 429
+    # How long a request waits out an unreachable job store or a full queue before it answers
+    # 503 or 429: fal's Python client never retries our 503, and fal's JS client gives up on a
+    # 429 after about 7 s, so outages and bursts shorter than this are never seen by callers.
+    busy_hold: float = Field(default=10.0, ge=0)
     max_body_bytes: int = 64 * 1024 * 1024
     max_input_bytes: int = 64 * 1024 * 1024  # fetched or uploaded image size
     max_input_pixels: int = 16_777_216  # 4096²: bigger inputs are refused before decoding
@@ -85,6 +89,8 @@ class Settings(BaseSettings):
     # Finished jobs (with their logs and settled webhooks) are deleted this long after they
     # finish; 0 keeps them forever. Their output files live by file_ttl_seconds, separately.
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    # X-Fal-Store-IO: 0 jobs: an output never read is dropped this long after the job ends.
+    unstored_output_seconds: float = Field(default=3600.0, ge=0)
 
     @field_validator("s3_endpoint_url", "secret_key", "webhook_key", mode="before")
     @classmethod

@@ -113,7 +113,10 @@ def test_api_finished_jobs_get_their_webhook_whichever_way_they_end(tmp_path: Pa
             # Cancelled while queued, by the API.
             cancelled = c.post(submit, json=INPUT).json()
             assert c.put(cancelled["cancel_url"]).status_code == 202
-            assert _one_error_webhook(store, cancelled["request_id"])["error_type"] == "cancelled"
+            assert (
+                _one_error_webhook(store, cancelled["request_id"])["error_type"]
+                == "client_cancelled"
+            )
             # Its worker died holding it, on its last attempt: maintenance gives up on it.
             dead = c.post(submit, json=INPUT).json()["request_id"]
             claimed = store.claim("dead-worker", 0.2, ["v1", "v2"])
@@ -125,8 +128,8 @@ def test_api_finished_jobs_get_their_webhook_whichever_way_they_end(tmp_path: Pa
             store.webhooks(late["request_id"]) and store.webhooks(dead)
         ):
             time.sleep(0.05)
-        assert _one_error_webhook(store, late["request_id"])["error_type"] == "timeout"
-        assert _one_error_webhook(store, dead)["error_type"] == "internal_error"
+        assert _one_error_webhook(store, late["request_id"])["error_type"] == "request_timeout"
+        assert _one_error_webhook(store, dead)["error_type"] == "runner_disconnected"
         time.sleep(0.5)  # more maintenance passes: still exactly one each
         for request_id in (cancelled["request_id"], late["request_id"], dead):
             assert len(store.webhooks(request_id)) == 1

@@ -93,12 +93,22 @@ def test_proxy_with_auth_off_dispatches_in_process(open_server: LiveServer) -> N
             assert r.json()["detail"][0]["loc"] == ["header", "x-fal-target-url"]
 
 
-def test_proxy_with_auth_needs_a_session(server: LiveServer) -> None:
+def test_proxy_with_auth_needs_a_key_or_a_session(server: LiveServer) -> None:
     target = {"x-fal-target-url": "https://queue.fal.run/fal-ai/aura-sr"}
     with httpx.Client(base_url=server.url) as c:
-        # A key sent through the proxy is not how the proxy authenticates: it is dropped.
+        assert c.post(PROXY, json=INPUT, headers=target).status_code == 401
+        # A server-side app's own key (fal-js with proxyUrl from Node) acts as that key...
         r = c.post(PROXY, json=INPUT, headers={**target, **server.headers()})
-        assert r.status_code == 401
+        assert r.status_code == 200, r.text
+        job = server.job_store.get(r.json()["request_id"])
+        assert job is not None and job.owner == server.key_id
+        # ...a wrong one is refused, and the allow-list holds for keys as for sessions.
+        wrong = {"Authorization": f"Key {server.key_id}:not-the-secret"}
+        r = c.post(PROXY, json=INPUT, headers={**target, **wrong})
+        assert r.status_code == 401 and r.json()["detail"][0]["type"] == "unauthorized"
+        for outside in ("https://evil.example/fal-ai/aura-sr", "https://fal.run.evil.example/x"):
+            headers = {"x-fal-target-url": outside, **server.headers()}
+            assert c.post(PROXY, json=INPUT, headers=headers).status_code == 400
         assert c.post(f"{PROXY}/session").status_code == 401
         r = c.post(f"{PROXY}/session", headers=server.headers())
         assert r.status_code == 204

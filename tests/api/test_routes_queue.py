@@ -168,11 +168,15 @@ def test_cancel(server: LiveServer) -> None:
         r = c.put(url)
         assert (r.status_code, r.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
         st = c.get(f"/queue/fal-ai/aura-sr/requests/{rid}/status").json()
-        assert st["status"] == "COMPLETED" and st["error_type"] == "cancelled"
-        # The result is the cancellation (400, error type "cancelled"), not just any error.
+        assert st["status"] == "COMPLETED" and st["error_type"] == "client_cancelled"
+        # The result is the cancellation as fal answers it (499, client_cancelled, a flat
+        # detail), not just any error.
         res = c.get(f"/queue/fal-ai/aura-sr/requests/{rid}")
-        assert res.status_code == 400 and res.headers["x-fal-error-type"] == "cancelled"
-        assert "cancelled" in res.json()["detail"][0]["msg"]
+        assert res.status_code == 499 and res.headers["x-fal-error-type"] == "client_cancelled"
+        assert res.json() == {
+            "detail": "The request was cancelled.",
+            "error_type": "client_cancelled",
+        }
         r = c.put(url)
         assert (r.status_code, r.json()) == (400, {"status": "ALREADY_COMPLETED"})
         r = c.put("/queue/fal-ai/aura-sr/requests/nope/cancel")

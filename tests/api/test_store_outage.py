@@ -100,8 +100,9 @@ def test_unreachable_job_store_is_a_503_with_retry_after(
 ) -> None:
     url, relay = relayed_pg_url
     store = PostgresJobStore(url, acquire_timeout=1.0)
+    # Past its hold (riding out shorter outages is test_outage_rides.py's), a request answers.
     with (
-        live_server(tmp_path, workers=0, auth=False, job_store=store) as srv,
+        live_server(tmp_path, workers=0, auth=False, job_store=store, busy_hold=2) as srv,
         httpx.Client(base_url=srv.url, timeout=30) as c,
     ):
         submitted = c.post(SUBMIT, json=INPUT)
@@ -145,7 +146,7 @@ def test_sqlite_store_locked_past_its_busy_timeout_is_a_503(tmp_path: Path) -> N
     db = tmp_path / "jobs.db"
     store = SqliteJobStore(db, busy_timeout=0.2)
     with (
-        live_server(tmp_path, workers=0, auth=False, job_store=store) as srv,
+        live_server(tmp_path, workers=0, auth=False, job_store=store, busy_hold=0) as srv,
         httpx.Client(base_url=srv.url, timeout=30) as c,
     ):
         other = sqlite3.connect(db, isolation_level=None)

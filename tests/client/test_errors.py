@@ -146,7 +146,7 @@ def test_subscribe_timeout_cancels_the_request_on_the_server(
         request_id = caught.value.request_id
         assert request_id is not None
         status = client.status(ENDPOINT_ID, request_id)
-        assert isinstance(status, Completed) and status.error_type == "cancelled"
+        assert isinstance(status, Completed) and status.error_type == "client_cancelled"
         with pytest.raises(RequestCancelledError):
             client.result(ENDPOINT_ID, request_id)
 
@@ -158,7 +158,7 @@ def test_async_subscribe_timeout_cancels_too(idle_server: ServerProc, image_file
                 await client.subscribe(ENDPOINT_ID, {"image_url": image_file}, timeout=0.5)
             assert caught.value.request_id is not None
             status = await client.status(ENDPOINT_ID, caught.value.request_id)
-            assert isinstance(status, Completed) and status.error_type == "cancelled"
+            assert isinstance(status, Completed) and status.error_type == "client_cancelled"
             return caught.value.request_id
 
     assert asyncio.run(main())
@@ -181,7 +181,7 @@ def test_interrupted_subscribe_cancels_the_request(
                 on_queue_update=ctrl_c,
             )
         status = client.status(ENDPOINT_ID, ids[0])
-    assert isinstance(status, Completed) and status.error_type == "cancelled"
+    assert isinstance(status, Completed) and status.error_type == "client_cancelled"
 
 
 def test_async_subscribe_cancelled_from_outside_cancels_the_request(
@@ -194,7 +194,7 @@ def test_async_subscribe_cancelled_from_outside_cancels_the_request(
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(call, timeout=0.5)
             status = await client.status(ENDPOINT_ID, ids[0])
-            assert isinstance(status, Completed) and status.error_type == "cancelled"
+            assert isinstance(status, Completed) and status.error_type == "client_cancelled"
 
     asyncio.run(main())
 

@@ -110,7 +110,7 @@ def test_cancel_a_queued_request(idle_server: ServerProc, image_file: Path) -> N
         assert client.status(ENDPOINT_ID, handle.request_id) == Queued(handle.request_id, 0)
         handle.cancel()
         status = handle.status()
-        assert isinstance(status, Completed) and status.error_type == "cancelled"
+        assert isinstance(status, Completed) and status.error_type == "client_cancelled"
         with pytest.raises(RequestCancelledError) as caught:
             handle.result()
         assert caught.value.request_id == handle.request_id

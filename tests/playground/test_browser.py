@@ -197,7 +197,7 @@ def test_upload_run_watch_compare_download_cancel(
     page.click("[role=tab][data-tab=response]")
     _shot(page, artifacts, "06-cancelled")
     cancelled = json.loads(page.inner_text("#code"))
-    assert cancelled["error_type"] == "cancelled", cancelled
+    assert cancelled["error_type"] == "client_cancelled", cancelled
     assert page.get_attribute("#download", "hidden") is not None
     second_id = page.evaluate(
         "JSON.parse(localStorage.getItem('superscale.playground.history'))[0].id"

@@ -68,6 +68,11 @@ def test_submit_then_get_round_trips_every_field(store: JobStore) -> None:
     assert generated.id and generated.id != "req-1"
     with pytest.raises(ValueError, match="already exists"):
         store.submit(new_job(request_id="req-1"))
+    # The same submit again (the API retrying after a lost commit answer) is the same job.
+    again = store.submit(
+        new_job("v2", input={"image_url": "https://x/y.png", "seed": 3}, request_id="req-1")
+    )
+    assert again == store.get("req-1")
 
 
 def test_claim_is_fifo_within_a_priority(store: JobStore) -> None:
@@ -331,8 +336,8 @@ def test_cancel_in_each_state(store: JobStore) -> None:
     assert store.cancel(queued) is CancelOutcome.CANCELLED
     job = store.get(queued)
     assert job is not None and job.state == "COMPLETED" and job.version == 2
-    assert job.error is not None and job.error.error_type == "cancelled"
-    assert job.error.to_body()["error_type"] == "cancelled"
+    assert job.error is not None and job.error.error_type == "client_cancelled"
+    assert job.error.to_body()["error_type"] == "client_cancelled"
     assert store.claim("w", 30) is None  # a cancelled job is never run
 
     running = store.submit(new_job()).id
@@ -408,7 +413,7 @@ def test_cancel_requested_job_whose_worker_died_ends_cancelled(store: JobStore) 
     assert store.recover_expired(max_attempts=3) == [rid]
     job = store.get(rid)
     assert job is not None and job.state == "COMPLETED"
-    assert job.error is not None and job.error.error_type == "cancelled"
+    assert job.error is not None and job.error.error_type == "client_cancelled"
 
 
 def test_complete_after_the_lease_moved_on_is_refused(store: JobStore) -> None:
@@ -516,7 +521,7 @@ def test_expire_deadlines_fails_late_queued_jobs(store: JobStore) -> None:
     assert job is not None and job.state == "COMPLETED"
     assert job.error is not None and (job.error.status_code, job.error.error_type) == (
         504,
-        "timeout",
+        "request_timeout",
     )
     assert store.get(fine).state == "IN_QUEUE"  # type: ignore[union-attr]
     assert store.get(running).state == "IN_PROGRESS"  # type: ignore[union-attr]
@@ -814,12 +819,12 @@ def test_the_stores_own_finishes_queue_the_webhook(store: JobStore) -> None:
     assert store.cancel(cancelled) is CancelOutcome.CANCELLED
     assert store.cancel(silent) is CancelOutcome.CANCELLED
     assert store.cancel(cancelled) is CancelOutcome.ALREADY_COMPLETED
-    assert _error_webhook(store, cancelled) == (400, "cancelled")
+    assert _error_webhook(store, cancelled) == (499, "client_cancelled")
     # Start deadline passed.
     late = store.submit(new_job(webhook_url=hook, start_deadline=time.time() - 1)).id
     assert store.expire_deadlines() == [late]
     assert store.expire_deadlines() == []
-    assert _error_webhook(store, late) == (504, "timeout")
+    assert _error_webhook(store, late) == (504, "request_timeout")
     # Leases run out: attempts exhausted, cancel requested, or requeued (not finished).
     exhausted = store.submit(new_job(webhook_url=hook)).id
     assert store.claim("dead", 0.01).id == exhausted  # type: ignore[union-attr]
@@ -835,8 +840,8 @@ def test_the_stores_own_finishes_queue_the_webhook(store: JobStore) -> None:
     assert store.webhooks(asked) == []  # still running: its worker may yet finish it
     time.sleep(0.05)
     assert sorted(store.recover_expired(max_attempts=2)) == sorted([exhausted, requeued, asked])
-    assert _error_webhook(store, exhausted) == (500, "internal_error")
-    assert _error_webhook(store, asked) == (400, "cancelled")
+    assert _error_webhook(store, exhausted) == (500, "runner_disconnected")
+    assert _error_webhook(store, asked) == (499, "client_cancelled")
     assert store.webhooks(requeued) == [] and store.webhooks(silent) == []
     assert store.get(requeued).state == "IN_QUEUE"  # type: ignore[union-attr]
 
@@ -859,7 +864,7 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: P
         other.close()
         store.submit(new_job())  # and writes resume once the lock is gone
         with pytest.raises(ValueError):  # a duplicate id is still the caller's error
-            store.submit(new_job(request_id=rid))
+            store.submit(new_job(request_id=rid, input={"image_url": "data:,other"}))
     finally:
         store.close()
 

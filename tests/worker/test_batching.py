@@ -157,7 +157,7 @@ def test_one_cancelled_job_does_not_affect_the_others(
     thread.join(120)
     assert not thread.is_alive()
     cancelled = state(job_store, ids[1])
-    assert cancelled.error is not None and cancelled.error.error_type == "cancelled"
+    assert cancelled.error is not None and cancelled.error.error_type == "client_cancelled"
     assert "tiles 8/8" not in [m.message for m in job_store.logs(ids[1])]
     for r in (ids[0], ids[2]):
         assert state(job_store, r).error is None and output_pixels(state(job_store, r), file_store)

@@ -11,8 +11,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from superscale.api import maintenance, ops, proxy, queue, storage
-from superscale.api.context import ApiContext
+from superscale.api import maintenance, ops, proxy, queue, storage, tokens
+from superscale.api.context import ApiContext, HoldMiddleware
 from superscale.api.errors import (
     ApiError,
     api_error_handler,
@@ -35,6 +35,7 @@ log = logging.getLogger("superscale.api")
 
 EXPOSED_HEADERS = (
     "x-fal-request-id",
+    "x-fal-billable-units",
     "x-fal-error-type",
     "x-fal-request-timeout-type",
     "x-fal-retryable",
@@ -100,6 +101,7 @@ def create_app(
     app.add_exception_handler(StorageFull, storage_full_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(proxy.ProxyMiddleware)
+    app.add_middleware(HoldMiddleware, seconds=settings.busy_hold)
     app.add_middleware(HttpMetricsMiddleware, metrics=ctx.metrics)
     # Browser apps on other origins call us with a key header and PUT to signed upload URLs,
     # as they do fal. No credentials: cookies (the proxy session) never work cross-origin.
@@ -111,7 +113,7 @@ def create_app(
         expose_headers=list(EXPOSED_HEADERS),
     )
 
-    for router in (ops.router, proxy.router, storage.router, queue.router):
+    for router in (ops.router, proxy.router, storage.router, tokens.router, queue.router):
         app.include_router(router)
     with contextlib.suppress(ImportError):  # the playground is optional
         from superscale.api.playground import router as playground_router

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -11,11 +13,13 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import Depends, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from superscale.api.metrics import Metrics
 from superscale.api.signing import Signer
 from superscale.files.base import FileStore
 from superscale.files.urls import file_url
+from superscale.jobs.records import StoreUnavailable
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.webhooks import WebhookSigner
@@ -30,6 +34,30 @@ WAIT_THREADS = 256
 # (a separate worker, a backup) keeps writes waiting up to the busy timeout, and they must not
 # take the threads reads need (status polls read a WAL database without waiting on anyone).
 WRITE_THREADS = 16
+
+# Until when (monotonic) the request being served waits out an unreachable job store: set per
+# request by `HoldMiddleware`; 0 (outside requests: housekeeping) means not at all.
+_hold_until: ContextVar[float] = ContextVar("superscale_hold_until", default=0.0)
+HOLD_FIRST_RETRY, HOLD_MAX_RETRY = 0.1, 1.0  # seconds between tries, doubling
+
+
+def hold_remaining() -> float:
+    """Seconds the current request may still wait for the store (or the queue) to recover."""
+    return _hold_until.get() - time.monotonic()
+
+
+class HoldMiddleware:
+    """Gives each HTTP request `seconds` to ride out a job store outage before it answers 503
+    (see `Settings.busy_hold`)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            _hold_until.set(time.monotonic() + self.seconds)
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -46,19 +74,18 @@ class ApiContext:
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call off the event loop (reads, and file store calls)."""
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        return await _held(functools.partial(fn, *args, **kwargs), None)
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a job store write off the event loop, in the write pool."""
-        return await anyio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self.write_limiter
-        )
+        """Run a job store write off the event loop, in the write pool. A write whose commit
+        answer was lost in an outage is tried again: a submit then finds the job it inserted
+        (idempotent by request id); a one-time use (a signed URL, an unstored output) may
+        then read as already used — a refusal, never a job lost or run twice."""
+        return await _held(functools.partial(fn, *args, **kwargs), self.write_limiter)
 
     async def wait(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a long blocking wait (e.g. `wait_for_change`) in the wait pool."""
-        return await anyio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self.wait_limiter
-        )
+        return await _held(functools.partial(fn, *args, **kwargs), self.wait_limiter)
 
     def base_url(self, request: Request) -> str:
         """Where clients reach us: the configured public URL, else the request's own scheme
@@ -77,6 +104,21 @@ class ApiContext:
         """Our file URLs as stored in job inputs: on the configured public URL, which the
         worker (which has no request) recognises and reads from the store directly."""
         return file_url(self.settings.resolved_public_url(), key)
+
+
+async def _held(call: Callable[[], T], limiter: CapacityLimiter | None) -> T:
+    """`call` in a thread; tried again while the store is unreachable and the request's hold
+    lasts (`HoldMiddleware`), so that a short outage delays answers instead of failing them."""
+    delay = HOLD_FIRST_RETRY
+    while True:
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=limiter)
+        except StoreUnavailable:
+            remaining = hold_remaining()
+            if remaining <= 0:
+                raise
+            await anyio.sleep(min(delay, remaining))
+            delay = min(delay * 2, HOLD_MAX_RETRY)
 
 
 def get_ctx(request: Request) -> ApiContext:

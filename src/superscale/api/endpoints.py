@@ -15,7 +15,7 @@ from superscale.schemas import ENDPOINT_ID
 
 NAMESPACES = ("workflows", "comfy")
 _LEGACY = re.compile(r"^([0-9]+)-([a-zA-Z0-9-]+)$")
-_OWNER, _ALIAS = ENDPOINT_ID.split("/")
+OWNER, ALIAS = ENDPOINT_ID.split("/")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def resolve_endpoint(endpoint_id: str, *, allow_path: bool = False) -> str:
     if (
         app is None
         or app.namespace is not None
-        or (app.owner, app.alias) != (_OWNER, _ALIAS)
+        or (app.owner, app.alias) != (OWNER, ALIAS)
         or (app.path is not None and not allow_path)
     ):
         raise ApiError(

@@ -179,10 +179,22 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
     return url
 
 
+# Query parameters that are fal's controls, never input fields.
+_CONTROL_PARAMS = ("fal_webhook", "fal_max_queue_length", "fal_jwt_token")
+
+
+def query_input(request: Request) -> dict[str, str]:
+    """The input of a GET run or submit (`@fal-ai/client`'s `method: "get"` puts it in the
+    query string: every value a string, which validation converts)."""
+    return {k: v for k, v in request.query_params.items() if k not in _CONTROL_PARAMS}
+
+
 async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
-    """Body → validated `AuraSrInput` (422 / 413 otherwise)."""
-    body = await read_body(request, ctx.settings.max_body_bytes)
-    data = parse_json(body)
+    """Body (or, on a GET, the query string) → validated `AuraSrInput` (422 / 413 otherwise)."""
+    if request.method == "GET":
+        data: Any = query_input(request)
+    else:
+        data = parse_json(await read_body(request, ctx.settings.max_body_bytes))
     try:
         inp = AuraSrInput.model_validate(data)
     except ValidationError as exc:
@@ -207,6 +219,40 @@ class JobOptions:
     start_deadline: float | None = None
     file_ttl: float | None = None
     webhook_url: str | None = None
+    no_retry: bool = False  # X-Fal-No-Retry
+    store_io: bool = True  # X-Fal-Store-IO (0: do not keep the payloads)
+    max_waiting: int | None = None  # ?fal_max_queue_length
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _flag(request: Request, name: str) -> bool | None:
+    """A yes/no header (1/true/yes or 0/false/no, any case); None when absent."""
+    value = request.headers.get(name)
+    if value is None or not value.strip():
+        return None
+    value = value.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise _header_error(name, "must be 1, true, yes, 0, false or no")
+    return value in _TRUE
+
+
+def _start_timeout(request: Request) -> float | None:
+    """`X-Fal-Request-Timeout` (or its newer name `X-Fal-Request-Start-Timeout`): seconds the
+    job may wait to start."""
+    for name in ("x-fal-request-timeout", "x-fal-request-start-timeout"):
+        value = request.headers.get(name)
+        if not value:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise _header_error(name, "must be a number of seconds") from None
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise _header_error(name, "must be a positive number of seconds")
+        return seconds
+    return None
 
 
 def _header_error(name: str, msg: str) -> ApiError:
@@ -245,19 +291,25 @@ def parse_options(request: Request, ssrf_guard: bool = True) -> JobOptions:
     if priority not in ("normal", "low"):
         raise _header_error("x-fal-queue-priority", "must be 'normal' or 'low'")
     opts.priority = -1 if priority == "low" else 0
-    timeout = headers.get("x-fal-request-timeout")
-    if timeout:
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            raise _header_error("x-fal-request-timeout", "must be a number of seconds") from None
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise _header_error("x-fal-request-timeout", "must be a positive number of seconds")
-        opts.start_deadline = time.time() + seconds
+    timeout = _start_timeout(request)
+    if timeout is not None:
+        opts.start_deadline = time.time() + timeout
     opts.file_ttl = parse_lifecycle(
         headers.get("x-fal-object-lifecycle-preference"), "x-fal-object-lifecycle-preference"
     )
     webhook = request.query_params.get("fal_webhook")
     if webhook is not None:
         opts.webhook_url = check_webhook_url(webhook, ssrf_guard)
+    opts.no_retry = bool(_flag(request, "x-fal-no-retry"))
+    opts.store_io = _flag(request, "x-fal-store-io") is not False
+    max_length = request.query_params.get("fal_max_queue_length")
+    if max_length is not None:
+        if not re.fullmatch(r"[0-9]{1,9}", max_length.strip()):
+            raise ApiError(
+                422,
+                "fal_max_queue_length must be a whole number of requests (0 or more)",
+                loc=("query", "fal_max_queue_length"),
+                type="value_error",
+            )
+        opts.max_waiting = int(max_length.strip())
     return opts

@@ -1,5 +1,6 @@
 """The app's housekeeping: requeue jobs whose worker vanished, fail jobs whose start deadline
-passed (504), delete expired files and finished jobs past their retention. Idempotent, so every
+passed (504), delete expired files, finished jobs past their retention and the unread outputs
+of jobs that may not keep them. Idempotent, so every
 API server may run it."""
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ def sweep_finished(ctx: ApiContext, now: float | None = None) -> int:
     return deleted
 
 
+def sweep_unread_outputs(ctx: ApiContext, now: float | None = None) -> int:
+    """Drop outputs that X-Fal-Store-IO: 0 jobs never had read, `unstored_output_seconds`
+    after those jobs ended. Blocking."""
+    now = time.time() if now is None else now
+    before = now - ctx.settings.unstored_output_seconds
+    dropped = ctx.job_store.drop_unread_outputs(before=before)
+    if dropped:
+        log.info("maintenance: %d unread output(s) of X-Fal-Store-IO: 0 jobs dropped", dropped)
+    return dropped
+
+
 def sweep_spent(ctx: ApiContext) -> None:
     """Forget uses of one-time capabilities that have expired (they are dead anyway)."""
     ctx.job_store.forget_spent()
@@ -64,7 +76,7 @@ async def run_forever(
         sweeps: list[Callable[[ApiContext], object]] = [sweep_jobs]
         if time.monotonic() >= next_files:
             next_files = time.monotonic() + file_interval
-            sweeps += [sweep_files, sweep_finished, sweep_spent]
+            sweeps += [sweep_files, sweep_finished, sweep_unread_outputs, sweep_spent]
         for sweep in sweeps:  # each on its own: a file store outage must not stop the others
             try:
                 await ctx.write(sweep, ctx)

@@ -24,15 +24,16 @@ def _answer(ref: str, description: str) -> dict[str, Any]:
 
 # Every error answer has fal's shape (`Error`); what each status means on our routes.
 _ERRORS = {
-    "400": "Cancelled or not finished yet (the request's result), already completed (cancel)",
-    "401": "Missing, invalid or revoked API key",
-    "404": "No such request for this key",
+    "400": "Not finished yet (the request's result), already completed (cancel)",
+    "401": "Missing, invalid or revoked API key (or fal_jwt_token)",
+    "404": "No such request for this key; or an output not stored (X-Fal-Store-IO: 0) read already",
     "413": "Body larger than the server's limit",
     "422": "Invalid input (at submit), or the request's input could not be used (its result)",
     "429": "Queue full: retry after Retry-After seconds",
-    "500": "The request failed on the server (its result)",
+    "499": "The request was cancelled (its result; error_type client_cancelled)",
+    "500": "The request failed on the server, or its worker stopped responding (its result)",
     "503": "The job store is unreachable: retry after Retry-After seconds",
-    "504": "Not started before its x-fal-request-timeout (its result)",
+    "504": "Not started before its x-fal-request-timeout (its result; request_timeout)",
 }
 
 
@@ -42,6 +43,26 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 def _request_id_param() -> dict[str, Any]:
     return {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+# fal's platform headers (x-fal-store-io, x-fal-no-retry, timeouts …) are listed in
+# docs/api.md, not here: fal's own per-endpoint documents leave them out too.
+_MAX_QUEUE_LENGTH = {
+    "name": "fal_max_queue_length",
+    "in": "query",
+    "description": "429 when more than this many requests are waiting",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999},
+}
+
+
+def _query_input(schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input as query parameters: a GET run or submit (fal-js's `method: "get"`)."""
+    model = schemas["AuraSrInput"]
+    required = set(model.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": schema}
+        for name, schema in model["properties"].items()
+    ]
 
 
 def _input_schema(schemas: dict[str, Any]) -> None:
@@ -78,6 +99,15 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
         },
     }
     queue = f"/queue/{ENDPOINT_ID}/requests/{{request_id}}"
+    query_input = _query_input(schemas)
+    run_answers = {
+        "200": _answer("AuraSrOutput", "The output"),
+        **_errors("400", "401", "413", "422", "429", "499", "500", "503", "504"),
+    }
+    submit_answers = {
+        "200": _answer("QueueStatus", "Queued"),
+        **_errors("401", "413", "422", "429", "503"),
+    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -103,21 +133,26 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "Run synchronously",
                     "requestBody": {"required": True, "content": _json("AuraSrInput")},
-                    "responses": {
-                        "200": _answer("AuraSrOutput", "The output"),
-                        **_errors("400", "401", "413", "422", "429", "500", "503", "504"),
-                    },
-                }
+                    "responses": run_answers,
+                },
+                "get": {
+                    "summary": "Run synchronously, the input in the query string",
+                    "parameters": query_input,
+                    "responses": run_answers,
+                },
             },
             f"/queue/{ENDPOINT_ID}": {
                 "post": {
                     "summary": "Submit to the queue",
+                    "parameters": [_MAX_QUEUE_LENGTH],
                     "requestBody": {"required": True, "content": _json("AuraSrInput")},
-                    "responses": {
-                        "200": _answer("QueueStatus", "Queued"),
-                        **_errors("401", "413", "422", "429", "503"),
-                    },
-                }
+                    "responses": submit_answers,
+                },
+                "get": {
+                    "summary": "Submit to the queue, the input in the query string",
+                    "parameters": [*query_input, _MAX_QUEUE_LENGTH],
+                    "responses": submit_answers,
+                },
             },
             f"{queue}/status": {
                 "get": {
@@ -143,7 +178,7 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [_request_id_param()],
                     "responses": {
                         "200": _answer("AuraSrOutput", "The output"),
-                        **_errors("400", "401", "404", "422", "500", "503", "504"),
+                        **_errors("400", "401", "404", "422", "499", "500", "503", "504"),
                     },
                 }
             },

@@ -7,8 +7,12 @@ dispatch the request in-process (no outbound HTTP, streaming preserved), acting 
 - nobody in particular (owner "") when auth is off;
 - with auth on, the key that opened a *proxy session*: `POST /api/fal/proxy/session` with
   `Authorization: Key …` sets an HttpOnly, SameSite=Strict cookie bound to that key (see
-  `grant_proxy_session`, which the playground may call from its own routes). Without a valid
-  session the proxy answers 401.
+  `grant_proxy_session`, which the playground may call from its own routes);
+- or the key of a server-side app that sends `Authorization: Key …` itself (a Node app with
+  `proxyUrl`: the recipe that keeps working once fal-js refuses to send credentials to hosts
+  that are not fal's).
+
+Without a valid session or key the proxy answers 401.
 
 A missing target, an unknown host or a target back at the proxy is 400.
 """
@@ -26,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from superscale.api.auth import PROXY_OWNER_SCOPE_KEY, owner_from_key
 from superscale.api.context import ApiContext, Ctx
+from superscale.api.errors import ApiError
 
 PROXY_PATH = "/api/fal/proxy"
 SESSION_COOKIE = "superscale_proxy"
@@ -144,8 +149,19 @@ class ProxyMiddleware:
         owner: str | None = ""
         if ctx.settings.auth:
             owner = await proxy_session_owner(ctx, request.cookies.get(SESSION_COOKIE))
+            if owner is None and "authorization" in request.headers:
+                try:
+                    owner = await owner_from_key(request, ctx)
+                except ApiError as exc:
+                    await exc.response()(scope, receive, send)
+                    return
             if owner is None:
-                await _answer(send, 401, "No proxy session: open one first", "unauthorized")
+                await _answer(
+                    send,
+                    401,
+                    "No proxy session or key: open a session, or send Authorization: Key …",
+                    "unauthorized",
+                )
                 return
         path, query = mapped
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP_HEADERS]

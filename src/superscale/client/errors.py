@@ -155,7 +155,7 @@ def error_from_response(response: httpx.Response, request_id: str | None = None)
         "error_type": error_type,
         "body": body,
     }
-    if error_type == "cancelled":
+    if error_type in ("client_cancelled", "cancelled"):  # "cancelled": older servers
         return RequestCancelledError(message, **kwargs)
     if code == 422:
         return ValidationError(message, **kwargs)

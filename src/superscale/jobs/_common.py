@@ -33,7 +33,7 @@ def webhook_body(request_id: str, output: dict[str, Any] | None, error: JobError
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _load(value: Any) -> Any:
+def load_json_column(value: Any) -> Any:
     # SQLite hands back JSON text; psycopg already decodes jsonb columns.
     if value is None or not isinstance(value, str | bytes):
         return value
@@ -41,7 +41,7 @@ def _load(value: Any) -> Any:
 
 
 def load_error(value: Any) -> JobError | None:
-    data = _load(value)
+    data = load_json_column(value)
     return None if data is None else JobError(**data)
 
 
@@ -50,14 +50,14 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         id=row["id"],
         endpoint=row["endpoint"],
         owner=row["owner"],
-        input=_load(row["input"]),
+        input=load_json_column(row["input"]),
         checkpoint=row["checkpoint"],
         state=row["state"],
         version=int(row["version"]),
         created_at=float(row["created_at"]),
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        output=_load(row["output"]),
+        output=load_json_column(row["output"]),
         error=load_error(row["error"]),
         inference_time=row["inference_time"],
         attempts=int(row["attempts"]),
@@ -69,6 +69,9 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         start_deadline=row["start_deadline"],
         file_ttl=row["file_ttl"],
         batch_key=row["batch_key"],
+        no_retry=bool(row["no_retry"]),
+        store_io=bool(row["store_io"]),
+        output_dropped_at=row["output_dropped_at"],
     )
 
 
@@ -82,7 +85,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> WebhookDelivery:
         next_attempt_at=row["next_attempt_at"],
         delivered_at=row["delivered_at"],
         last_error=row["last_error"],
-        extra=dict(_load(row["extra"]) or {}),
+        extra=dict(load_json_column(row["extra"]) or {}),
     )
 
 

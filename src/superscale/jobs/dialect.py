@@ -42,7 +42,8 @@ class Dialect(abc.ABC):
     name: ClassVar[Literal["sqlite", "postgresql"]]
     # Parameter markers: `:name` (SQLite) or `%(name)s` (psycopg).
     paramstyle: ClassVar[Literal["named", "pyformat"]]
-    # The dialect's words for the placeholders of queries.sql (lock_row, skip_locked, json_items).
+    # The dialect's words for the placeholders of queries.sql (lock_row, skip_locked, json_items,
+    # no_input: an empty JSON object).
     words: ClassVar[Mapping[str, str]]
 
     @abc.abstractmethod

@@ -49,6 +49,7 @@ class PostgresDialect(Dialect):
         "lock_row": "FOR UPDATE",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "json_items": "jsonb_array_elements_text",
+        "no_input": "'{}'::jsonb",
     }
 
     def __init__(

@@ -1,15 +1,18 @@
 -- Every statement of the job store, written once for both dialects.
 --
--- `-- name: x` starts statement x. Parameters are named (`:name`). Three words in braces are
+-- `-- name: x` starts statement x. Parameters are named (`:name`). Words in braces are
 -- filled in per dialect: {job_columns} (the columns `Job` is read from), {lock_row} (PostgreSQL:
 -- FOR UPDATE; SQLite: nothing, its write transactions hold the whole database) and
 -- {skip_locked} (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each
 -- other; SQLite: nothing). {json_items} is the function that lists a JSON array's elements as
--- rows of `value`. PostgreSQL types a parameter at its first use: where a parameter may be NULL,
+-- rows of `value`; {no_input} is an empty JSON object. PostgreSQL types a parameter at its first use: where a parameter may be NULL,
 -- its first use gives it a type.
 
 -- name: count_unfinished
 SELECT COUNT(*) AS n FROM jobs WHERE endpoint = :endpoint AND state != 'COMPLETED';
+
+-- name: count_waiting
+SELECT COUNT(*) AS n FROM jobs WHERE endpoint = :endpoint AND state = 'IN_QUEUE';
 
 -- name: recent_run_times
 SELECT finished_at - started_at AS seconds FROM jobs
@@ -18,9 +21,9 @@ ORDER BY seq DESC LIMIT 20;
 
 -- name: insert_job
 INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, created_at,
-                  webhook_url, priority, start_deadline, file_ttl, batch_key)
+                  webhook_url, priority, start_deadline, file_ttl, batch_key, no_retry, store_io)
 VALUES (:id, :endpoint, :owner, :input, :checkpoint, 'IN_QUEUE', 1, :now,
-        :webhook_url, :priority, :start_deadline, :file_ttl, :batch_key)
+        :webhook_url, :priority, :start_deadline, :file_ttl, :batch_key, :no_retry, :store_io)
 RETURNING {job_columns};
 
 -- name: get_job
@@ -63,14 +66,16 @@ UPDATE jobs SET lease_expires_at = :lease_expires_at
 WHERE id = :id AND worker_id = :worker_id AND state = 'IN_PROGRESS';
 
 -- name: complete
+-- A job that may not keep its payloads (store_io off) loses its input once it has run.
 UPDATE jobs SET state = 'COMPLETED', output = :output, inference_time = :inference_time,
+    input = CASE WHEN store_io THEN input ELSE {no_input} END,
     finished_at = :now, worker_id = NULL, lease_expires_at = NULL, version = version + 1
 WHERE id = :id AND worker_id = :worker_id AND state = 'IN_PROGRESS';
 
 -- name: fail
 -- worker_id NULL: whoever holds the job, or nobody.
 UPDATE jobs SET state = 'COMPLETED', error = :error, finished_at = :now,
-    worker_id = NULL, lease_expires_at = NULL, version = version + 1
+    input = CASE WHEN store_io THEN input ELSE {no_input} END, worker_id = NULL, lease_expires_at = NULL, version = version + 1
 WHERE id = :id AND state != 'COMPLETED'
   AND (CAST(:worker_id AS TEXT) IS NULL OR (worker_id = :worker_id AND state = 'IN_PROGRESS'))
 RETURNING webhook_url;
@@ -82,7 +87,7 @@ SELECT state FROM jobs WHERE id = :id {lock_row};
 UPDATE jobs SET cancel_requested = TRUE, version = version + 1 WHERE id = :id;
 
 -- name: expired_leases
-SELECT id, attempts, cancel_requested FROM jobs
+SELECT id, attempts, cancel_requested, no_retry FROM jobs
 WHERE state = 'IN_PROGRESS' AND lease_expires_at < :now
 {skip_locked};
 
@@ -111,6 +116,16 @@ DELETE FROM webhooks WHERE next_attempt_at IS NULL AND request_id IN (
 
 -- name: delete_old_jobs
 DELETE FROM jobs WHERE state = 'COMPLETED' AND finished_at < :before;
+
+-- name: unread_output
+SELECT output FROM jobs WHERE id = :id AND NOT store_io AND output IS NOT NULL {lock_row};
+
+-- name: drop_output
+UPDATE jobs SET output = NULL, output_dropped_at = :now WHERE id = :id;
+
+-- name: drop_unread_outputs
+UPDATE jobs SET output = NULL, output_dropped_at = :now
+WHERE NOT store_io AND output IS NOT NULL AND finished_at < :before;
 
 -- name: count_by_state
 SELECT state, COUNT(*) AS n FROM jobs GROUP BY state;

@@ -24,11 +24,13 @@ class StoreUnavailable(ConnectionError):
 
 
 class QueueFull(Exception):
-    """The endpoint already holds as many unfinished jobs as it may; retry later."""
+    """The endpoint already holds as many unfinished jobs as it may (`caller_limit`: more
+    waiting than the submit's own `fal_max_queue_length` allows); retry later."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, caller_limit: bool = False) -> None:
         super().__init__(f"queue is full; retry after {retry_after:.0f} s")
         self.retry_after = retry_after
+        self.caller_limit = caller_limit
 
 
 class CancelOutcome(enum.Enum):
@@ -55,24 +57,37 @@ class JobError:
         )
         return {"detail": detail, "error_type": str(self.error_type)}
 
+    # Errors of the platform's own (not the input's), with fal's flat `detail` text.
+    @classmethod
+    def platform(cls, status_code: int, message: str, error_type: ErrorType) -> JobError:
+        return cls(status_code, message, error_type, detail=message)
+
     @classmethod
     def cancelled(cls) -> JobError:
-        return cls(400, "The request was cancelled.", ErrorType.CANCELLED)
+        return cls.platform(499, "The request was cancelled.", ErrorType.CLIENT_CANCELLED)
 
     @classmethod
     def start_deadline_passed(cls) -> JobError:
-        return cls(
+        return cls.platform(
             504,
             "The request was not started before its timeout (x-fal-request-timeout).",
-            ErrorType.TIMEOUT,
+            ErrorType.REQUEST_TIMEOUT,
         )
 
     @classmethod
     def attempts_exhausted(cls, attempts: int) -> JobError:
-        return cls(
+        return cls.platform(
             500,
             f"The worker running this request stopped responding {attempts} time(s); giving up.",
-            ErrorType.INTERNAL_ERROR,
+            ErrorType.RUNNER_DISCONNECTED,
+        )
+
+    @classmethod
+    def worker_lost_no_retry(cls) -> JobError:
+        return cls.platform(
+            500,
+            "The worker running this request stopped responding; not run again (X-Fal-No-Retry).",
+            ErrorType.RUNNER_DISCONNECTED,
         )
 
     @classmethod
@@ -102,6 +117,8 @@ class NewJob:
     # Jobs with the same key may share the model's forward passes (see `claim_batch`);
     # None: never batched with others.
     batch_key: str | None = None
+    no_retry: bool = False  # X-Fal-No-Retry: a job whose worker dies is not run again
+    store_io: bool = True  # X-Fal-Store-IO: 0 → False: input and output JSON are not kept
 
 
 @dataclass
@@ -128,6 +145,10 @@ class Job:
     start_deadline: float | None = None
     file_ttl: float | None = None
     batch_key: str | None = None
+    no_retry: bool = False
+    store_io: bool = True
+    # store_io False: when the output JSON was dropped (read once, or unread for an hour).
+    output_dropped_at: float | None = None
 
 
 @dataclass

@@ -42,7 +42,12 @@ _UNAVAILABLE = (
 class SqliteDialect(Dialect):
     name: ClassVar[Literal["sqlite"]] = "sqlite"
     paramstyle: ClassVar[Literal["named"]] = "named"
-    words: ClassVar[dict[str, str]] = {"lock_row": "", "skip_locked": "", "json_items": "json_each"}
+    words: ClassVar[dict[str, str]] = {
+        "lock_row": "",
+        "skip_locked": "",
+        "json_items": "json_each",
+        "no_input": "'{}'",
+    }
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)

@@ -11,7 +11,8 @@ from typing import Literal
 JOB_COLUMNS = (
     "id, endpoint, owner, input, checkpoint, state, version, created_at, started_at, "
     "finished_at, output, error, inference_time, attempts, cancel_requested, worker_id, "
-    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl, batch_key"
+    "lease_expires_at, webhook_url, priority, start_deadline, file_ttl, batch_key, no_retry, "
+    "store_io, output_dropped_at"
 )
 WEBHOOK_COLUMNS = (
     "id, request_id, url, body, attempts, next_attempt_at, delivered_at, last_error, extra"

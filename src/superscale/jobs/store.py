@@ -15,6 +15,7 @@ from typing import Any
 from superscale.jobs._common import (
     delivery_from_row,
     job_from_row,
+    load_json_column,
     new_request_id,
     retry_after,
     webhook_body,
@@ -154,19 +155,22 @@ class JobStore:
         db.run("insert_webhook", request_id=request_id, url=url, body=body, now=time.time())
 
     # --- jobs -----------------------------------------------------------------------------
-    def submit(self, job: NewJob, max_unfinished: int | None = None) -> Job:
-        """Insert a queued job. Raises QueueFull when the endpoint has that many unfinished."""
+    def submit(
+        self, job: NewJob, max_unfinished: int | None = None, max_waiting: int | None = None
+    ) -> Job:
+        """Insert a queued job. Raises QueueFull when the endpoint has `max_unfinished`
+        unfinished jobs, or more than `max_waiting` queued (fal's `fal_max_queue_length`).
+
+        Idempotent for a given `request_id`: the same submit retried after a lost commit
+        answer (the API retries through short outages) returns the job the first attempt
+        inserted; another job with that id is a ValueError."""
         request_id = job.request_id or new_request_id()
         try:
             with self._write() as db:
-                if max_unfinished is not None:
+                if max_unfinished is not None or max_waiting is not None:
                     # Submits to one endpoint take turns, so the count and insert are atomic.
                     self._dialect.lock(db.conn, f"submit:{job.endpoint}")
-                    unfinished = db.one("count_unfinished", endpoint=job.endpoint)
-                    assert unfinished is not None
-                    if unfinished["n"] >= max_unfinished:
-                        recent = db.all("recent_run_times", endpoint=job.endpoint)
-                        raise QueueFull(retry_after([float(r["seconds"]) for r in recent]))
+                    self._check_room(db, job.endpoint, max_unfinished, max_waiting)
                 row = db.one(
                     "insert_job",
                     id=request_id,
@@ -180,19 +184,41 @@ class JobStore:
                     start_deadline=job.start_deadline,
                     file_ttl=job.file_ttl,
                     batch_key=job.batch_key,
+                    no_retry=job.no_retry,
+                    store_io=job.store_io,
                 )
         except Duplicate as exc:
+            existing = self.get(request_id)
+            if existing is not None and (existing.owner, existing.input) == (job.owner, job.input):
+                return existing
             raise ValueError(f"request id {request_id!r} already exists") from exc
         assert row is not None
         return job_from_row(row)
 
+    @staticmethod
+    def _check_room(
+        db: _Session, endpoint: str, max_unfinished: int | None, max_waiting: int | None
+    ) -> None:
+        full = caller_limit = False
+        if max_waiting is not None:
+            waiting = db.one("count_waiting", endpoint=endpoint)
+            assert waiting is not None
+            full = caller_limit = waiting["n"] > max_waiting
+        if not full and max_unfinished is not None:
+            unfinished = db.one("count_unfinished", endpoint=endpoint)
+            assert unfinished is not None
+            full = unfinished["n"] >= max_unfinished
+        if full:
+            recent = db.all("recent_run_times", endpoint=endpoint)
+            raise QueueFull(retry_after([float(r["seconds"]) for r in recent]), caller_limit)
+
     def get(self, request_id: str) -> Job | None:
-        """How many runnable jobs are ahead of this one (0 when next, or not queued)."""
         with self._read() as db:
             row = db.one("get_job", id=request_id)
         return None if row is None else job_from_row(row)
 
     def queue_position(self, request_id: str) -> int:
+        """How many runnable jobs are ahead of this one (0 when next, or not queued)."""
         with self._read() as db:
             row = db.one("queue_position", id=request_id, now=time.time())
         assert row is not None
@@ -314,8 +340,7 @@ class JobStore:
         return True
 
     def cancel(self, request_id: str) -> CancelOutcome:
-        """Requeue jobs whose lease ran out; fail those attempted max_attempts times.
-        Returns the ids it touched."""
+        """End a queued job now; ask a running one's worker to stop at its next tiles."""
         with self._write() as db:
             row = db.one("job_state", id=request_id)
             if row is None:
@@ -330,6 +355,8 @@ class JobStore:
             return CancelOutcome.REQUESTED
 
     def recover_expired(self, max_attempts: int) -> list[str]:
+        """Requeue jobs whose lease ran out; end those attempted `max_attempts` times, or once
+        when they asked for no retry. Returns the ids it touched."""
         now = time.time()
         with self._write() as db:
             # Where rows can be locked, a row another server is recovering (or a worker is
@@ -339,6 +366,8 @@ class JobStore:
                 request_id = row["id"]
                 if row["cancel_requested"]:
                     self._finish(db, request_id, JobError.cancelled(), now)
+                elif row["no_retry"]:
+                    self._finish(db, request_id, JobError.worker_lost_no_retry(), now)
                 elif row["attempts"] >= max_attempts:
                     self._finish(db, request_id, JobError.attempts_exhausted(row["attempts"]), now)
                 else:
@@ -362,6 +391,23 @@ class JobStore:
             db.run("delete_old_logs", before=before)
             db.run("delete_old_webhooks", before=before)
             return db.count("delete_old_jobs", before=before)
+
+    def take_output(self, request_id: str) -> dict[str, Any] | None:
+        """The output of a job that may not keep it (store_io off), dropped as it is read:
+        the first reader gets it, later ones None. None also for any other job."""
+        with self._write() as db:
+            row = db.one("unread_output", id=request_id)
+            if row is None:
+                return None
+            db.run("drop_output", id=request_id, now=time.time())
+        output: dict[str, Any] = load_json_column(row["output"])
+        return output
+
+    def drop_unread_outputs(self, before: float) -> int:
+        """Drop the outputs, never read, of jobs that may not keep them and finished before
+        this unix time. Returns how many went."""
+        with self._write() as db:
+            return db.count("drop_unread_outputs", before=before, now=time.time())
 
     def counts(self) -> dict[str, int]:
         """Jobs by state, for metrics: {"IN_QUEUE": n, "IN_PROGRESS": n, "COMPLETED": n}."""

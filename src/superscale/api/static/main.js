@@ -235,7 +235,7 @@ async function follow(id, beforeUrl, reopened = false) {
     if (!(err instanceof api.ApiError)) throw err;
     state.response = err.body;
     renderCode();
-    const cancelled = err.errorType === "cancelled" || state.cancelRequested;
+    const cancelled = (err.errorType === "client_cancelled" || err.errorType === "cancelled") || state.cancelRequested;
     history.put({ id, outcome: cancelled ? "cancelled" : "error", error: err.message });
     if (cancelled) setPhase("cancelled", "Cancelled");
     else setPhase("failed", `Failed: ${err.message}`);

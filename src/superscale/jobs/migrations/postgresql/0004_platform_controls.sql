@@ -1,0 +1,7 @@
+-- fal's platform controls: X-Fal-No-Retry (a job whose worker dies is not run again) and
+-- X-Fal-Store-IO: 0 (the input goes once the job has run; the output once read, or unread
+-- after an hour — output_dropped_at says when).
+ALTER TABLE jobs ADD COLUMN no_retry boolean NOT NULL DEFAULT false;
+ALTER TABLE jobs ADD COLUMN store_io boolean NOT NULL DEFAULT true;
+ALTER TABLE jobs ADD COLUMN output_dropped_at double precision;
+CREATE INDEX jobs_unstored_outputs ON jobs (finished_at) WHERE NOT store_io AND output IS NOT NULL;

@@ -295,7 +295,7 @@ def test_unknown_endpoints_are_404(server: LiveServer) -> None:
 def test_queue_full_is_429_with_retry_after(tmp_path) -> None:
     from .server import live_server
 
-    with live_server(tmp_path, workers=0, max_queue=2) as srv, srv.client() as c:
+    with live_server(tmp_path, workers=0, max_queue=2, busy_hold=0) as srv, srv.client() as c:
         for _ in range(2):
             assert c.post("/queue/fal-ai/aura-sr", json=INPUT).status_code == 200
         r = c.post("/queue/fal-ai/aura-sr", json=INPUT)

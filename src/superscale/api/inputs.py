@@ -183,10 +183,23 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
 _CONTROL_PARAMS = ("fal_webhook", "fal_max_queue_length", "fal_jwt_token")
 
 
-def query_input(request: Request) -> dict[str, str]:
+def query_input(request: Request) -> dict[str, Any]:
     """The input of a GET run or submit (`@fal-ai/client`'s `method: "get"` puts it in the
-    query string: every value a string, which validation converts)."""
-    return {k: v for k, v in request.query_params.items() if k not in _CONTROL_PARAMS}
+    query string): values read as a JSON body would have typed them — `true`/`false` and
+    integers — except `image_url`, always a string."""
+    return {
+        k: v if k == "image_url" else _query_value(v)
+        for k, v in request.query_params.items()
+        if k not in _CONTROL_PARAMS
+    }
+
+
+def _query_value(value: str) -> Any:
+    if value in ("true", "false"):
+        return value == "true"
+    if re.fullmatch(r"-?[0-9]{1,19}", value):
+        return int(value)
+    return value
 
 
 async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
@@ -198,7 +211,7 @@ async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
     try:
         inp = AuraSrInput.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, "query" if request.method == "GET" else "body") from None
     if inp.checkpoint not in ctx.settings.checkpoints:
         served = ", ".join(ctx.settings.checkpoints)
         raise ApiError(

@@ -18,14 +18,14 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
 from superscale import netguard
 from superscale.engine import Cancelled
 from superscale.files.base import FileStore, StorageFull
-from superscale.jobs import Job, JobError, Webhook, webhook_body
+from superscale.jobs import Job, JobError, StoreUnavailable, Webhook, webhook_body
 from superscale.jobs.store import JobStore
 from superscale.schemas import DEFAULT_SEED
 from superscale.settings import Settings
@@ -45,6 +45,22 @@ FULL_BACKOFF_MAX = 30.0
 # While passes fail: the longest wait between them, and how often it is said again.
 FAILING_MAX = 5.0
 FAILURE_REPORT = 60.0
+T = TypeVar("T")
+
+
+def through_outage(call: Callable[[], T], seconds: float) -> T:
+    """`call`, tried again while the job store is unreachable, for up to `seconds`: a job
+    finished during a store outage shorter than its lease is recorded, not run again."""
+    deadline, delay = time.monotonic() + seconds, 0.1
+    while True:
+        try:
+            return call()
+        except StoreUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job store unavailable; trying again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 # Most input pixels one shared inference takes (its outputs are all held until it ends: 16× as
 # many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
 BATCH_PIXELS = 2048 * 2048
@@ -243,16 +259,29 @@ class Worker:
         webhook: Webhook | None = None
         if job.webhook_url:
             webhook = (job.webhook_url, webhook_body(job.id, outcome.output, outcome.error))
+        patience = self.settings.lease_seconds  # past it the job would be someone else's
         if outcome.output is not None:
-            if not self.job_store.complete(
-                job.id, self.worker_id, outcome.output, outcome.inference_time, webhook
-            ):
+            output = outcome.output
+            completed = through_outage(
+                lambda: self.job_store.complete(
+                    job.id, self.worker_id, output, outcome.inference_time, webhook
+                ),
+                patience,
+            )
+            if not completed:
+                # A try whose answer the outage swallowed may have completed it after all.
+                current = through_outage(lambda: self.job_store.get(job.id), patience)
+                if current is not None and current.output == output:
+                    return
                 log.warning("lost the lease on %s before completing; output discarded", job.id)
-                self.steps.discard(outcome.output)
+                self.steps.discard(output)
         else:
-            assert outcome.error is not None
-            self.steps.log(job.id, outcome.error.message, "ERROR")
-            self.job_store.fail(job.id, self.worker_id, outcome.error, webhook)
+            error = outcome.error
+            assert error is not None
+            self.steps.log(job.id, error.message, "ERROR")
+            through_outage(
+                lambda: self.job_store.fail(job.id, self.worker_id, error, webhook), patience
+            )
 
     def _pause_for_space(self, exc: StorageFull) -> None:
         if time.monotonic() >= self._paused_until:

@@ -60,7 +60,7 @@ def test_fal_js_clients_protocol_round_two(worker_server: LiveServer) -> None:
     second = out["storeIo"]["second"]
     assert second["status"] == 404 and second["body"]["detail"][0]["type"] == "output_not_stored"
     # The proxy with the app's own key, no URL rewriting; a wrong key is refused.
-    assert out["proxyWithKey"]["size"] == OUTPUT
+    assert out["proxyWithKey"]["size"] == OUTPUT and out["proxyWithKey"]["stream"] == OUTPUT
     assert httpx.get(out["proxyWithKey"]["uploaded"]).content == image
     assert out["proxyWrongKey"]["status"] == 401
     # @fal-ai/serverless-client: subscribe by stream (server and client mode), stream(), GET run.

@@ -57,8 +57,10 @@ def not_found(what: str = "Request") -> ApiError:
 
 
 def retry_later(status_code: int, reason: str, error_type: ErrorType, seconds: int) -> ApiError:
-    """A temporary refusal (busy, unreachable store) that clients retry after `seconds`: fal's
-    clients honour `Retry-After` and `X-Fal-Retryable`."""
+    """A temporary refusal (busy, unreachable store), with `Retry-After` and `X-Fal-Retryable`
+    for clients that read them. fal's own clients read neither (Python retries 429 but never
+    our 503; JS retries both three times over ~7 s), which is why requests wait out short
+    trouble before they are refused (`context.HoldMiddleware`)."""
     retry = str(seconds)
     return ApiError(
         status_code,

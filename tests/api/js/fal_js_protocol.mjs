@@ -83,7 +83,8 @@ const uploaded = await proxied.storage.upload(
   new Blob([Buffer.from(process.env.PNG_BASE64, "base64")], { type: "image/png" }),
 );
 const viaProxy = await proxied.subscribe(APP, { input: { image_url: uploaded }, pollInterval: 100 });
-out.proxyWithKey = { size: size(viaProxy.data), uploaded };
+const proxiedStream = await drain(await proxied.stream(APP, { input: { image_url: uploaded } }));
+out.proxyWithKey = { size: size(viaProxy.data), uploaded, stream: size(proxiedStream.done) };
 const wrongKey = createFalClient({
   credentials: "nobody:nothing",
   proxyUrl: { url: `${HOST}/api/fal/proxy`, when: "always" },

@@ -7,6 +7,8 @@ are our additions.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
@@ -21,8 +23,11 @@ from pydantic import (
 )
 
 from superscale.registry import CHECKPOINT_NAMES
+from superscale.scaling import MAX_SCALE, MIN_SCALE
 
 ENDPOINT_ID = "fal-ai/aura-sr"
+# The factor as a string (fal's older types send "4"): 1 to 16, up to 6 decimals.
+FACTOR_STRING_PATTERN = r"(?:[1-9]|1[0-5])(?:\.[0-9]{1,6})?|16(?:\.0{1,6})?"
 CHECKPOINTS = CHECKPOINT_NAMES
 DEFAULT_SEED = 0
 
@@ -49,10 +54,14 @@ class AuraSrInput(BaseModel):
         "server's storage.",
         examples=["https://example.com/photo.png"],
     )
-    upscaling_factor: Literal[4] = Field(
+    upscaling_factor: float = Field(
         4,
+        ge=MIN_SCALE,
+        le=MAX_SCALE,
         validation_alias=AliasChoices("upscaling_factor", "upscale_factor"),
-        description="Upscaling factor. Only 4 is supported (newer clients call it upscale_factor).",
+        description="Upscaling factor, 1 to 16 (fractions allowed; newer clients call it "
+        "upscale_factor). Up to 4 the model runs once, above it twice; the result is then "
+        "resized down to round(width·factor) × round(height·factor).",
     )
     # Strict, as fal's schema is: a JSON boolean, not "yes" or 1; a seed is an integer, not
     # true or "5".
@@ -83,21 +92,29 @@ class AuraSrInput(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _both_factor_names_valid(cls, data: Any) -> Any:
-        # Either name may carry the factor; when both come, neither may be wrong.
+        # Either name may carry the factor (upscaling_factor wins when both come); neither may
+        # be invalid.
         if isinstance(data, dict) and "upscaling_factor" in data and "upscale_factor" in data:
-            for name in ("upscaling_factor", "upscale_factor"):
-                if cls._factor_from_string_or_float(data[name]) != 4:
-                    raise ValueError(f"{name} must be 4")
+            value = cls._factor(data["upscale_factor"])
+            if not isinstance(value, float) or not MIN_SCALE <= value <= MAX_SCALE:
+                raise ValueError(f"upscale_factor must be a number from 1 to 16, not {value!r}")
         return data
 
     @field_validator("upscaling_factor", mode="before")
     @classmethod
-    def _factor_from_string_or_float(cls, value: Any) -> Any:
-        # fal's clients send 4, "4" or 4.0; anything else must still fail as a 422.
-        if isinstance(value, str) and value.strip() == "4":
-            return 4
-        if isinstance(value, float) and value == 4.0:
-            return 4
+    def _factor(cls, value: Any) -> Any:
+        # fal's clients send 4, "4" or 4.0 (code in the wild, 2 or "2"): a number or a numeric
+        # string. true, "" or "four" must still fail as a 422.
+        if isinstance(value, bool):
+            raise ValueError("the factor must be a number, not a boolean")
+        if isinstance(value, str):
+            if not re.fullmatch(FACTOR_STRING_PATTERN, value):
+                raise ValueError("the factor must be a number from 1 to 16, like 2 or 2.5")
+            return float(value)
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise ValueError("the factor must be a finite number")
+            return float(value)
         return value
 
 

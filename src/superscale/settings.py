@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024 * 1024
     max_input_bytes: int = 64 * 1024 * 1024  # fetched or uploaded image size
     max_input_pixels: int = 16_777_216  # 4096²: bigger inputs are refused before decoding
+    # The largest image an upscale may make (the model's output before any resize down):
+    # 16384², a 4096² input at 4×. Bigger asks are refused (422), never run out of memory.
+    max_output_pixels: int = Field(default=16384 * 16384, ge=1)
     fetch_timeout: float = 30.0
     # Below this much free space on the local file store's disk, /ready says not ready.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)

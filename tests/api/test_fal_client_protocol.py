@@ -67,3 +67,17 @@ def test_platform_headers_through_the_client(urls: LiveServer) -> None:
     assert info.value.status_code == 404
     job = urls.job_store.get(handle.request_id)
     assert job is not None and job.input == {} and job.no_retry and not job.store_io
+
+
+def test_factors_other_than_four_as_code_in_the_wild_sends_them(urls: LiveServer) -> None:
+    fal = fal_client.SyncClient(key=urls.key)
+    image = fal_client.encode(png_bytes(10, 12), "image/png")
+    two = fal.subscribe(APP, {"image_url": image, "upscaling_factor": 2})
+    assert (two["image"]["width"], two["image"]["height"]) == (20, 20)
+    odd = fal.run(APP, {"image_url": image, "upscale_factor": "2.5"})
+    assert (odd["image"]["width"], odd["image"]["height"]) == (25, 25)
+    eight = fal.subscribe(APP, {"image_url": image, "upscale_factor": 8})
+    assert (eight["image"]["width"], eight["image"]["height"]) == (80, 80)
+    with pytest.raises(fal_client.client.FalClientHTTPError) as info:
+        fal.submit(APP, {"image_url": image, "upscaling_factor": 32})
+    assert info.value.status_code == 422

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import time
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from superscale.files import new_key
 
@@ -13,6 +16,12 @@ from .server import LiveServer
 from .test_routes_queue import DATA_URI, INPUT
 
 SUBMIT = "/queue/fal-ai/aura-sr"
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(out, "PNG")
+    return out.getvalue()
 
 
 def assert_422(r, loc: list, type_: str | None = None) -> dict:
@@ -40,8 +49,10 @@ def test_malformed_json(server: LiveServer, path: str) -> None:
         ({}, ["body", "image_url"], "missing"),
         ({"image_url": ""}, ["body", "image_url"], "string_too_short"),
         ({**INPUT, "checkpoint": "v3"}, ["body", "checkpoint"], "literal_error"),
-        ({**INPUT, "upscaling_factor": 2}, ["body", "upscaling_factor"], "literal_error"),
-        ({**INPUT, "upscale_factor": "2"}, ["body", "upscale_factor"], "literal_error"),
+        ({**INPUT, "upscaling_factor": 17}, ["body", "upscaling_factor"], "less_than_equal"),
+        ({**INPUT, "upscale_factor": "0.5"}, ["body", "upscale_factor"], "value_error"),
+        ({**INPUT, "upscale_factor": True}, ["body", "upscale_factor"], "value_error"),
+        ({**INPUT, "upscaling_factor": "four"}, ["body", "upscaling_factor"], "value_error"),
         ({**INPUT, "overlapping_tiles": "sometimes"}, ["body", "overlapping_tiles"], None),
         ({**INPUT, "seed": -1}, ["body", "seed"], None),
         ({**INPUT, "output_format": "gif"}, ["body", "output_format"], None),
@@ -56,8 +67,33 @@ def test_schema_errors(server: LiveServer, body: object, loc: list, type_: str |
 
 def test_factor_forms_fal_clients_send_are_accepted(server: LiveServer) -> None:
     with server.client() as c:
-        for extra in ({"upscaling_factor": 4}, {"upscaling_factor": "4"}, {"upscale_factor": 4}):
-            assert c.post(SUBMIT, json={**INPUT, **extra}).status_code == 200, extra
+        for extra in (
+            {"upscaling_factor": 4},
+            {"upscaling_factor": "4"},
+            {"upscale_factor": 4},
+            {"upscaling_factor": 2},
+            {"upscale_factor": "2.5"},
+            {"upscale_factor": 16.0},
+            {"upscaling_factor": 1},
+        ):
+            r = c.post(SUBMIT, json={**INPUT, **extra})
+            assert r.status_code == 200, extra
+            job = server.job_store.get(r.json()["request_id"])
+            assert job is not None
+            assert job.input["upscaling_factor"] == float(next(iter(extra.values())))
+
+
+def test_an_output_over_the_limit_is_refused_at_submit(tmp_path: Path) -> None:
+    from .server import live_server
+
+    png = _png(300, 200)
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    # 300×200 at 4× is 1200×800 = 960,000 pixels; at 5× the model makes 4800×3200.
+    with live_server(tmp_path, workers=0, max_output_pixels=1_000_000) as srv, srv.client() as c:
+        assert c.post(SUBMIT, json={"image_url": uri, "upscale_factor": 4}).status_code == 200
+        r = c.post(SUBMIT, json={"image_url": uri, "upscale_factor": 5})
+        err = assert_422(r, ["body", "upscaling_factor"], "image_too_large")
+        assert "SUPERSCALE_MAX_OUTPUT_PIXELS" in err["msg"] and "4800x3200" in err["msg"]
 
 
 @pytest.mark.parametrize(

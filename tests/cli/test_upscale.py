@@ -115,6 +115,27 @@ def test_progress_bar_counts_tiles_of_the_overlapping_pass(models: Path, tmp_pat
     assert opened(out).size == (120, 80)
 
 
+def test_scale_sizes_names_and_counts_both_passes(models: Path, tmp_path: Path) -> None:
+    src = make(tmp_path / "in" / "s.png", "RGB", (30, 20))
+    out = tmp_path / "out"
+    result = invoke(src, "-o", out, "--model-dir", models, "--scale", "2.5")
+    assert result.exit_code == 0, result.output
+    assert opened(out / "s_2.5x.png").size == (75, 50)
+    result = invoke(src, "-o", out, "--model-dir", models, "--scale", "6", "--progress")
+    assert result.exit_code == 0, result.output
+    assert opened(out / "s_6x.png").size == (180, 120)
+    assert "5/5" in result.stderr  # 1 tile, then 2×2 on the 120×80 first pass
+
+
+def test_an_output_over_the_limit_is_reported(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPERSCALE_MAX_OUTPUT_PIXELS", "10000")
+    src = make(tmp_path / "s.png", "RGB", (30, 20))
+    result = invoke(src, "-o", tmp_path / "out", "--model-dir", models, "--scale", "5")
+    assert result.exit_code == 1 and "SUPERSCALE_MAX_OUTPUT_PIXELS" in result.stderr
+
+
 def test_same_seed_same_bytes(models: Path, tmp_path: Path) -> None:
     src = make(tmp_path / "s.png", "RGB", (12, 12))
     first, second = tmp_path / "1.png", tmp_path / "2.png"
@@ -130,6 +151,8 @@ def test_same_seed_same_bytes(models: Path, tmp_path: Path) -> None:
         (["--device", "tpu"], "device"),
         (["--dtype", "fp8"], "dtype"),
         (["--format", "gif"], "gif"),
+        (["--scale", "17"], "--scale"),
+        (["--scale", "0.5"], "--scale"),
     ],
 )
 def test_bad_options_are_usage_errors(

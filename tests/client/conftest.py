@@ -107,8 +107,13 @@ def _with_broken_v2(model_dir: Path, target: Path) -> Path:
 def idle_server(
     tmp_path_factory: pytest.TempPathFactory, small_model_dir: Path
 ) -> Iterator[ServerProc]:
+    # No hold: these tests are about how our client meets the server's 429s and 503s.
     yield from _start(
-        tmp_path_factory.mktemp("client-idle"), small_model_dir, workers=0, max_queue=1
+        tmp_path_factory.mktemp("client-idle"),
+        small_model_dir,
+        workers=0,
+        max_queue=1,
+        busy_hold=0,
     )
 
 

@@ -6,6 +6,7 @@ at submit rather than a failed job later. Fetching, decoding and bomb checks are
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import math
@@ -16,12 +17,14 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from fastapi import Request
+from PIL import Image
 from pydantic import ValidationError
 
 from superscale import datauri, netguard
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
 from superscale.files.urls import key_of_path
+from superscale.scaling import check_output_size
 from superscale.schemas import AuraSrInput
 
 _IMAGE_URL_LOC = ("body", "image_url")
@@ -150,18 +153,39 @@ def _bad_url(msg: str) -> ApiError:
     return ApiError(422, msg, loc=_IMAGE_URL_LOC, type="url_invalid")
 
 
-def check_data_uri(url: str, max_bytes: int) -> None:
+def check_data_uri(url: str, max_bytes: int) -> bytes:
     try:
-        datauri.decode(url, max_bytes)
+        return datauri.decode(url, max_bytes)
     except datauri.DataUriError as exc:
         raise _bad_url(str(exc)) from None
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The size an image's header states (nothing decoded); None when it is no image we can
+    read — the worker then says why."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # any malformed header: not ours to judge here
+        return None
+
+
+def check_output(inp: AuraSrInput, data: bytes, max_pixels: int) -> None:
+    """422 at submit when the image comes with the request (a data: URI) and its upscale would
+    exceed the output limit (the worker checks every other image before it runs)."""
+    size = image_size(data)
+    if size is None:
+        return
+    try:
+        check_output_size(*size, inp.upscaling_factor, max_pixels)
+    except ValueError as exc:
+        raise ApiError(
+            422, str(exc), loc=("body", "upscaling_factor"), type="image_too_large"
+        ) from None
+
+
 async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
-    """Validates `image_url`; returns it, with our own file URLs made canonical."""
-    if datauri.is_data_uri(url):
-        check_data_uri(url, ctx.settings.max_input_bytes)
-        return url
+    """Validates an http(s) `image_url`; returns it, with our own file URLs made canonical."""
     try:
         parts = http_url(url)
     except ValueError as exc:
@@ -220,7 +244,11 @@ async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
             loc=("body", "checkpoint"),
             type="literal_error",
         )
-    inp.image_url = await check_image_url(inp.image_url, request, ctx)
+    if datauri.is_data_uri(inp.image_url):
+        data = check_data_uri(inp.image_url, ctx.settings.max_input_bytes)
+        check_output(inp, data, ctx.settings.max_output_pixels)
+    else:
+        inp.image_url = await check_image_url(inp.image_url, request, ctx)
     return inp
 
 

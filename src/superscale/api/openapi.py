@@ -9,7 +9,13 @@ from pydantic.json_schema import models_json_schema
 
 from superscale import __version__ as _version
 from superscale.api.inputs import IMAGE_URL_PATTERN
-from superscale.schemas import ENDPOINT_ID, AuraSrInput, AuraSrOutput, QueueStatus
+from superscale.schemas import (
+    ENDPOINT_ID,
+    FACTOR_STRING_PATTERN,
+    AuraSrInput,
+    AuraSrOutput,
+    QueueStatus,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -67,13 +73,13 @@ def _query_input(schemas: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _input_schema(schemas: dict[str, Any]) -> None:
     """State the rules pydantic's schema cannot: what `image_url` may be (a pattern, the same
-    rule the API checks), and the factor as fal's clients send it (4, "4"; either name)."""
+    rule the API checks), and the factor as fal's clients send it (2.5, "2.5"; either name)."""
     properties = schemas["AuraSrInput"]["properties"]
     properties["image_url"]["pattern"] = IMAGE_URL_PATTERN
     factor = properties["upscaling_factor"]
-    for key in ("const", "type"):
-        factor.pop(key, None)
-    factor["enum"] = [4, "4"]
+    number = {"type": "number", "minimum": factor.pop("minimum"), "maximum": factor.pop("maximum")}
+    factor.pop("type", None)
+    factor["anyOf"] = [number, {"type": "string", "pattern": f"^(?:{FACTOR_STRING_PATTERN})$"}]
     properties["upscale_factor"] = {**factor, "title": "Upscale Factor"}
 
 

@@ -8,7 +8,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -442,5 +442,16 @@ def add_run_route(app_router: APIRouter) -> None:
     app_router.add_api_route("/{endpoint:path}", run, methods=["POST"])
     app_router.add_api_route("/{endpoint:path}", run_or_no_route, methods=["GET"])
     app_router.add_api_route(
-        "/{endpoint:path}", no_route, methods=["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        "/{endpoint:path}", no_route, methods=["HEAD", "PUT", "PATCH", "DELETE"]
     )
+    # OPTIONS elsewhere keeps the router's own 405 (it lists the path's methods); here the
+    # catch-all would list POST alone.
+    for path in (ENDPOINT_ID, f"queue/{ENDPOINT_ID}"):
+        app_router.add_api_route(f"/{path}", _options(path), methods=["OPTIONS"])
+
+
+def _options(path: str) -> Callable[[], Awaitable[Response]]:
+    async def options() -> Response:
+        return await no_route(path)
+
+    return options

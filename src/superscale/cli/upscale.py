@@ -1,7 +1,7 @@
 """`superscale upscale IN [IN…] -o OUT`: upscale local images 4× on this machine, no server.
 
 Inputs are files or folders (their images, not recursing). OUT is a directory that receives
-`{stem}_4x.{ext}`, or, for a single input file, the output file itself when it has an image
+`{stem}_{factor}x.{ext}`, or, for a single input file, the output file itself when it has an image
 suffix. One progress bar counts the tiles of all images. An input that cannot be read is
 reported and skipped; the exit code is 1 when any input failed.
 
@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from superscale import images
+from superscale.scaling import MAX_SCALE, MIN_SCALE, check_output_size, model_passes, output_size
 from superscale.schemas import CHECKPOINTS
 from superscale.settings import Settings
 
@@ -74,16 +75,18 @@ def collect_inputs(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, 
     return found, problems
 
 
-def plan_targets(sources: Sequence[Path], out_dir: Path, fmt: str) -> list[Path]:
-    """`{stem}_4x.{ext}` in `out_dir`; inputs sharing a stem get `{stem}_2_4x.{ext}`, …"""
+def plan_targets(sources: Sequence[Path], out_dir: Path, fmt: str, scale: float = 4) -> list[Path]:
+    """`{stem}_4x.{ext}` (the factor as given: `_2.5x`) in `out_dir`; inputs sharing a stem
+    get `{stem}_2_4x.{ext}`, …"""
     ext = images.extension(fmt)
+    factor = f"{scale:g}x"
     taken: set[str] = set()
     targets = []
     for source in sources:
-        name, n = f"{source.stem}_4x.{ext}", 1
+        name, n = f"{source.stem}_{factor}.{ext}", 1
         while name in taken:
             n += 1
-            name = f"{source.stem}_{n}_4x.{ext}"
+            name = f"{source.stem}_{n}_{factor}.{ext}"
         taken.add(name)
         targets.append(out_dir / name)
     return targets
@@ -136,6 +139,14 @@ def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) ->
     default=False,
     help="Blend an offset second pass of tiles: no seams, about twice the time.",
 )
+@click.option(
+    "--scale",
+    type=click.FloatRange(MIN_SCALE, MAX_SCALE),
+    default=4.0,
+    show_default=True,
+    help="Factor, 1 to 16 (fractions allowed): above 4 the model runs twice; the result is "
+    "resized to round(width·scale) × round(height·scale).",
+)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Style noise seed.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto).")
 @click.option("--dtype", default=None, help="auto, fp32, bf16 or fp16 (default auto).")
@@ -157,13 +168,15 @@ def upscale(
     checkpoint: str,
     model_dir: Path | None,
     overlapping_tiles: bool,
+    scale: float,
     seed: int | None,
     device: str | None,
     dtype: str | None,
     fmt: str | None,
     progress: bool | None,
 ) -> None:
-    """Upscale images 4x with AuraSR on this machine, writing OUTPUT/{stem}_4x.{ext}."""
+    """Upscale images (4x unless --scale) with AuraSR on this machine, writing
+    OUTPUT/{stem}_4x.{ext}."""
     settings = Settings()
     sources, problems = collect_inputs(inputs)
     single_file = len(inputs) == 1 and inputs[0].is_file()
@@ -179,7 +192,7 @@ def upscale(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.UsageError(f"cannot create the output folder {out_dir}: {exc}") from None
-    targets = [output] if out_is_file else plan_targets(sources, out_dir, fmt)
+    targets = [output] if out_is_file else plan_targets(sources, out_dir, fmt, scale)
     items = [Item(s, t) for s, t in zip(sources, targets, strict=True)]
 
     for path, message in problems:
@@ -187,7 +200,8 @@ def upscale(
     if items:
         upscaler = _load(checkpoint, model_dir or settings.model_dir, device, dtype, settings)
         show = sys.stderr.isatty() if progress is None else progress
-        failures = _run(upscaler, items, fmt, overlapping_tiles, seed, settings, show)
+        how = How(fmt, overlapping_tiles, scale, seed)
+        failures = _run(upscaler, items, how, settings, show)
     else:
         failures = 0
     failed = failures + len(problems)
@@ -218,8 +232,19 @@ def _load(
         raise click.ClickException(str(exc)) from None
 
 
-def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Upscaler) -> int:
-    """Tiles an image will take, from its header only (0 when the header cannot be read)."""
+@dataclass(frozen=True)
+class How:
+    """What every image of a run is upscaled with."""
+
+    fmt: str
+    overlapping_tiles: bool
+    scale: float
+    seed: int | None
+
+
+def _planned_tiles(path: Path, how: How, upscaler: Upscaler) -> int:
+    """Tiles an image will take (both passes above 4×), from its header only (0 when the
+    header cannot be read)."""
     from superscale.engine.tiling import TilePlan
 
     try:
@@ -227,31 +252,23 @@ def _planned_tiles(path: Path, overlapping_tiles: bool, upscaler: Upscaler) -> i
             width, height = im.size
     except Exception:
         return 0
-    config = upscaler.config
-    plan = TilePlan(height, width, config.input_image_size, config.scale, overlapping_tiles)
-    return int(plan.total)
+    c, total = upscaler.config, 0
+    for _ in range(model_passes(how.scale, c.scale)):
+        total += TilePlan(height, width, c.input_image_size, c.scale, how.overlapping_tiles).total
+        width, height = width * c.scale, height * c.scale
+    return total
 
 
-def _run(
-    upscaler: Upscaler,
-    items: list[Item],
-    fmt: str,
-    overlapping_tiles: bool,
-    seed: int | None,
-    settings: Settings,
-    show: bool,
-) -> int:
+def _run(upscaler: Upscaler, items: list[Item], how: How, settings: Settings, show: bool) -> int:
     """Upscale every item under one bar; return how many failed."""
     for item in items:
-        item.tiles = _planned_tiles(item.source, overlapping_tiles, upscaler)
+        item.tiles = _planned_tiles(item.source, how, upscaler)
     failures = 0
     with _TileBar(sum(i.tiles for i in items), show) as bar:
         for item in items:
             progress = bar.start(item)
             try:
-                message = _upscale_one(
-                    upscaler, item, fmt, overlapping_tiles, seed, settings, progress
-                )
+                message = _upscale_one(upscaler, item, how, settings, progress)
             except Exception as exc:  # one bad image must not abort the batch
                 known = isinstance(exc, images.ImageError | OSError)
                 failures += 1
@@ -306,19 +323,28 @@ class _TileBar:
 def _upscale_one(
     upscaler: Upscaler,
     item: Item,
-    fmt: str,
-    overlapping_tiles: bool,
-    seed: int | None,
+    how: How,
     settings: Settings,
     progress: Callable[[int, int], None],
 ) -> str:
     decoded = images.decode(item.source.read_bytes(), settings.max_input_pixels)
-    scale = upscaler.config.scale
-    images.check_size(decoded.image.width * scale, decoded.image.height * scale, fmt)
+    width, height = decoded.image.size
+    try:
+        check_output_size(
+            width, height, how.scale, settings.max_output_pixels, upscaler.config.scale
+        )
+    except ValueError as exc:
+        raise images.ImageTooLarge(str(exc)) from None
+    images.check_size(*output_size(width, height, how.scale), how.fmt)
     out = upscaler.upscale(
-        decoded.image, overlapping_tiles=overlapping_tiles, seed=seed, progress=progress
+        decoded.image,
+        overlapping_tiles=how.overlapping_tiles,
+        seed=how.seed,
+        progress=progress,
+        scale=how.scale,
     )
-    write_atomically(item.target, images.encode(out, fmt, icc_profile=decoded.icc_profile))
+    encoded = images.encode(out, how.fmt, icc_profile=decoded.icc_profile)
+    write_atomically(item.target, encoded)
     return f"{item.source} -> {item.target} ({out.width}x{out.height})"
 
 

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from PIL import Image
@@ -20,6 +20,7 @@ from ..model import (
     load_model,
     resolve_checkpoint,
 )
+from ..scaling import MODEL_SCALE, check_scale, model_passes, output_size, resize_to
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
 from . import winograd
@@ -27,7 +28,7 @@ from .devices import default_batch_size, default_channels_last, resolve_device, 
 from .noise import SharedNoise, shared_z
 from .options import EngineOptions
 from .task import CancelFn, ImageTask, ProgressFn
-from .tiling import Tile
+from .tiling import Tile, TilePlan
 
 NoiseMode = Literal["shared", "per_tile"]
 MAX_SEED = 2**64 - 1
@@ -184,8 +185,13 @@ class Upscaler:
         noise: NoiseMode = "shared",
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
+        scale: float = MODEL_SCALE,
     ) -> Image.Image:
-        """`image` (any mode) → its 4× upscale, RGB or RGBA (alpha: Lanczos-resampled).
+        """`image` (any mode) → its upscale, RGB or RGBA (alpha: Lanczos-resampled).
+
+        `scale` (1 to 16, fractional allowed): up to the model's 4 one pass of the network,
+        above it two (the second on the first's output); then a Lanczos resize down to
+        round(w·scale) × round(h·scale). 4 (the default) is the model's own output, unresized.
 
         `seed` (None: `schemas.DEFAULT_SEED`) fixes the style noise: on one device, dtype and
         batch size, the same seed gives the same bytes. `noise="shared"` folds one z into the
@@ -195,7 +201,7 @@ class Upscaler:
         `Cancelled`. Bad arguments raise ValueError.
         """
         (outcome,) = self.upscale_many(
-            [image], overlapping_tiles, seed, noise, [progress], [should_cancel]
+            [image], overlapping_tiles, seed, noise, [progress], [should_cancel], scale
         )
         if isinstance(outcome, BaseException):
             raise outcome
@@ -210,6 +216,7 @@ class Upscaler:
         noise: NoiseMode = "shared",
         progress: Sequence[ProgressFn | None] | None = None,
         should_cancel: Sequence[CancelFn | None] | None = None,
+        scale: float | Sequence[float] = MODEL_SCALE,
     ) -> list[Image.Image | BaseException]:
         """Each image's upscale (as `upscale` gives it alone, to the byte), or the exception
         that ended it: `Cancelled` when its `should_cancel()` said so (polled before each batch
@@ -217,8 +224,9 @@ class Upscaler:
         model's batches: a GPU stays busy under many small requests instead of running
         half-empty batches. Tiles are taken image after image, so each image finishes as early
         as it would in a queue. One image's failure never stops the others; an error inside a
-        shared forward fails the images in that batch. `overlapping_tiles`, `progress` and
-        `should_cancel` are one value or one per image."""
+        shared forward fails the images in that batch. `overlapping_tiles`, `progress`,
+        `should_cancel` and `scale` are one value or one per image; `progress` counts the
+        tiles of both passes of a factor above 4."""
         seed = DEFAULT_SEED if seed is None else seed
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
@@ -228,21 +236,57 @@ class Upscaler:
         overlaps = _per_image(overlapping_tiles, n, "overlapping_tiles")
         progresses = _per_image(progress, n, "progress")
         cancels = _per_image(should_cancel, n, "should_cancel")
+        scales = [check_scale(f) for f in _per_image(scale, n, "scale")]
+        m = self.config.scale
+        reference_seed = seed if noise == "per_tile" else None
+
+        def prepare(i: int, image: Image.Image, tiles_before: int) -> ImageTask:
+            task = ImageTask.prepare(
+                image, self.config, bool(overlaps[i]), None, cancels[i], reference_seed
+            )
+            if progresses[i] is not None:  # counts both passes: those before, those after
+                after = 0
+                if tiles_before == 0 and model_passes(scales[i], m) == 2:
+                    h, w = task.plan.height * m, task.plan.width * m
+                    after = TilePlan(h, w, task.tile_size, m, task.plan.overlap).total
+                task.progress = _counting(progresses[i], tiles_before, after)
+            return task
+
         tasks: list[ImageTask | BaseException] = []
         for i, image in enumerate(images_in):
             try:
-                tasks.append(
-                    ImageTask.prepare(
-                        image,
-                        self.config,
-                        bool(overlaps[i]),
-                        progresses[i],
-                        cancels[i],
-                        reference_seed=seed if noise == "per_tile" else None,
-                    )
-                )
+                tasks.append(prepare(i, image, 0))
             except Exception as exc:  # this image only: the others still run
                 tasks.append(exc)
+        sizes = [
+            None if isinstance(t, BaseException) else (t.plan.width, t.plan.height) for t in tasks
+        ]
+        results = self._run_pass(tasks, seed, noise)
+        again = [
+            i
+            for i, r in enumerate(results)
+            if isinstance(r, Image.Image) and model_passes(scales[i], m) == 2
+        ]
+        if again:
+            second: list[ImageTask | BaseException] = []
+            for i in again:
+                first = tasks[i]
+                assert isinstance(first, ImageTask)
+                try:
+                    second.append(prepare(i, cast(Image.Image, results[i]), first.plan.total))
+                except Exception as exc:
+                    second.append(exc)
+            for i, r in zip(again, self._run_pass(second, seed, noise), strict=True):
+                results[i] = r
+        for i, (r, size) in enumerate(zip(results, sizes, strict=True)):
+            if isinstance(r, Image.Image) and size is not None:
+                results[i] = resize_to(r, output_size(*size, scales[i]))
+        return results
+
+    def _run_pass(
+        self, tasks: list[ImageTask | BaseException], seed: int, noise: NoiseMode
+    ) -> list[Image.Image | BaseException]:
+        """One pass of the network over each image: its output, or what ended it."""
         # Polled before folding, which takes seconds.
         live = [t for t in tasks if isinstance(t, ImageTask) and not t.cancelled()]
         if live:
@@ -314,6 +358,15 @@ class Upscaler:
             weights = net.init_conv.weight
             y = net(x.to(weights.device, weights.dtype), z.to(weights.device, weights.dtype))
         return y.float().clamp_(0, 1).cpu()
+
+
+def _counting(progress: ProgressFn, before: int, after: int) -> ProgressFn:
+    """`progress` over both passes: this pass's tiles follow `before` and precede `after`."""
+
+    def report(done: int, total: int) -> None:
+        progress(before + done, before + total + after)
+
+    return report
 
 
 def _per_image(value: object, n: int, name: str) -> list[Any]:

@@ -61,6 +61,8 @@ def through_outage(call: Callable[[], T], seconds: float) -> T:
             log.warning("job store unavailable; trying again in %.1f s", delay)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
 # Most input pixels one shared inference takes (its outputs are all held until it ends: 16× as
 # many bytes ×3). A bigger image runs alone; it fills the engine's batches by itself.
 BATCH_PIXELS = 2048 * 2048
@@ -218,6 +220,7 @@ class Worker:
                 seed,
                 progress=[TileProgress(self.job_store, p.job.id) for p in group],
                 should_cancel=[p.should_cancel for p in group],
+                scale=[p.params.upscaling_factor for p in group],
             )
             # Each job waited for the whole group: that is its inference time.
             elapsed = time.perf_counter() - t

@@ -18,6 +18,7 @@ from superscale.files.base import FileStore, new_key
 from superscale.files.urls import file_url, key_of_file_url
 from superscale.jobs import Job
 from superscale.jobs.store import JobStore
+from superscale.scaling import check_output_size, model_passes, output_size
 from superscale.schemas import AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
 from superscale.worker.engines import get_upscaler
@@ -39,8 +40,10 @@ class Prepared:
 
     @property
     def pixels(self) -> int:
+        """What the upscale holds, in input pixels of one pass: a second pass (factors above
+        4) runs on 16× as many."""
         width, height = self.decoded.image.size
-        return width * height
+        return width * height * (16 if model_passes(self.params.upscaling_factor) == 2 else 1)
 
 
 class JobSteps:
@@ -84,10 +87,12 @@ class JobSteps:
         del data
         width, height = decoded.image.size
         self.log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
-        scale = get_upscaler(self.settings, job.checkpoint).config.scale
-        try:  # before the inference, which an output the format cannot hold would waste
-            images.check_size(scale * width, scale * height, params.output_format)
-        except images.ImageError as exc:
+        model_scale = get_upscaler(self.settings, job.checkpoint).config.scale
+        factor = params.upscaling_factor
+        try:  # before the inference, which an output too large to make or hold would waste
+            check_output_size(width, height, factor, self.settings.max_output_pixels, model_scale)
+            images.check_size(*output_size(width, height, factor), params.output_format)
+        except (images.ImageError, ValueError) as exc:
             raise OutputError(str(exc)) from None
         if should_cancel():
             raise Cancelled()

@@ -20,6 +20,7 @@ const el = {
   seed: $("seed"),
   format: $("format"),
   overlap: $("overlap"),
+  scale: $("scale"),
   run: $("run"),
   cancel: $("cancel"),
   status: $("status"),
@@ -92,11 +93,26 @@ function pickUrl(url) {
   showPreview(url, url.startsWith("data:") ? "data: URI" : new URL(url).host);
 }
 
+/** The factor the form asks for (4 when empty or out of range: the server says why). */
+function scaleValue() {
+  const f = Number(el.scale.value);
+  return el.scale.value !== "" && f >= 1 && f <= 16 ? f : 4;
+}
+
+// round(w·f) × round(h·f), halves up: the size the server makes.
+const scaled = (n) => Math.max(1, Math.floor(n * scaleValue() + 0.5));
+
+el.scale.addEventListener("input", () => {
+  if (!el.preview.hidden && el.preview.naturalWidth && el.inputInfo.dataset.label) {
+    el.preview.onload();
+  }
+});
+
 function showPreview(src, label) {
   el.preview.onload = () => {
-    el.inputInfo.textContent = `${label} · ${el.preview.naturalWidth}×${el.preview.naturalHeight} → ${
-      el.preview.naturalWidth * 4
-    }×${el.preview.naturalHeight * 4}`;
+    const w = el.preview.naturalWidth, h = el.preview.naturalHeight;
+    el.inputInfo.dataset.label = label;
+    el.inputInfo.textContent = `${label} · ${w}×${h} → ${scaled(w)}×${scaled(h)}`;
   };
   el.preview.onerror = () => {
     el.preview.hidden = true; // no broken-image icon: the line below says it
@@ -161,6 +177,7 @@ function buildInput(imageUrl) {
     overlapping_tiles: el.overlap.checked,
   };
   if (el.seed.value !== "") input.seed = Number(el.seed.value);
+  if (el.scale.value !== "" && Number(el.scale.value) !== 4) input.upscale_factor = Number(el.scale.value);
   if (el.format.value !== "png") input.output_format = el.format.value;
   return input;
 }
@@ -442,6 +459,7 @@ function restoreForm(item) {
   el.seed.value = input.seed ?? "";
   el.format.value = input.output_format || "png";
   el.overlap.checked = Boolean(input.overlapping_tiles);
+  el.scale.value = input.upscale_factor ?? input.upscaling_factor ?? 4;
   if (item.preview && !item.preview.startsWith("data:")) {
     el.url.value = item.preview;
     pickUrl(item.preview);

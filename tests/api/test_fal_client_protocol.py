@@ -5,13 +5,14 @@ platform headers sent through the client's `headers` option."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import fal_client
 import fal_client.client as fal_module
 import httpx
 import pytest
 
-from .server import LiveServer
+from .server import LiveServer, live_server
 from .test_fal_client import APP, assert_4x_png, png_bytes
 
 
@@ -81,3 +82,22 @@ def test_factors_other_than_four_as_code_in_the_wild_sends_them(urls: LiveServer
     with pytest.raises(fal_client.client.FalClientHTTPError) as info:
         fal.submit(APP, {"image_url": image, "upscaling_factor": 32})
     assert info.value.status_code == 422
+
+
+def test_start_timeouts_through_the_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No worker: nothing starts, so each start deadline passes.
+    with live_server(tmp_path, workers=0) as srv:
+        monkeypatch.setattr(fal_module, "QUEUE_URL_FORMAT", f"{srv.url}/queue/")
+        fal = fal_client.SyncClient(key=srv.key)
+        args = {"image_url": fal_client.encode(png_bytes(8, 13), "image/png")}
+        handles = [
+            fal.submit(APP, args, start_timeout=1.5),  # X-Fal-Request-Timeout
+            fal.submit(APP, args, headers={"X-Fal-Request-Start-Timeout": "1.5"}),
+        ]
+        for handle in handles:
+            for _ in handle.iter_events(interval=0.1):
+                pass
+            with pytest.raises(fal_client.client.FalClientHTTPError) as info:
+                handle.get()
+            assert info.value.status_code == 504
+            assert info.value.response.headers["x-fal-error-type"] == "request_timeout"

@@ -5,6 +5,7 @@ submits, and a full queue waited out within the request's hold."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -181,3 +182,49 @@ def test_get_runs_and_submits_take_the_input_from_the_query(server: LiveServer) 
         # Other GETs under the endpoint are still 404 or 405.
         assert c.get("/fal-ai/aura-sr/other").status_code == 404
         assert c.delete("/fal-ai/aura-sr").status_code == 405
+
+
+def test_quiet_streams_keep_alive_within_ten_seconds(server: LiveServer) -> None:
+    """No worker: the job waits, its status does not change, and both streams still send
+    something well within fal's 10 s (fal-js drops an output stream silent for 15 s)."""
+    with server.client() as c:
+        rid = c.post(SUBMIT, json=INPUT).json()["request_id"]
+        for method, url, body in (
+            ("GET", f"{_request(rid)}/status/stream", None),
+            ("POST", "/fal-ai/aura-sr/stream", INPUT),
+        ):
+            with c.stream(method, url, json=body) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                lines = stream.iter_lines()
+                assert next(lines).startswith("data: ")  # the first status, at once
+                t0 = time.monotonic()
+                while (line := next(lines)) == "":
+                    pass
+                assert line.startswith(":"), line  # a comment: nothing changed
+                assert time.monotonic() - t0 <= 10
+
+
+def test_output_stream_ends_with_the_error_and_a_hang_up_cancels(server: LiveServer) -> None:
+    from superscale.jobs import JobError
+
+    with server.client() as c:
+        with c.stream("POST", "/fal-ai/aura-sr/stream", json=INPUT) as stream:
+            lines = stream.iter_lines()
+            first = json.loads(next(lines).removeprefix("data: "))
+            assert first["status"] == "IN_QUEUE"
+            rid = stream.headers["x-fal-request-id"]
+            job = server.job_store.claim("w", 30)
+            assert job is not None and job.id == rid
+            error = JobError(422, "not an image", "image_load_error")
+            assert server.job_store.fail(rid, "w", error)
+            events = [json.loads(x.removeprefix("data: ")) for x in lines if x.startswith("data:")]
+        assert events[-1] == error.to_body()
+        # A client that leaves before the end: nobody will read the output, the job ends.
+        with c.stream("POST", "/fal-ai/aura-sr/stream", json=INPUT) as stream:
+            left = stream.headers["x-fal-request-id"]
+            next(stream.iter_lines())
+        deadline = time.monotonic() + 10
+        while (job := server.job_store.get(left)) is None or job.state != "COMPLETED":
+            assert time.monotonic() < deadline, "the abandoned stream's job still waits"
+            time.sleep(0.1)
+        assert job.error is not None and job.error.error_type == "client_cancelled"

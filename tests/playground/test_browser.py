@@ -86,8 +86,8 @@ def test_upload_run_watch_compare_download_cancel(
     expect(page.locator("#input-info")).to_contain_text("384×288")
     page.select_option("#checkpoint", "v2")
     page.fill("#seed", "7")
-    page.fill("#scale", "2.5")  # any factor from 1 to 16: the model's 4×, resized down
-    expect(page.locator("#input-info")).to_contain_text("240×180")
+    page.fill("#scale", "4.5")  # any factor from 1 to 16: here two model passes, resized down
+    expect(page.locator("#input-info")).to_contain_text("432×324")
     _shot(page, artifacts, "01-input")
 
     # --- run: upload, queue, progress, result --------------------------------------------
@@ -113,12 +113,12 @@ def test_upload_run_watch_compare_download_cancel(
 
     request = json.loads(_code(page, "request"))
     assert request["checkpoint"] == "v2" and request["seed"] == 7
-    assert request["upscale_factor"] == 2.5
+    assert request["upscale_factor"] == 4.5
     assert request["image_url"].startswith(f"{open_server.url}/files/"), request
     response = json.loads(_code(page, "response"))
     image = response["image"]
-    assert (image["width"], image["height"]) == (240, 180)
-    assert "240×180" in page.inner_text("#result-info")
+    assert (image["width"], image["height"]) == (432, 324)
+    assert "432×324" in page.inner_text("#result-info")
 
     # The uploaded input is byte-exact on the server.
     assert httpx.get(request["image_url"]).content == small.read_bytes()
@@ -127,7 +127,7 @@ def test_upload_run_watch_compare_download_cancel(
     page.click("button[data-zoom='8']")
     assert "pixelated" in (page.get_attribute("#stage", "class") or "")
     width = page.evaluate("document.getElementById('stage').getBoundingClientRect().width")
-    assert width == pytest.approx(240 * 8, abs=1)
+    assert width == pytest.approx(432 * 8, abs=1)
     page.fill("#split", "30")
     page.dispatch_event("#split", "input")
     clip = page.evaluate("document.getElementById('after').style.clipPath")
@@ -142,7 +142,7 @@ def test_upload_run_watch_compare_download_cancel(
     saved = tmp_path / "download.png"
     download_info.value.save_as(str(saved))
     assert saved.read_bytes() == httpx.get(image["url"]).content
-    assert Image.open(saved).size == (240, 180)
+    assert Image.open(saved).size == (432, 324)
 
     # --- snippets name this server and this request ----------------------------------------
     python = _code(page, "python")
@@ -177,7 +177,7 @@ def test_upload_run_watch_compare_download_cancel(
         )
         assert ran.returncode == 0, f"{tab} snippet failed:\n{ran.stderr[-2000:]}"
         assert f"{open_server.url}/files/" in ran.stdout, ran.stdout
-    assert Image.open(tmp_path / "python" / "output.png").size == (240, 180)
+    assert Image.open(tmp_path / "python" / "output.png").size == (432, 324)
     if shutil.which("node"):
         (tmp_path / "snippet.mjs").write_text(js)
         check = subprocess.run(
@@ -223,7 +223,7 @@ def test_upload_run_watch_compare_download_cancel(
     phone.locator("#history .history-item").nth(1).click()
     phone.wait_for_selector("#status[data-phase=done]", timeout=RUN_TIMEOUT_MS)
     assert phone.input_value("#checkpoint") == "v2" and phone.input_value("#seed") == "7"
-    assert phone.input_value("#scale") == "2.5"
+    assert phone.input_value("#scale") == "4.5"
     assert phone.input_value("#url") == request["image_url"]
     scroll_width = phone.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= 390, "the page must not scroll sideways on a phone"

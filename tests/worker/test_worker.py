@@ -226,7 +226,7 @@ def test_cancel_stops_at_the_next_tile_batch(
     assert not thread.is_alive()
     job = finished(job_store, request_id)
     assert job.error is not None and job.error.error_type == "client_cancelled"
-    assert job.error.status_code == 400 and job.output is None
+    assert job.error.status_code == 499 and job.output is None
     # At most the batch in flight when cancel arrived finishes; nothing after it.
     assert len(tile_logs(job_store, request_id)) <= seen_at_cancel + 1 < 64
     (delivery,) = job_store.webhooks(request_id)  # the cancellation is reported too

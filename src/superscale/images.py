@@ -240,12 +240,19 @@ def check_size(width: int, height: int, fmt: str) -> None:
         )
 
 
-def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = None) -> bytes:
+def encode(
+    image: Image.Image,
+    fmt: str = "png",
+    icc_profile: bytes | None = None,
+    quality: int | None = None,
+    lossless: bool = False,
+) -> bytes:
     """Encode an image as png, jpeg or webp, embedding `icc_profile` when given.
 
     JPEG has no alpha: RGBA images are composited onto white, as viewers show them.
-    WebP is lossy (quality 90). Sizes a format cannot hold (WebP: 16383 px per side; JPEG:
-    65535) raise `ImageError`.
+    `quality` (1–100) is JPEG's and WebP's (default 90 each); `lossless` is WebP's. PNG is
+    always lossless. Sizes a format cannot hold (WebP: 16383 px per side; JPEG: 65535) raise
+    `ImageError`.
     """
     name = _canonical(fmt)
     check_size(image.width, image.height, name)
@@ -260,9 +267,11 @@ def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = Non
             flat = Image.new("RGB", image.size, (255, 255, 255))
             flat.paste(image, mask=image.getchannel("A"))
             image = flat
-        image.save(buf, format="JPEG", quality=JPEG_QUALITY, **extra)
+        image.save(buf, format="JPEG", quality=quality or JPEG_QUALITY, **extra)
     else:
-        image.save(buf, format="WEBP", quality=WEBP_QUALITY, **extra)
+        # method 4: Pillow's default effort; quality sets lossless WebP's effort too.
+        webp_quality = quality or WEBP_QUALITY
+        image.save(buf, format="WEBP", quality=webp_quality, lossless=lossless, **extra)
     return buf.getvalue()
 
 

@@ -23,9 +23,10 @@ from pydantic import (
 )
 
 from superscale.registry import CHECKPOINT_NAMES
-from superscale.scaling import MAX_SCALE, MIN_SCALE
+from superscale.scaling import MAX_SCALE, MAX_TILE_OVERLAP, MIN_SCALE, Scale, Target
 
 ENDPOINT_ID = "fal-ai/aura-sr"
+MAX_TARGET_SIDE = 65535
 # The factor as a string (fal's older types send "4"): 1 to 16, up to 6 decimals.
 FACTOR_STRING_PATTERN = r"(?:[1-9]|1[0-5])(?:\.[0-9]{1,6})?|16(?:\.0{1,6})?"
 CHECKPOINTS = CHECKPOINT_NAMES
@@ -79,6 +80,32 @@ class AuraSrInput(BaseModel):
         f"Omitted: {DEFAULT_SEED}, whose folded weights are kept warm.",
     )
     output_format: OutputFormat = Field("png", description="Encoding of the output image.")
+    target_width: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_TARGET_SIDE,
+        description="Output width in px, instead of a factor (with target_height: exactly that "
+        "size; alone: the aspect ratio kept). Each side may grow 1x to 16x.",
+    )
+    target_height: StrictInt | None = Field(
+        None, ge=1, le=MAX_TARGET_SIDE, description="Output height in px; see target_width."
+    )
+    tile_overlap: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_TILE_OVERLAP,
+        description="Input px neighbouring tiles share, blended with a smooth window: no seams "
+        "at (64 / (64 - overlap))² of the cost (overlapping_tiles costs about 2x). Omitted: the "
+        "server's default (8), or 0 with overlapping_tiles. Not with overlapping_tiles.",
+    )
+    output_quality: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="jpeg and webp quality, 1 to 100 (default: jpeg 90, webp 90). PNG is "
+        "always lossless.",
+    )
+    lossless: StrictBool = Field(False, description="webp only: lossless compression.")
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -99,6 +126,36 @@ class AuraSrInput(BaseModel):
             if not isinstance(value, float) or not MIN_SCALE <= value <= MAX_SCALE:
                 raise ValueError(f"upscale_factor must be a number from 1 to 16, not {value!r}")
         return data
+
+    @model_validator(mode="after")
+    def _options_that_go_together(self) -> AuraSrInput:
+        targets = self.target_width is not None or self.target_height is not None
+        if targets and "upscaling_factor" in self.model_fields_set:
+            raise ValueError("give upscale_factor or a target size (target_width/height), not both")
+        if self.tile_overlap and self.overlapping_tiles:
+            raise ValueError("tile_overlap and overlapping_tiles are two seam remedies: choose one")
+        if self.output_quality is not None and self.output_format == "png":
+            raise ValueError("output_quality applies to jpeg and webp (png is always lossless)")
+        if self.lossless and self.output_format != "webp":
+            raise ValueError("lossless applies to webp (png is always lossless)")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """The input as a job keeps it: every field, except a factor that a target size stands
+        in for (the worker validates the stored input again; a target with a factor is a
+        refusal)."""
+        exclude = {"upscaling_factor"} if not isinstance(self.scale(), float) else None
+        return self.model_dump(mode="json", exclude=exclude)
+
+    def scale(self) -> Scale:
+        """What the upscale is asked for: the target size when one is given, else the factor."""
+        if self.target_width is not None or self.target_height is not None:
+            return Target(self.target_width, self.target_height)
+        return self.upscaling_factor
+
+    def scale_field(self) -> str:
+        """The input field an error about the output's size names."""
+        return "upscaling_factor" if isinstance(self.scale(), float) else "target_width"
 
     @field_validator("upscaling_factor", mode="before")
     @classmethod

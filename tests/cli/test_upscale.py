@@ -127,6 +127,25 @@ def test_scale_sizes_names_and_counts_both_passes(models: Path, tmp_path: Path) 
     assert "5/5" in result.stderr  # 1 tile, then 2×2 on the 120×80 first pass
 
 
+def test_target_size_overlap_and_quality(models: Path, tmp_path: Path) -> None:
+    src = make(tmp_path / "in" / "t.png", "RGB", (30, 20))
+    out = tmp_path / "out"
+    assert invoke(src, "-o", out, "--model-dir", models, "--width", "90").exit_code == 0
+    assert opened(out / "t_90x.png").size == (90, 60)  # aspect kept
+    args = ("--width", "50", "--height", "70", "--tile-overlap", "16")
+    assert invoke(src, "-o", out, "--model-dir", models, *args).exit_code == 0
+    assert opened(out / "t_50x70.png").size == (50, 70)
+    sizes = {}
+    for quality in ("10", "95"):
+        target = tmp_path / f"q{quality}.webp"
+        result = invoke(src, "-o", target, "--model-dir", models, "--quality", quality)
+        assert result.exit_code == 0, result.output
+        sizes[quality] = target.stat().st_size
+    assert sizes["10"] < sizes["95"]
+    result = invoke(src, "-o", tmp_path / "x.png", "--model-dir", models, "--quality", "50")
+    assert result.exit_code == 2 and "png is lossless" in result.stderr
+
+
 def test_an_output_over_the_limit_is_reported(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

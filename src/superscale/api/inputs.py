@@ -177,11 +177,10 @@ def check_output(inp: AuraSrInput, data: bytes, max_pixels: int) -> None:
     if size is None:
         return
     try:
-        check_output_size(*size, inp.upscaling_factor, max_pixels)
+        check_output_size(*size, inp.scale(), max_pixels)
     except ValueError as exc:
-        raise ApiError(
-            422, str(exc), loc=("body", "upscaling_factor"), type="image_too_large"
-        ) from None
+        loc = ("body", inp.scale_field())
+        raise ApiError(422, str(exc), loc=loc, type="image_too_large") from None
 
 
 async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
@@ -244,6 +243,8 @@ async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
             loc=("body", "checkpoint"),
             type="literal_error",
         )
+    if inp.tile_overlap is None:  # the server's default, so the job records what it ran with
+        inp.tile_overlap = 0 if inp.overlapping_tiles else ctx.settings.tile_overlap
     if datauri.is_data_uri(inp.image_url):
         data = check_data_uri(inp.image_url, ctx.settings.max_input_bytes)
         check_output(inp, data, ctx.settings.max_output_pixels)

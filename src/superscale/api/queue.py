@@ -116,7 +116,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
     new = NewJob(
         endpoint=endpoint,
         owner=owner,
-        input=inp.model_dump(mode="json"),
+        input=inp.stored(),
         checkpoint=inp.checkpoint,
         webhook_url=opts.webhook_url,
         priority=opts.priority,

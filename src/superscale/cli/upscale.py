@@ -23,7 +23,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from superscale import images
-from superscale.scaling import MAX_SCALE, MIN_SCALE, check_output_size, model_passes, output_size
+from superscale.scaling import (
+    MAX_SCALE,
+    MAX_TILE_OVERLAP,
+    MIN_SCALE,
+    Scale,
+    Target,
+    check_output_size,
+    model_passes,
+    resolve,
+)
 from superscale.schemas import CHECKPOINTS
 from superscale.settings import Settings
 
@@ -75,18 +84,17 @@ def collect_inputs(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, 
     return found, problems
 
 
-def plan_targets(sources: Sequence[Path], out_dir: Path, fmt: str, scale: float = 4) -> list[Path]:
-    """`{stem}_4x.{ext}` (the factor as given: `_2.5x`) in `out_dir`; inputs sharing a stem
-    get `{stem}_2_4x.{ext}`, …"""
+def plan_targets(sources: Sequence[Path], out_dir: Path, fmt: str, label: str = "4x") -> list[Path]:
+    """`{stem}_{label}.{ext}` in `out_dir` (`label`: the factor, `2.5x`, or the target size,
+    `640x480`, `640x`); inputs sharing a stem get `{stem}_2_4x.{ext}`, …"""
     ext = images.extension(fmt)
-    factor = f"{scale:g}x"
     taken: set[str] = set()
     targets = []
     for source in sources:
-        name, n = f"{source.stem}_{factor}.{ext}", 1
+        name, n = f"{source.stem}_{label}.{ext}", 1
         while name in taken:
             n += 1
-            name = f"{source.stem}_{n}_{factor}.{ext}"
+            name = f"{source.stem}_{n}_{label}.{ext}"
         taken.add(name)
         targets.append(out_dir / name)
     return targets
@@ -147,6 +155,29 @@ def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) ->
     help="Factor, 1 to 16 (fractions allowed): above 4 the model runs twice; the result is "
     "resized to round(width·scale) × round(height·scale).",
 )
+@click.option(
+    "--width",
+    type=click.IntRange(1),
+    default=None,
+    help="Output width instead of --scale (alone: aspect kept).",
+)
+@click.option(
+    "--height",
+    type=click.IntRange(1),
+    default=None,
+    help="Output height instead of --scale (alone: aspect kept).",
+)
+@click.option(
+    "--tile-overlap",
+    type=click.IntRange(0, MAX_TILE_OVERLAP),
+    default=None,
+    help="Input px neighbouring tiles share, blended: no seams for ~1.34x the tiles at 8 "
+    "(default: SUPERSCALE_TILE_OVERLAP, 8; 0 with --overlapping-tiles).",
+)
+@click.option(
+    "--quality", type=click.IntRange(1, 100), default=None, help="jpeg/webp quality (default 90)."
+)
+@click.option("--lossless", is_flag=True, default=False, help="Lossless webp.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Style noise seed.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto).")
 @click.option("--dtype", default=None, help="auto, fp32, bf16 or fp16 (default auto).")
@@ -169,6 +200,11 @@ def upscale(
     model_dir: Path | None,
     overlapping_tiles: bool,
     scale: float,
+    width: int | None,
+    height: int | None,
+    tile_overlap: int | None,
+    quality: int | None,
+    lossless: bool,
     seed: int | None,
     device: str | None,
     dtype: str | None,
@@ -192,7 +228,13 @@ def upscale(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.UsageError(f"cannot create the output folder {out_dir}: {exc}") from None
-    targets = [output] if out_is_file else plan_targets(sources, out_dir, fmt, scale)
+    if (quality is not None or lossless) and fmt == "png":
+        raise click.UsageError("--quality and --lossless apply to jpeg and webp (png is lossless)")
+    if lossless and fmt != "webp":
+        raise click.UsageError("--lossless applies to webp")
+    target = Target(width, height) if width or height else None
+    label = f"{width or ''}x{height or ''}" if target else f"{scale:g}x"
+    targets = [output] if out_is_file else plan_targets(sources, out_dir, fmt, label)
     items = [Item(s, t) for s, t in zip(sources, targets, strict=True)]
 
     for path, message in problems:
@@ -200,7 +242,9 @@ def upscale(
     if items:
         upscaler = _load(checkpoint, model_dir or settings.model_dir, device, dtype, settings)
         show = sys.stderr.isatty() if progress is None else progress
-        how = How(fmt, overlapping_tiles, scale, seed)
+        if tile_overlap is None:
+            tile_overlap = 0 if overlapping_tiles else settings.tile_overlap
+        how = How(fmt, overlapping_tiles, target or scale, seed, tile_overlap, quality, lossless)
         failures = _run(upscaler, items, how, settings, show)
     else:
         failures = 0
@@ -238,8 +282,11 @@ class How:
 
     fmt: str
     overlapping_tiles: bool
-    scale: float
+    scale: Scale
     seed: int | None
+    tile_overlap: int = 0
+    quality: int | None = None
+    lossless: bool = False
 
 
 def _planned_tiles(path: Path, how: How, upscaler: Upscaler) -> int:
@@ -253,8 +300,15 @@ def _planned_tiles(path: Path, how: How, upscaler: Upscaler) -> int:
     except Exception:
         return 0
     c, total = upscaler.config, 0
-    for _ in range(model_passes(how.scale, c.scale)):
-        total += TilePlan(height, width, c.input_image_size, c.scale, how.overlapping_tiles).total
+    try:
+        factor, _ = resolve(width, height, how.scale)
+    except ValueError:
+        return 0  # reported when the image runs
+    for _ in range(model_passes(factor, c.scale)):
+        plan = TilePlan(
+            height, width, c.input_image_size, c.scale, how.overlapping_tiles, how.tile_overlap
+        )
+        total += plan.total
         width, height = width * c.scale, height * c.scale
     return total
 
@@ -330,20 +384,21 @@ def _upscale_one(
     decoded = images.decode(item.source.read_bytes(), settings.max_input_pixels)
     width, height = decoded.image.size
     try:
-        check_output_size(
+        size = check_output_size(
             width, height, how.scale, settings.max_output_pixels, upscaler.config.scale
         )
     except ValueError as exc:
         raise images.ImageTooLarge(str(exc)) from None
-    images.check_size(*output_size(width, height, how.scale), how.fmt)
+    images.check_size(*size, how.fmt)
     out = upscaler.upscale(
         decoded.image,
         overlapping_tiles=how.overlapping_tiles,
         seed=how.seed,
         progress=progress,
         scale=how.scale,
+        tile_overlap=how.tile_overlap,
     )
-    encoded = images.encode(out, how.fmt, icc_profile=decoded.icc_profile)
+    encoded = images.encode(out, how.fmt, decoded.icc_profile, how.quality, how.lossless)
     write_atomically(item.target, encoded)
     return f"{item.source} -> {item.target} ({out.width}x{out.height})"
 

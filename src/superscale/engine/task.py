@@ -53,9 +53,11 @@ class ImageTask:
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
         reference_seed: int | None = None,
+        margin: int = 0,
     ) -> ImageTask:
         """Split `image` (any mode) for the network; ValueError for an unusable one.
-        `reference_seed`: draw a z per tile as the reference does (per_tile mode)."""
+        `reference_seed`: draw a z per tile as the reference does (per_tile mode); `margin`:
+        input pixels neighbouring tiles share (`tile_overlap`)."""
         image = images.normalize(image)
         alpha = image.getchannel("A") if image.mode == "RGBA" else None
         rgb = image.convert("RGB") if alpha is not None else image
@@ -66,7 +68,7 @@ class ImageTask:
         if h < 1 or w < 1:
             raise ValueError("image is empty")
         size = config.input_image_size
-        plan = TilePlan(h, w, size, config.scale, overlap)
+        plan = TilePlan(h, w, size, config.scale, overlap, margin)
         tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
         out = np.empty((h * plan.scale, w * plan.scale, c), dtype=np.uint8)
         noise = None
@@ -108,7 +110,7 @@ class ImageTask:
         """The tile's input pixels, (C, size, size)."""
         source = self.inputs[tile.pass_]
         assert source is not None
-        y, x = tile.row * self.tile_size, tile.col * self.tile_size
+        y, x = self.plan.origin(tile)
         return source[:, y : y + self.tile_size, x : x + self.tile_size]
 
     def add(self, tile: Tile, pixels: Tensor) -> None:

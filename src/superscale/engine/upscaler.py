@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -20,7 +21,7 @@ from ..model import (
     load_model,
     resolve_checkpoint,
 )
-from ..scaling import MODEL_SCALE, check_scale, model_passes, output_size, resize_to
+from ..scaling import MODEL_SCALE, Scale, Target, check_scale, model_passes, resize_to, resolve
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
 from . import winograd
@@ -28,7 +29,7 @@ from .devices import default_batch_size, default_channels_last, resolve_device, 
 from .noise import SharedNoise, shared_z
 from .options import EngineOptions
 from .task import CancelFn, ImageTask, ProgressFn
-from .tiling import Tile, TilePlan
+from .tiling import Tile, check_margin
 
 NoiseMode = Literal["shared", "per_tile"]
 MAX_SEED = 2**64 - 1
@@ -185,13 +186,19 @@ class Upscaler:
         noise: NoiseMode = "shared",
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
-        scale: float = MODEL_SCALE,
+        scale: Scale = MODEL_SCALE,
+        tile_overlap: int = 0,
     ) -> Image.Image:
         """`image` (any mode) → its upscale, RGB or RGBA (alpha: Lanczos-resampled).
 
         `scale` (1 to 16, fractional allowed): up to the model's 4 one pass of the network,
         above it two (the second on the first's output); then a Lanczos resize down to
         round(w·scale) × round(h·scale). 4 (the default) is the model's own output, unresized.
+        `scale` may instead be a `scaling.Target` size (either side or both; one side alone
+        keeps the aspect ratio; each side's factor within 1 to 16). `tile_overlap` (0 to 32
+        input px): neighbouring tiles overlap by that much and are blended with a smooth
+        window — no seams for (64 / (64 − overlap))² of the cost, where `overlapping_tiles`
+        (fal's remedy, a second offset pass) costs about 2×; not both.
 
         `seed` (None: `schemas.DEFAULT_SEED`) fixes the style noise: on one device, dtype and
         batch size, the same seed gives the same bytes. `noise="shared"` folds one z into the
@@ -201,7 +208,14 @@ class Upscaler:
         `Cancelled`. Bad arguments raise ValueError.
         """
         (outcome,) = self.upscale_many(
-            [image], overlapping_tiles, seed, noise, [progress], [should_cancel], scale
+            [image],
+            overlapping_tiles,
+            seed,
+            noise,
+            [progress],
+            [should_cancel],
+            scale,
+            tile_overlap,
         )
         if isinstance(outcome, BaseException):
             raise outcome
@@ -216,7 +230,8 @@ class Upscaler:
         noise: NoiseMode = "shared",
         progress: Sequence[ProgressFn | None] | None = None,
         should_cancel: Sequence[CancelFn | None] | None = None,
-        scale: float | Sequence[float] = MODEL_SCALE,
+        scale: Scale | Sequence[Scale] = MODEL_SCALE,
+        tile_overlap: int | Sequence[int] = 0,
     ) -> list[Image.Image | BaseException]:
         """Each image's upscale (as `upscale` gives it alone, to the byte), or the exception
         that ended it: `Cancelled` when its `should_cancel()` said so (polled before each batch
@@ -225,8 +240,9 @@ class Upscaler:
         half-empty batches. Tiles are taken image after image, so each image finishes as early
         as it would in a queue. One image's failure never stops the others; an error inside a
         shared forward fails the images in that batch. `overlapping_tiles`, `progress`,
-        `should_cancel` and `scale` are one value or one per image; `progress` counts the
-        tiles of both passes of a factor above 4."""
+        `should_cancel`, `scale` (a factor or a `scaling.Target` size) and `tile_overlap` are
+        one value or one per image; `progress` counts the tiles of both passes of a factor
+        above 4."""
         seed = DEFAULT_SEED if seed is None else seed
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
@@ -236,19 +252,32 @@ class Upscaler:
         overlaps = _per_image(overlapping_tiles, n, "overlapping_tiles")
         progresses = _per_image(progress, n, "progress")
         cancels = _per_image(should_cancel, n, "should_cancel")
-        scales = [check_scale(f) for f in _per_image(scale, n, "scale")]
+        scales: list[Scale] = [
+            f if isinstance(f, Target) else check_scale(f) for f in _per_image(scale, n, "scale")
+        ]
+        margins = [check_margin(o) for o in _per_image(tile_overlap, n, "tile_overlap")]
         m = self.config.scale
         reference_seed = seed if noise == "per_tile" else None
+        plans: dict[int, tuple[int, tuple[int, int]]] = {}  # image → (model passes, final size)
 
         def prepare(i: int, image: Image.Image, tiles_before: int) -> ImageTask:
             task = ImageTask.prepare(
-                image, self.config, bool(overlaps[i]), None, cancels[i], reference_seed
+                image,
+                self.config,
+                bool(overlaps[i]),
+                None,
+                cancels[i],
+                reference_seed,
+                margins[i],
             )
+            if tiles_before == 0:  # the first pass: what the input's size asks of both
+                factor, size = resolve(task.plan.width, task.plan.height, scales[i])
+                plans[i] = (model_passes(factor, m), size)
             if progresses[i] is not None:  # counts both passes: those before, those after
                 after = 0
-                if tiles_before == 0 and model_passes(scales[i], m) == 2:
-                    h, w = task.plan.height * m, task.plan.width * m
-                    after = TilePlan(h, w, task.tile_size, m, task.plan.overlap).total
+                if tiles_before == 0 and plans[i][0] == 2:
+                    plan = task.plan
+                    after = replace(plan, height=plan.height * m, width=plan.width * m).total
                 task.progress = _counting(progresses[i], tiles_before, after)
             return task
 
@@ -258,14 +287,9 @@ class Upscaler:
                 tasks.append(prepare(i, image, 0))
             except Exception as exc:  # this image only: the others still run
                 tasks.append(exc)
-        sizes = [
-            None if isinstance(t, BaseException) else (t.plan.width, t.plan.height) for t in tasks
-        ]
         results = self._run_pass(tasks, seed, noise)
         again = [
-            i
-            for i, r in enumerate(results)
-            if isinstance(r, Image.Image) and model_passes(scales[i], m) == 2
+            i for i, r in enumerate(results) if isinstance(r, Image.Image) and plans[i][0] == 2
         ]
         if again:
             second: list[ImageTask | BaseException] = []
@@ -278,9 +302,9 @@ class Upscaler:
                     second.append(exc)
             for i, r in zip(again, self._run_pass(second, seed, noise), strict=True):
                 results[i] = r
-        for i, (r, size) in enumerate(zip(results, sizes, strict=True)):
-            if isinstance(r, Image.Image) and size is not None:
-                results[i] = resize_to(r, output_size(*size, scales[i]))
+        for i, r in enumerate(results):
+            if isinstance(r, Image.Image):
+                results[i] = resize_to(r, plans[i][1])
         return results
 
     def _run_pass(

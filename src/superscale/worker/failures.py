@@ -21,13 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class OutputError(InputError):
-    """The output cannot be written in the requested format (e.g. WebP over 16383 px a side)."""
+    """The output cannot be made (over the output limit, a target out of range) or written in
+    the requested format (e.g. WebP over 16383 px a side); `field` names the input at fault."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str = "output_format") -> None:
         super().__init__(message, ErrorType.IMAGE_TOO_LARGE)
+        self.field = field
 
     def to_job_error(self) -> JobError:
-        detail = [{"loc": ["body", "output_format"], "msg": self.message, "type": self.error_type}]
+        detail = [{"loc": ["body", self.field], "msg": self.message, "type": self.error_type}]
         return JobError(422, self.message, self.error_type, detail)
 
 
@@ -35,7 +37,10 @@ class InvalidInput(InputError):
     """The stored input no longer validates (the API validates at submit; this is a backstop)."""
 
     def __init__(self, exc: ValidationError) -> None:
-        detail: list[dict[str, Any]] = json.loads(exc.json(include_url=False))
+        # Never the input itself in the error: it may be a whole data: URI.
+        detail: list[dict[str, Any]] = json.loads(
+            exc.json(include_url=False, include_context=False, include_input=False)
+        )
         for item in detail:
             item["loc"] = ["body", *item.get("loc", [])]
         message = "; ".join(str(item.get("msg", "")) for item in detail) or "invalid input"
@@ -53,10 +58,16 @@ def unreadable_input(exc: images.ImageError) -> InputError:
     return InputError(str(exc), kind)
 
 
-def encode_output(image: Image.Image, fmt: str, icc_profile: bytes | None) -> bytes:
+def encode_output(
+    image: Image.Image,
+    fmt: str,
+    icc_profile: bytes | None,
+    quality: int | None = None,
+    lossless: bool = False,
+) -> bytes:
     """`images.encode`, its refusals turned into a job error the user can act on."""
     try:
-        return images.encode(image, fmt, icc_profile)
+        return images.encode(image, fmt, icc_profile, quality, lossless)
     except images.ImageError as exc:
         raise OutputError(str(exc)) from None
 

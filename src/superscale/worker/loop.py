@@ -220,7 +220,8 @@ class Worker:
                 seed,
                 progress=[TileProgress(self.job_store, p.job.id) for p in group],
                 should_cancel=[p.should_cancel for p in group],
-                scale=[p.params.upscaling_factor for p in group],
+                scale=[p.params.scale() for p in group],
+                tile_overlap=[p.params.tile_overlap or 0 for p in group],
             )
             # Each job waited for the whole group: that is its inference time.
             elapsed = time.perf_counter() - t

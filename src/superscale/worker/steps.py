@@ -18,7 +18,7 @@ from superscale.files.base import FileStore, new_key
 from superscale.files.urls import file_url, key_of_file_url
 from superscale.jobs import Job
 from superscale.jobs.store import JobStore
-from superscale.scaling import check_output_size, model_passes, output_size
+from superscale.scaling import check_output_size, model_passes, resolve
 from superscale.schemas import AuraSrInput, AuraSrOutput, ImageFile
 from superscale.settings import Settings
 from superscale.worker.engines import get_upscaler
@@ -43,7 +43,8 @@ class Prepared:
         """What the upscale holds, in input pixels of one pass: a second pass (factors above
         4) runs on 16× as many."""
         width, height = self.decoded.image.size
-        return width * height * (16 if model_passes(self.params.upscaling_factor) == 2 else 1)
+        factor, _ = resolve(width, height, self.params.scale())  # checked by `prepare`
+        return width * height * (16 if model_passes(factor) == 2 else 1)
 
 
 class JobSteps:
@@ -88,11 +89,16 @@ class JobSteps:
         width, height = decoded.image.size
         self.log(job.id, f"decoded {width}x{height} {decoded.image.mode}")
         model_scale = get_upscaler(self.settings, job.checkpoint).config.scale
-        factor = params.upscaling_factor
-        try:  # before the inference, which an output too large to make or hold would waste
-            check_output_size(width, height, factor, self.settings.max_output_pixels, model_scale)
-            images.check_size(*output_size(width, height, factor), params.output_format)
-        except (images.ImageError, ValueError) as exc:
+        # Before the inference, which an output too large to make or hold would waste.
+        try:
+            size = check_output_size(
+                width, height, params.scale(), self.settings.max_output_pixels, model_scale
+            )
+        except ValueError as exc:
+            raise OutputError(str(exc), params.scale_field()) from None
+        try:
+            images.check_size(*size, params.output_format)
+        except images.ImageError as exc:
             raise OutputError(str(exc)) from None
         if should_cancel():
             raise Cancelled()
@@ -102,7 +108,13 @@ class JobSteps:
         """Encode and store the upscale; the job's output (its timings included)."""
         job, params, timings = prepared.job, prepared.params, prepared.timings
         t = time.perf_counter()
-        encoded = encode_output(result, params.output_format, prepared.decoded.icc_profile)
+        encoded = encode_output(
+            result,
+            params.output_format,
+            prepared.decoded.icc_profile,
+            params.output_quality,
+            params.lossless,
+        )
         timings["encode"] = time.perf_counter() - t
         if prepared.should_cancel():
             raise Cancelled()

@@ -94,6 +94,12 @@ def test_an_output_over_the_limit_is_refused_at_submit(tmp_path: Path) -> None:
         r = c.post(SUBMIT, json={"image_url": uri, "upscale_factor": 5})
         err = assert_422(r, ["body", "upscaling_factor"], "image_too_large")
         assert "SUPERSCALE_MAX_OUTPUT_PIXELS" in err["msg"] and "4800x3200" in err["msg"]
+        # An upload of ours: its header, read from the store, says the size too.
+        up = c.post("/files/upload", content=png, headers={"content-type": "image/png"})
+        url = up.json()["access_url"]
+        assert c.post(SUBMIT, json={"image_url": url, "upscale_factor": 4}).status_code == 200
+        r = c.post(SUBMIT, json={"image_url": url, "target_width": 1500})
+        assert_422(r, ["body", "target_width"], "image_too_large")
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,20 @@ def test_expired_files_vanish_and_are_swept(file_store: FileStore) -> None:
         file_store.get(soon)
 
 
+def test_head_bytes_reads_only_the_start(file_store: FileStore) -> None:
+    now = time.time()
+    key, empty, old = new_key("a.bin"), new_key("empty.bin"), new_key("old.bin")
+    file_store.put(key, bytes(range(256)) * 40, "application/octet-stream")
+    file_store.put(empty, b"", "application/octet-stream")
+    file_store.put(old, b"old", "image/png", expires_at=now - 5)
+    assert file_store.head_bytes(key, 10) == bytes(range(10))
+    assert file_store.head_bytes(key, 1 << 20) == bytes(range(256)) * 40  # all of a shorter one
+    assert file_store.head_bytes(empty, 10) == b""
+    for missing in (old, new_key("never.bin")):
+        with pytest.raises(FileNotFound):
+            file_store.head_bytes(missing, 10)
+
+
 def test_exists_agrees_with_get(file_store: FileStore) -> None:
     now = time.time()
     live, forever, expired = new_key("live.png"), new_key("forever.png"), new_key("old.png")

@@ -6,6 +6,7 @@ at submit rather than a failed job later. Fetching, decoding and bomb checks are
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 from superscale import datauri, netguard
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
-from superscale.files.urls import key_of_path
+from superscale.files.base import FileNotFound
+from superscale.files.urls import key_of_file_url, key_of_path
 from superscale.scaling import check_output_size
 from superscale.schemas import AuraSrInput
 
@@ -160,9 +162,14 @@ def check_data_uri(url: str, max_bytes: int) -> bytes:
         raise _bad_url(str(exc)) from None
 
 
+# Enough of a file for Pillow to read its size: PNG and WebP state it in the first bytes, a
+# JPEG after its metadata segments (EXIF, ICC), rarely past this.
+HEADER_BYTES = 256 * 1024
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """The size an image's header states (nothing decoded); None when it is no image we can
-    read — the worker then says why."""
+    read, or the header lies past `data` — the worker then judges it whole."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
@@ -171,8 +178,9 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 
 def check_output(inp: AuraSrInput, data: bytes, max_pixels: int) -> None:
-    """422 at submit when the image comes with the request (a data: URI) and its upscale would
-    exceed the output limit (the worker checks every other image before it runs)."""
+    """422 at submit when the image's size is known here (a data: URI, an upload of ours) and
+    its upscale would exceed the output limit or a target is out of range (the worker checks
+    every other image before it runs)."""
     size = image_size(data)
     if size is None:
         return
@@ -250,6 +258,11 @@ async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
         check_output(inp, data, ctx.settings.max_output_pixels)
     else:
         inp.image_url = await check_image_url(inp.image_url, request, ctx)
+        own = key_of_file_url(inp.image_url, ctx.settings.resolved_public_url())
+        if own is not None:  # an upload of ours: its header says the size
+            with contextlib.suppress(FileNotFound):  # gone meanwhile: the worker says so
+                header = await ctx.call(ctx.file_store.head_bytes, own, HEADER_BYTES)
+                check_output(inp, header, ctx.settings.max_output_pixels)
     return inp
 
 

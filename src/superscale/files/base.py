@@ -70,6 +70,11 @@ class FileStore(abc.ABC):
     def get(self, key: str) -> StoredFile:
         """Raises FileNotFound for a missing or expired file."""
 
+    def head_bytes(self, key: str, n: int) -> bytes:
+        """The file's first `n` bytes (all of a shorter one); FileNotFound as for `get`. Stores
+        override this default, which reads the whole file, with a partial read."""
+        return self.get(key).data[:n]
+
     def exists(self, key: str) -> bool:
         """Whether `get(key)` would find the file (present and not expired). Stores override
         this with a cheaper check than this default, which reads the whole file."""

@@ -146,6 +146,16 @@ class LocalFileStore(FileStore):
             expires_at=expires_at,
         )
 
+    def head_bytes(self, key: str, n: int) -> bytes:
+        expires_at = self._read_meta(key).get("expires_at")
+        if expires_at is not None and expires_at <= time.time():
+            raise FileNotFound(key)
+        try:
+            with self._data(key).open("rb") as f:
+                return f.read(n)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise FileNotFound(key) from exc
+
     def exists(self, key: str) -> bool:
         """The sidecar's expiry and a stat of the bytes; the file itself is not read."""
         try:

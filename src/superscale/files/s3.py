@@ -15,6 +15,7 @@ replacing them; a server without lifecycle support just goes without.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -170,6 +171,25 @@ class S3FileStore(FileStore):
             data=data,
             expires_at=expires_at,
         )
+
+    def head_bytes(self, key: str, n: int) -> bytes:
+        """A ranged GET: the first `n` bytes only."""
+        try:
+            obj = self._s3.get_object(
+                Bucket=self.bucket, Key=self._object(key), Range=f"bytes=0-{max(n, 1) - 1}"
+            )
+        except ClientError as exc:
+            if _code(exc) == "InvalidRange":  # an empty object has no first byte
+                return b""
+            if _code(exc) in _MISSING:
+                raise FileNotFound(key) from exc
+            raise
+        with contextlib.closing(obj["Body"]) as body:
+            expires_at = self._expiry(obj.get("Metadata", {}))
+            if expires_at is not None and expires_at <= time.time():
+                raise FileNotFound(key)
+            data: bytes = body.read()
+        return data[:n]
 
     def exists(self, key: str) -> bool:
         """A HEAD request: the object's metadata (expiry included), never its bytes."""

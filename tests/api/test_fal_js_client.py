@@ -31,25 +31,31 @@ def _js_client_installed() -> None:
         missing_in_ci(REASON)
 
 
-def test_fal_js_client(worker_server: LiveServer) -> None:
-    assert NODE is not None
-    image = png_bytes(12, 5)
-    env = {
+def node_env(server: LiveServer, image: bytes, **extra: str) -> dict[str, str]:
+    """What the scripts in tests/api/js read: the server, a key, an image (and `extra`)."""
+    return {
         **os.environ,
-        "HOST": worker_server.url,
-        "FAL_KEY": worker_server.key,
+        "HOST": server.url,
+        "FAL_KEY": server.key,
         "PNG_BASE64": base64.b64encode(image).decode(),
+        **extra,
     }
+
+
+def run_node(script: str, env: dict[str, str], timeout: float = 180) -> dict:
+    """Run a script of tests/api/js to its end; the JSON object its last line prints."""
+    assert NODE is not None
     proc = subprocess.run(
-        [NODE, "fal_js_client.mjs"],
-        cwd=JS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        [NODE, script], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=timeout
     )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_fal_js_client(worker_server: LiveServer) -> None:
+    image = png_bytes(12, 5)
+    out = run_node("fal_js_client.mjs", node_env(worker_server, image))
 
     assert httpx.get(out["upload"]).content == image  # upload via initiate + signed PUT
     for mode in ("polling", "streaming"):

@@ -4,39 +4,18 @@ with app tokens, `stream()`, `method: "get"`, the proxy with a key, platform hea
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import subprocess
-
 import httpx
 
 from .server import LiveServer
 from .test_fal_client import png_bytes
-from .test_fal_js_client import JS_DIR, NODE, _js_client_installed  # noqa: F401 (fixture)
+from .test_fal_js_client import _js_client_installed, node_env, run_node  # noqa: F401
 
 OUTPUT = [48, 48]  # a 12×12 input, 4×
 
 
 def test_fal_js_clients_protocol_round_two(worker_server: LiveServer) -> None:
-    assert NODE is not None
     image = png_bytes(12, 5)
-    env = {
-        **os.environ,
-        "HOST": worker_server.url,
-        "FAL_KEY": worker_server.key,
-        "PNG_BASE64": base64.b64encode(image).decode(),
-    }
-    proc = subprocess.run(
-        [NODE, "fal_js_protocol.mjs"],
-        cwd=JS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_node("fal_js_protocol.mjs", node_env(worker_server, image), timeout=300)
 
     # Client mode: an app token from /tokens/, then ?fal_jwt_token= instead of the key.
     assert out["clientMode"]["size"] == OUTPUT and out["clientMode"]["last"] == "COMPLETED"

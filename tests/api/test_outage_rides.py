@@ -7,9 +7,7 @@ after ~7 s: the server holds such requests for up to `busy_hold` (10 s) instead.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import subprocess
 import threading
 import time
@@ -27,7 +25,7 @@ from superscale.jobs.postgres import PostgresJobStore
 
 from .server import LiveServer, live_server
 from .test_fal_client import APP, png_bytes
-from .test_fal_js_client import JS_DIR, NODE, _js_client_installed  # noqa: F401 (fixture)
+from .test_fal_js_client import JS_DIR, NODE, _js_client_installed, node_env  # noqa: F401
 from .test_store_outage import TcpRelay, relayed_pg_url  # noqa: F401 (fixture)
 
 RIDE = 8.0  # seconds the clients keep going; the trouble starts 1 s in
@@ -82,13 +80,7 @@ def _clients(
                 record["errors"].append(("python_async", repr(exc)))
 
     assert NODE is not None
-    env = {
-        **os.environ,
-        "HOST": srv.url,
-        "FAL_KEY": srv.key,
-        "PNG_BASE64": base64.b64encode(IMAGE).decode(),
-        "DURATION_MS": str(int(ride * 1000)),
-    }
+    env = node_env(srv, IMAGE, DURATION_MS=str(int(ride * 1000)))
     js = subprocess.Popen(
         [NODE, "fal_js_ride.mjs"], cwd=JS_DIR, env=env, stdout=subprocess.PIPE, text=True
     )

@@ -15,6 +15,7 @@ COMMANDS = {
     "login-link": "superscale.cli.login_link:login_link",
     "upscale": "superscale.cli.upscale:upscale",
     "run": "superscale.cli.run:run",
+    "pull": "superscale.cli.pull:pull",
 }
 
 

@@ -99,11 +99,12 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _manual_placement_hint(name: str, repo: str) -> str:
+def manual_placement_hint(name: str, repo: str, directory: Path | None = None) -> str:
+    where = str(directory) if directory else f"$SUPERSCALE_MODEL_DIR/{name}"
     return (
         f"To install it by hand, download {WEIGHTS_FILE} and {CONFIG_FILE} from "
         f"huggingface.co/{repo} on a machine that can reach it and place them in "
-        f"$SUPERSCALE_MODEL_DIR/{name}/ (or pass that directory as the checkpoint)."
+        f"{where}/ (or pass that directory as the checkpoint)."
     )
 
 
@@ -147,7 +148,7 @@ def resolve_checkpoint(
         where = f"{root}/{name}" if root else "SUPERSCALE_MODEL_DIR (unset)"
         raise HubUnreachable(
             f"checkpoint {name!r} is not in {where} nor in the Hugging Face cache, and {why}. "
-            + _manual_placement_hint(name, repo)
+            + manual_placement_hint(name, repo)
         )
     return _download(entry)
 
@@ -162,7 +163,7 @@ def _hf_offline() -> bool:
     return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _hub_cache_dir() -> str:
+def hub_cache_dir() -> str:
     """huggingface_hub reads its environment once, at import: read it again at call time."""
     from huggingface_hub import constants
 
@@ -173,14 +174,14 @@ def _hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _hub_endpoint() -> str | None:
+def hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
 def _from_hf_cache(entry: Checkpoint) -> CheckpointFiles | None:
     from huggingface_hub import try_to_load_from_cache
 
-    cache = _hub_cache_dir()
+    cache = hub_cache_dir()
     found = [
         try_to_load_from_cache(entry.repo, f, cache_dir=cache, revision=entry.revision)
         for f in (WEIGHTS_FILE, CONFIG_FILE)
@@ -200,14 +201,14 @@ def _download(entry: Checkpoint) -> CheckpointFiles:
                 entry.repo,
                 filename,
                 revision=entry.revision,
-                cache_dir=_hub_cache_dir(),
-                endpoint=_hub_endpoint(),
+                cache_dir=hub_cache_dir(),
+                endpoint=hub_endpoint(),
             )
             paths.append(Path(path))
         except Exception as exc:  # the hub raises many kinds: connection, HTTP, offline…
             raise HubUnreachable(
                 f"could not download {filename} of checkpoint {entry.name!r} from {entry.repo}: "
-                f"{exc}. " + _manual_placement_hint(entry.name, entry.repo)
+                f"{exc}. " + manual_placement_hint(entry.name, entry.repo)
             ) from exc
     return CheckpointFiles(weights=paths[1], config=paths[0])
 
@@ -267,6 +268,16 @@ class CheckpointReader:
             return f.get_tensor(key)
 
 
+def check_checkpoint(files: CheckpointFiles) -> AuraSR:
+    """The network the config describes, on the meta device (no memory), once the weights'
+    header has shown every tensor present with its shape; CheckpointError otherwise."""
+    config = read_config(files)
+    with torch.device("meta"):
+        model = AuraSR(config)
+    check_state_dict(model, read_shapes(files), str(files.weights))
+    return model
+
+
 def load_model(
     files: CheckpointFiles | str | Path,
     *,
@@ -276,10 +287,7 @@ def load_model(
     """Build the network on the meta device and load the checkpoint into it (no init pass)."""
     if not isinstance(files, CheckpointFiles):
         files = resolve_checkpoint(files, download=False)
-    config = read_config(files)
-    with torch.device("meta"):
-        model = AuraSR(config)
-    check_state_dict(model, read_shapes(files), str(files.weights))
+    model = check_checkpoint(files)
     with safe_open(str(files.weights), framework="pt", device=str(device)) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     if dtype is not None:

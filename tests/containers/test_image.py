@@ -7,6 +7,7 @@ images are made); skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -24,7 +25,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import missing_in_ci
 from loopback import free_port, wait_for
 from superscale.jobs import open_job_store
 
@@ -35,19 +35,6 @@ pytestmark = pytest.mark.skipif(
 )
 APP = "fal-ai/aura-sr"
 UID = 10001  # the image's user, who must own the data volume
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    docker = engine.Engine()
-    try:
-        docker.start()
-        built = docker.build_image(tmp_path_factory.mktemp("context"))
-    except Exception as exc:  # no engine here: CI must have one
-        docker.close()
-        missing_in_ci(f"no container engine: {exc}")
-    yield built
-    docker.close()
 
 
 @dataclass
@@ -152,8 +139,6 @@ def test_sigterm_mid_job_then_restart_completes_every_job_once(
     box = _start(image, data, small_model_dir, port, name, SUPERSCALE_SHUTDOWN_GRACE="1")
     key = box.key()
     headers = {"Authorization": f"Key {key}"}
-    import base64
-
     uri = "data:image/png;base64," + base64.b64encode(_png(640, 1)).decode()  # 100 tiles
     ids = []
     with httpx.Client(base_url=box.url, headers=headers, timeout=30) as c:

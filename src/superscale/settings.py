@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # file:///path (default: {data_dir}/files) or s3://bucket/prefix
     storage_url: str | None = None
+    # Make the S3 bucket of storage_url at start when it does not exist (a fresh cluster).
+    s3_create_bucket: bool = False
     # The S3 endpoint of a non-AWS store (unset: AWS itself). AWS_ENDPOINT_URL also works.
     s3_endpoint_url: str | None = Field(
         default=None,

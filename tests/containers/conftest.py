@@ -12,15 +12,24 @@ from . import engine
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def docker() -> Iterator[engine.Engine]:
     if not engine.enabled():
         pytest.skip("container tests run under CI or SUPERSCALE_TEST_CONTAINERS=1")
-    docker = engine.Engine()
+    made = engine.Engine()
     try:
-        docker.start()
-        built = docker.build_image(tmp_path_factory.mktemp("context"))
+        made.start()
     except Exception as exc:  # no engine here: CI must have one
-        docker.close()
+        made.close()
         missing_in_ci(f"no container engine: {exc}")
-    yield built
-    docker.close()
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="session")
+def image(docker: engine.Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return docker.build_image(tmp_path_factory.mktemp("context"))
+
+
+@pytest.fixture(scope="session")
+def stand_ins(docker: engine.Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return docker.build_stand_ins(tmp_path_factory.mktemp("stand-ins"))

@@ -19,6 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "local/superscale-base:bookworm"
 IMAGE = "local/superscale:test"
+IMAGES = Path(__file__).resolve().parent / "images"
+# The stand-ins for the public images compose.cluster.yaml names (no registry here).
+STAND_INS = {
+    "postgres": "local/superscale-postgres:test",
+    "seaweedfs": "local/superscale-seaweedfs:test",
+    "nginx": "local/superscale-nginx:test",
+}
 # Where this checkout keeps the daemon's data between runs (the base image survives).
 DATA_ROOT = ROOT / ".cache" / "docker"
 
@@ -158,3 +165,28 @@ class Engine:
         ]
         run(*args, timeout=900, env={**os.environ, "DOCKER_BUILDKIT": "0"})
         return IMAGE
+
+    def build_stand_ins(self, context: Path) -> dict[str, str]:
+        """Local images standing in for postgres, seaweedfs and nginx, from the base."""
+        for name, tag in STAND_INS.items():
+            folder = context / name
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(IMAGES, folder)
+            if name == "seaweedfs":
+                weed = Path(sys.executable).with_name("weed")
+                shutil.copy(weed, folder / "weed")
+            run(
+                "docker",
+                "build",
+                "-q",
+                "-t",
+                tag,
+                "-f",
+                str(folder / f"{name}.Dockerfile"),
+                "--build-arg",
+                f"BASE={self.base_image()}",
+                str(folder),
+                timeout=900,
+                env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            )
+        return dict(STAND_INS)

@@ -900,3 +900,29 @@ def test_spent_capabilities_are_forgotten_once_expired(store: JobStore) -> None:
     assert store.spend("login:live", time.time() + 60)
     assert store.forget_spent() == 1
     assert not store.is_spent("login:old") and store.is_spent("login:live")
+
+
+def test_postgres_database_not_in_utf8_is_refused_in_words() -> None:
+    """A database created without UTF8 (SQL_ASCII: initdb without a locale) hands text back as
+    bytes and refuses non-ASCII text; a key id as bytes broke `serve` at start. Refused at
+    open, saying what to do."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    psycopg = pytest.importorskip("psycopg")
+    from conftest import PG_URL, pg_unreachable
+    from superscale.jobs.postgres import PostgresJobStore
+
+    name = f"ascii_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pg_unreachable(exc)
+    with admin:
+        admin.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0")
+        try:
+            url = urlunsplit(urlsplit(PG_URL)._replace(path=f"/{name}"))
+            with pytest.raises(ValueError, match="SQL_ASCII encoding; superscale needs UTF8"):
+                PostgresJobStore(url)
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -74,7 +74,9 @@ def open_stores(settings: Settings) -> tuple[WebhookSigner, JobStore, FileStore]
     job_store = open_job_store(settings.resolved_database_url())
     try:
         file_store = open_file_store(
-            settings.resolved_storage_url(), s3_endpoint_url=settings.s3_endpoint_url
+            settings.resolved_storage_url(),
+            s3_endpoint_url=settings.s3_endpoint_url,
+            create_bucket=settings.s3_create_bucket,
         )
     except BaseException:
         job_store.close()

@@ -51,6 +51,7 @@ class S3FileStore(FileStore):
         endpoint_url: str | None = None,
         client: S3Client | None = None,
         lifecycle: bool = True,
+        create_bucket: bool = False,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -65,13 +66,26 @@ class S3FileStore(FileStore):
             client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
         self._s3: S3Client = client
         try:
-            self._s3.head_bucket(Bucket=bucket)
+            self._head_or_create(bucket, create_bucket)
         except (ClientError, BotoCoreError) as exc:  # missing bucket, no credentials, no server
             where = f" at {endpoint_url}" if endpoint_url else ""
             raise ValueError(f"S3 bucket {bucket!r}{where} is not reachable: {exc}") from exc
         self._lifecycle = lifecycle and self._ensure_lifecycle_rules()
 
     # --- names ---------------------------------------------------------------------------
+    def _head_or_create(self, bucket: str, create: bool) -> None:
+        try:
+            self._s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if not create or _code(exc) not in (*_MISSING, "NoSuchBucket"):
+                raise
+            try:
+                self._s3.create_bucket(Bucket=bucket)
+            except ClientError as race:  # another server made it first
+                if _code(race) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+            log.info("created the S3 bucket %r", bucket)
+
     def _object(self, key: str) -> str:
         return f"{self._base}files/{check_key(key)}"
 

@@ -80,6 +80,18 @@ class PostgresDialect(Dialect):
         except PoolTimeout as exc:
             self._pool.close()
             raise ConnectionError(f"cannot connect to PostgreSQL at {_redact(url)}") from exc
+        with self._pool.connection() as conn:
+            row = conn.execute("SHOW server_encoding").fetchone()
+        value = row["server_encoding"] if row else b""
+        encoding = value.decode() if isinstance(value, bytes) else str(value)  # bytes: SQL_ASCII
+        if encoding.upper() not in ("UTF8", "UTF-8"):
+            # SQL_ASCII (initdb without a locale) hands text back as bytes and refuses
+            # non-ASCII text: refuse it here, in words, rather than fail later.
+            self._pool.close()
+            raise ValueError(
+                f"the PostgreSQL database at {_redact(url)} uses the {encoding} encoding; "
+                "superscale needs UTF8: CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0"
+            )
         self._listening = False
         self.listener_pid: int | None = None  # the listener's backend, for diagnostics
         self._stop = threading.Event()

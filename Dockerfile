@@ -20,8 +20,6 @@ FROM ${BASE}
 ARG TORCH=""
 # Extra pip arguments (a local wheel folder: "--find-links /src/wheels").
 ARG PIP_ARGS=""
-# Checkpoints to download into /models at build time ("v1 v2"); empty: none.
-ARG PULL=""
 # Build-time only: a folder of the build context holding extra CA certificates for a
 # TLS-intercepting proxy. Empty for every image users get.
 ARG EXTRA_CA=""
@@ -64,7 +62,14 @@ RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin supe
     && mkdir -p /data /models \
     && chown superscale:superscale /data /models
 USER superscale
-RUN if [ -n "$PULL" ]; then superscale pull $PULL --model-dir /models --no-progress; fi
+# Checkpoints to download into /models at build time ("v1 v2"; checked by `superscale pull`);
+# empty: none. Declared here so that changing it rebuilds only this layer.
+ARG PULL=""
+ARG HF_ENDPOINT=""
+RUN if [ -n "$PULL" ]; then \
+        HF_ENDPOINT=${HF_ENDPOINT:-https://huggingface.co} \
+        superscale pull $PULL --model-dir /models --no-progress; \
+    fi
 
 VOLUME ["/data", "/models"]
 EXPOSE 8000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,14 @@ def docker() -> Iterator[engine.Engine]:
 
 
 @pytest.fixture(scope="session")
-def image(docker: engine.Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return docker.build_image(tmp_path_factory.mktemp("context"))
+def image_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build context (made by the first build, reused by later ones)."""
+    return tmp_path_factory.mktemp("context")
+
+
+@pytest.fixture(scope="session")
+def image(docker: engine.Engine, image_context: Path) -> str:
+    return docker.build_image(image_context)
 
 
 @pytest.fixture(scope="session")

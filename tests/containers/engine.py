@@ -49,6 +49,12 @@ def run(*args: str, timeout: float = 600, check: bool = True, **kw: object) -> s
     return str(proc.stdout)
 
 
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__).split("+")[0]
+
+
 def _answers() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
 
@@ -118,9 +124,33 @@ class Engine:
         shutil.rmtree(rootfs, ignore_errors=True)
         return BASE_IMAGE
 
-    def build_image(self, context: Path) -> str:
+    def build_image(self, context: Path, tag: str = IMAGE, extra: tuple[str, ...] = ()) -> str:
         """The project's image as users build it, with the test-only arguments: the local
-        base, the CPU torch wheel this machine has, and the egress proxy's CA for pip."""
+        base, the CPU torch wheel this machine has, and the egress proxy's CA for pip; `extra`
+        arguments for `docker build` (more --build-arg, --network host)."""
+        if not (context / "Dockerfile").exists():
+            self._prepare_context(context)
+        args = [
+            "docker",
+            "build",
+            "-q",
+            "-t",
+            tag,
+            "--build-arg",
+            f"BASE={self.base_image()}",
+            "--build-arg",
+            f"TORCH=torch=={_torch_version()}",
+            "--build-arg",
+            "PIP_ARGS=--find-links /src/docker/wheels",
+            "--build-arg",
+            "EXTRA_CA=docker/ca",
+            *extra,
+            str(context),
+        ]
+        run(*args, timeout=900, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        return tag
+
+    def _prepare_context(self, context: Path) -> None:
         shutil.rmtree(context, ignore_errors=True)
         context.mkdir(parents=True)
         for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
@@ -132,9 +162,6 @@ class Engine:
             shutil.copy(cert, context / "docker/ca")
         wheels = context / "docker/wheels"
         wheels.mkdir()
-        import torch
-
-        version = torch.__version__.split("+")[0]
         run(
             sys.executable,
             "-m",
@@ -144,27 +171,9 @@ class Engine:
             "-q",
             "-d",
             str(wheels),
-            f"torch=={version}",
+            f"torch=={_torch_version()}",
             timeout=600,
         )
-        args = [
-            "docker",
-            "build",
-            "-q",
-            "-t",
-            IMAGE,
-            "--build-arg",
-            f"BASE={self.base_image()}",
-            "--build-arg",
-            f"TORCH=torch=={version}",
-            "--build-arg",
-            "PIP_ARGS=--find-links /src/docker/wheels",
-            "--build-arg",
-            "EXTRA_CA=docker/ca",
-            str(context),
-        ]
-        run(*args, timeout=900, env={**os.environ, "DOCKER_BUILDKIT": "0"})
-        return IMAGE
 
     def build_stand_ins(self, context: Path) -> dict[str, str]:
         """Local images standing in for postgres, seaweedfs and nginx, from the base."""

@@ -8,6 +8,7 @@ images are made); skipped with the reason otherwise."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hubstandin import HubFile, hub_stand_in
 from loopback import free_port, wait_for
 from superscale.jobs import open_job_store
 
@@ -183,3 +185,44 @@ def test_sigterm_mid_job_then_restart_completes_every_job_once(
         assert store.counts()["COMPLETED"] == 3
     finally:
         store.close()
+
+
+def test_weights_baked_in_at_build_time(
+    docker: engine.Engine, image: str, image_context: Path, small_model_dir: Path
+) -> None:
+    """`--build-arg PULL=v1`: `superscale pull` runs in the build (here against a stand-in of
+    the hub's file routes on loopback), and the image holds the checked checkpoint."""
+    weights = (small_model_dir / "v1" / "model.safetensors").read_bytes()
+    with hub_stand_in() as hub:
+        hub.files[("fal/AuraSR", "model.safetensors")] = HubFile(weights)
+        config = (small_model_dir / "v1" / "config.json").read_bytes()
+        hub.files[("fal/AuraSR", "config.json")] = HubFile(config, lfs=False)
+        baked = docker.build_image(
+            image_context,
+            tag="local/superscale:baked",
+            extra=(
+                "--network",
+                "host",
+                "--build-arg",
+                "PULL=v1",
+                "--build-arg",
+                f"HF_ENDPOINT={hub.url}",
+            ),
+        )
+    try:
+        listing = engine.run(
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "sha256sum",
+            baked,
+            "/models/v1/model.safetensors",
+            "/models/v1/config.json",
+        )
+        assert hashlib.sha256(weights).hexdigest() in listing
+        assert hashlib.sha256(config).hexdigest() in listing
+    finally:
+        engine.run("docker", "rmi", baked, check=False)

@@ -4,7 +4,8 @@ the model loader all take the names from here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,10 @@ class Checkpoint:
     # once it has been checked against the published files (no hash was verifiable offline).
     revision: str
     licence: str  # of the weights (not of this project's code)
+    # SHA-256 of each file (`model.safetensors`, `config.json`) as published, checked by
+    # `superscale pull` before the hub's own claim; empty until checked against the files
+    # from a machine that can reach the hub (none could be, where this was written).
+    sha256: Mapping[str, str] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Checkpoint] = {

@@ -74,3 +74,20 @@ def test_offline_says_how_to_place_the_files(
     assert result.exit_code == 1
     assert "fal/AuraSR-v2" in result.stderr
     assert f"place them in {models / 'v2'}/" in result.stderr
+
+
+def test_a_registry_pin_outranks_the_hub(
+    hub_env: None, small_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files the hub serves consistently but that are not the pinned ones are refused."""
+    import dataclasses
+
+    from superscale import registry
+
+    pinned = dataclasses.replace(registry.REGISTRY["v1"], sha256={"config.json": "0" * 64})
+    monkeypatch.setitem(registry.REGISTRY, "v1", pinned)
+    with hub_stand_in() as hub:
+        _serve_checkpoint(hub.files, small_model_dir)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = CliRunner().invoke(main, ["pull", "v1", "--model-dir", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "where the registry pins 000000000000" in result.stderr

@@ -111,17 +111,19 @@ def pull(
 def _check_file(
     entry: Checkpoint, filename: str, path: Path, size: int | None, etag: str | None
 ) -> None:
-    """The file's size and, where the hub publishes one (an LFS file's ETag is its SHA-256),
-    its hash; a mismatch deletes it."""
+    """The file's size and its hash — the registry's pin when it has one, else the one the hub
+    publishes (an LFS file's ETag is its SHA-256); a mismatch deletes it."""
     problems = []
     actual = path.stat().st_size
     if size is not None and actual != size:
         problems.append(f"{actual} bytes where the hub publishes {size}")
-    expected = (etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    published = (etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    pinned = entry.sha256.get(filename)
+    expected, source = (pinned, "the registry pins") if pinned else (published, "the hub publishes")
     if _SHA256.fullmatch(expected):
         digest = sha256_of(path)
         if digest != expected:
-            problems.append(f"SHA-256 {digest[:12]}… where the hub publishes {expected[:12]}…")
+            problems.append(f"SHA-256 {digest[:12]}… where {source} {expected[:12]}…")
     if problems:
         path.unlink(missing_ok=True)
         raise CheckpointCorrupt(

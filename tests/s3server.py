@@ -24,7 +24,7 @@ REGION = "us-east-1"
 
 # Flags of `weed mini` that take a port. SeaweedFS derives some more ports from these
 # (e.g. admin + 10000 for its plugin workers), so they are drawn below 50000.
-_PORT_FLAGS = (
+WEED_PORT_FLAGS = (
     "master.port",
     "master.port.grpc",
     "volume.port",
@@ -87,7 +87,7 @@ class SeaweedS3:
         }
         (self.dir / "s3.json").write_text(json.dumps(config))
         (self.dir / "data").mkdir()
-        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        ports = dict(zip(WEED_PORT_FLAGS, _free_ports(len(WEED_PORT_FLAGS)), strict=True))
         self.ports = list(ports.values())
         args = [
             self.binary,

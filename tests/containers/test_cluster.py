@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from loopback import free_port, wait_for
+from s3server import WEED_PORT_FLAGS
 
 from . import engine
 from .test_image import _png
@@ -32,20 +33,8 @@ from .test_image import _png
 APP = "fal-ai/aura-sr"
 JOBS = 20
 NAMES = ("postgres", "s3", "api-1", "api-2")
-# weed mini's listeners: each given a free port, as tests/s3server.py does.
-WEED_PORTS = (
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port.grpc",
-    "s3.port.iceberg",
-    "s3.port.lance",
-    "admin.port",
-    "admin.port.grpc",
-)
+# weed mini's other listeners (the S3 port is the compose file's), each given a free port.
+WEED_PORTS = [flag for flag in WEED_PORT_FLAGS if flag != "s3.port"]
 
 
 def _host_networked(source: Path, tmp: Path, ports: dict[str, int]) -> Path:

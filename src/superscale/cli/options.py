@@ -160,14 +160,18 @@ public_url_option = click.option(
     "--public-url", default=None, help="URL clients reach the API at, if not the one they use."
 )
 
+# Where checkpoints live as {dir}/{name}/: what servers load, `upscale` reads, `pull` fills.
+model_dir_option = click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Directory holding the checkpoints as v1/ and v2/ (default: SUPERSCALE_MODEL_DIR, "
+    "else the Hugging Face cache).",
+)
+
 # --model-dir, --checkpoint (as `checkpoints`), --device, --dtype.
 model_options = _apply(
-    click.option(
-        "--model-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Directory holding v1/ and v2/ checkpoints (else the Hugging Face cache).",
-    ),
+    model_dir_option,
     click.option(
         "--checkpoint",
         "checkpoints",

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import click
 
+from superscale.cli.options import model_dir_option
 from superscale.registry import CHECKPOINT_NAMES
 from superscale.settings import Settings
 
 
 @click.command()
 @click.argument("names", nargs=-1, type=click.Choice(CHECKPOINT_NAMES))
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Put each checkpoint in DIR/{name}/ (default: SUPERSCALE_MODEL_DIR, else the Hugging "
-    "Face cache); servers given the same directory load from there.",
-)
+@model_dir_option
 @click.option(
     "--progress/--no-progress",
     default=None,

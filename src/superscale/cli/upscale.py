@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from superscale import images
+from superscale.cli.options import model_dir_option
 from superscale.scaling import (
     MAX_SCALE,
     MAX_TILE_OVERLAP,
@@ -134,13 +135,7 @@ def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) ->
     callback=_check_checkpoint,
     help="v1, v2, or a folder holding model.safetensors and config.json.",
 )
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder with v1/ and v2/ checkpoints (default: SUPERSCALE_MODEL_DIR, then the "
-    "Hugging Face cache, then download).",
-)
+@model_dir_option
 @click.option(
     "--overlapping-tiles",
     is_flag=True,

@@ -25,6 +25,7 @@ from ..scaling import MODEL_SCALE, Scale, Target, check_scale, model_passes, res
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
 from . import winograd
+from .cpus import fit_threads
 from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
 from .noise import SharedNoise, shared_z
 from .options import EngineOptions
@@ -58,6 +59,8 @@ class Upscaler:
         released config), the least recently used dropped first."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            fit_threads()  # the CPUs this process may use, not the host's
         self._model: AuraSR | None = None
         self._reader: CheckpointReader | None = None
         if isinstance(source, AuraSR):

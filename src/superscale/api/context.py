@@ -46,16 +46,21 @@ def hold_remaining() -> float:
     return _hold_until.get() - time.monotonic()
 
 
+# Probes and metrics answer at once: an orchestrator asks them to learn about an outage.
+UNHELD_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
 class HoldMiddleware:
-    """Gives each HTTP request `seconds` to ride out a job store outage before it answers 503
-    (see `Settings.busy_hold`)."""
+    """Gives each HTTP request `seconds` from its arrival to ride out a job store outage
+    before it answers 503 (see `Settings.busy_hold`); a stream or run older than that meets
+    an outage at once."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in UNHELD_PATHS:
             _hold_until.set(time.monotonic() + self.seconds)
         await self.app(scope, receive, send)
 

@@ -14,6 +14,8 @@ import httpx
 
 from superscale.api import maintenance
 from superscale.api.context import ApiContext
+from superscale.api.metrics import Metrics
+from superscale.api.signing import Signer
 
 from .server import LiveServer, live_server
 from .test_routes_queue import INPUT, OUTPUT, finish
@@ -26,7 +28,9 @@ def _request(rid: str) -> str:
 
 
 def _ctx(srv: LiveServer) -> ApiContext:
-    return ApiContext(srv.settings, srv.job_store, srv.file_store, None, None)  # type: ignore[arg-type]
+    return ApiContext(
+        srv.settings, srv.job_store, srv.file_store, Signer(b"k" * 32), Metrics(srv.job_store)
+    )
 
 
 def test_store_io_off_keeps_neither_input_nor_output(server: LiveServer) -> None:

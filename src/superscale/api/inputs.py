@@ -6,7 +6,6 @@ at submit rather than a failed job later. Fetching, decoding and bomb checks are
 
 from __future__ import annotations
 
-import contextlib
 import io
 import ipaddress
 import json
@@ -25,7 +24,7 @@ from superscale import datauri, netguard
 from superscale.api.context import ApiContext
 from superscale.api.errors import ApiError, validation_error
 from superscale.files.base import FileNotFound
-from superscale.files.urls import key_of_file_url, key_of_path
+from superscale.files.urls import key_of_path
 from superscale.scaling import check_output_size
 from superscale.schemas import AuraSrInput
 
@@ -191,8 +190,9 @@ def check_output(inp: AuraSrInput, data: bytes, max_pixels: int) -> None:
         raise ApiError(422, str(exc), loc=loc, type="image_too_large") from None
 
 
-async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
-    """Validates an http(s) `image_url`; returns it, with our own file URLs made canonical."""
+async def check_image_url(url: str, request: Request, ctx: ApiContext) -> tuple[str, bytes | None]:
+    """Validates an http(s) `image_url`; returns it, with our own file URLs made canonical, and
+    for such a file its first `HEADER_BYTES` (read to show that it exists, and its size)."""
     try:
         parts = http_url(url)
     except ValueError as exc:
@@ -204,10 +204,12 @@ async def check_image_url(url: str, request: Request, ctx: ApiContext) -> str:
         )
     key = key_of_path(parts.path)
     if parts.netloc.lower() in ctx.own_netlocs(request) and key is not None:
-        if not await ctx.call(ctx.file_store.exists, key):
-            raise _bad_url("image_url names a file of this server that does not exist")
-        return ctx.canonical_file_url(key)
-    return url
+        try:
+            header = await ctx.call(ctx.file_store.head_bytes, key, HEADER_BYTES)
+        except FileNotFound:  # missing or expired
+            raise _bad_url("image_url names a file of this server that does not exist") from None
+        return ctx.canonical_file_url(key), header
+    return url, None
 
 
 # Query parameters that are fal's controls, never input fields.
@@ -257,12 +259,9 @@ async def parse_input(request: Request, ctx: ApiContext) -> AuraSrInput:
         data = check_data_uri(inp.image_url, ctx.settings.max_input_bytes)
         check_output(inp, data, ctx.settings.max_output_pixels)
     else:
-        inp.image_url = await check_image_url(inp.image_url, request, ctx)
-        own = key_of_file_url(inp.image_url, ctx.settings.resolved_public_url())
-        if own is not None:  # an upload of ours: its header says the size
-            with contextlib.suppress(FileNotFound):  # gone meanwhile: the worker says so
-                header = await ctx.call(ctx.file_store.head_bytes, own, HEADER_BYTES)
-                check_output(inp, header, ctx.settings.max_output_pixels)
+        inp.image_url, header = await check_image_url(inp.image_url, request, ctx)
+        if header is not None:  # an upload of ours: its header says the size
+            check_output(inp, header, ctx.settings.max_output_pixels)
     return inp
 
 

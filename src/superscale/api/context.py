@@ -19,7 +19,7 @@ from superscale.api.metrics import Metrics
 from superscale.api.signing import Signer
 from superscale.files.base import FileStore
 from superscale.files.urls import file_url
-from superscale.jobs.records import StoreUnavailable
+from superscale.jobs.records import StoreUnavailable, outage_delays
 from superscale.jobs.store import JobStore
 from superscale.settings import Settings
 from superscale.webhooks import WebhookSigner
@@ -38,7 +38,6 @@ WRITE_THREADS = 16
 # Until when (monotonic) the request being served waits out an unreachable job store: set per
 # request by `HoldMiddleware`; 0 (outside requests: housekeeping) means not at all.
 _hold_until: ContextVar[float] = ContextVar("superscale_hold_until", default=0.0)
-HOLD_FIRST_RETRY, HOLD_MAX_RETRY = 0.1, 1.0  # seconds between tries, doubling
 
 
 def hold_remaining() -> float:
@@ -114,7 +113,7 @@ class ApiContext:
 async def _held(call: Callable[[], T], limiter: CapacityLimiter | None) -> T:
     """`call` in a thread; tried again while the store is unreachable and the request's hold
     lasts (`HoldMiddleware`), so that a short outage delays answers instead of failing them."""
-    delay = HOLD_FIRST_RETRY
+    delays = outage_delays()
     while True:
         try:
             return await anyio.to_thread.run_sync(call, limiter=limiter)
@@ -122,8 +121,7 @@ async def _held(call: Callable[[], T], limiter: CapacityLimiter | None) -> T:
             remaining = hold_remaining()
             if remaining <= 0:
                 raise
-            await anyio.sleep(min(delay, remaining))
-            delay = min(delay * 2, HOLD_MAX_RETRY)
+            await anyio.sleep(min(next(delays), remaining))
 
 
 def get_ctx(request: Request) -> ApiContext:

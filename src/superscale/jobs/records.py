@@ -12,6 +12,7 @@ anything happened since the version it last saw.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,15 @@ from superscale.errors import ErrorType
 class StoreUnavailable(ConnectionError):
     """The store's database cannot be reached (down, restarting, out of connections); the
     same call may well succeed later. The API answers it with 503 and Retry-After."""
+
+
+def outage_delays(first: float = 0.1, most: float = 1.0) -> Iterator[float]:
+    """Seconds to wait before each new try of a call that met `StoreUnavailable`: doubling from
+    `first` up to `most`. The API's held requests and the worker's finishes both use it."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 class QueueFull(Exception):

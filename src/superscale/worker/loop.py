@@ -26,6 +26,7 @@ from superscale import netguard
 from superscale.engine import Cancelled
 from superscale.files.base import FileStore, StorageFull
 from superscale.jobs import Job, JobError, StoreUnavailable, Webhook, webhook_body
+from superscale.jobs.records import outage_delays
 from superscale.jobs.store import JobStore
 from superscale.schemas import DEFAULT_SEED
 from superscale.settings import Settings
@@ -51,16 +52,16 @@ T = TypeVar("T")
 def through_outage(call: Callable[[], T], seconds: float) -> T:
     """`call`, tried again while the job store is unreachable, for up to `seconds`: a job
     finished during a store outage shorter than its lease is recorded, not run again."""
-    deadline, delay = time.monotonic() + seconds, 0.1
+    deadline, delays = time.monotonic() + seconds, outage_delays()
     while True:
         try:
             return call()
         except StoreUnavailable:
+            delay = next(delays)
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("job store unavailable; trying again in %.1f s", delay)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 # Most input pixels one shared inference takes (its outputs are all held until it ends: 16× as

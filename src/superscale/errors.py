@@ -23,7 +23,9 @@ class ErrorType(str, enum.Enum):
     MODEL_UNAVAILABLE = "model_unavailable"  # 500: the checkpoint is not on this server
     INTERNAL_ERROR = "internal_error"  # 500
     # The API's answers at submit.
-    QUEUE_FULL = "queue_full"  # 429
+    QUEUE_FULL = "queue_full"  # 429: the queue, or the key's share of it, is full
+    RATE_LIMITED = "rate_limited"  # 429: the key sends more requests per second than it may
+    UPLOAD_QUOTA_EXCEEDED = "upload_quota_exceeded"  # 429: the key's upload bytes for today
     SERVICE_UNAVAILABLE = "service_unavailable"  # 503: the job store is unreachable
     STORAGE_FULL = "storage_full"  # 507: the file store's disk is full
 

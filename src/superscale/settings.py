@@ -73,6 +73,15 @@ class Settings(BaseSettings):
 
     # Limits.
     max_queue: int = 1000  # unfinished jobs per endpoint before submit answers 429
+    # Per key, unless the key sets its own (`superscale keys create --max-queue …`); None: no
+    # limit. Half the queue by default, so that no one key can lock the others out with 429s.
+    key_max_queue: int | None = Field(default=500, ge=1)
+    key_max_rps: float | None = Field(default=None, gt=0)  # requests/s, per API server
+    key_upload_bytes_per_day: int | None = Field(default=None, ge=0)  # per UTC day
+    # How long an API server trusts what it read of a key (its secret's hash, revocation,
+    # limits): a key revoked elsewhere stops working within this many seconds (at once on the
+    # server that revoked it).
+    key_cache_seconds: float = Field(default=2.0, ge=0)
     # How long a request waits out an unreachable job store or a full queue before it answers
     # 503 or 429: fal's Python client never retries our 503, and fal's JS client gives up on a
     # 429 after about 7 s, so outages and bursts shorter than this are never seen by callers.

@@ -106,10 +106,10 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
 
     store = open_job_store(f"sqlite:///{tmp_path / 'superscale.db'}")
     try:
-        assert verify_key(store, full) == key_id
-        assert verify_key(store, f"{key_id}:{'0' * 64}") is None
+        assert verify_key(store.get_key, full).key_id == key_id  # type: ignore[union-attr]
+        assert verify_key(store.get_key, f"{key_id}:{'0' * 64}") is None
         assert keys("revoke", key_id).returncode == 0
-        assert verify_key(store, full) is None
+        assert verify_key(store.get_key, full) is None
     finally:
         store.close()
     assert keys("revoke", "nope").returncode != 0

@@ -113,7 +113,8 @@ def create_app(
         expose_headers=list(EXPOSED_HEADERS),
     )
 
-    for router in (ops.router, proxy.router, storage.router, tokens.router, queue.router):
+    # The queue's routes first: they are the ones polled, and no other router's paths overlap.
+    for router in (queue.router, ops.router, proxy.router, storage.router, tokens.router):
         app.include_router(router)
     with contextlib.suppress(ImportError):  # the playground is optional
         from superscale.api.playground import router as playground_router

@@ -10,8 +10,11 @@ from __future__ import annotations
 from fastapi import Request
 
 from superscale.api.context import ApiContext
-from superscale.api.errors import ApiError
+from superscale.api.errors import ApiError, retry_later
 from superscale.api.keys import verify_key
+from superscale.api.limits import KeyLimits, retry_seconds
+from superscale.errors import ErrorType
+from superscale.jobs.records import ApiKey
 
 # Set by the proxy middleware on requests it dispatches in-process; clients cannot set scope
 # keys, so this cannot be forged from outside.
@@ -36,6 +39,7 @@ async def owner_from_key(request: Request, ctx: ApiContext) -> str:
     if PROXY_OWNER_SCOPE_KEY in request.scope:
         return str(request.scope[PROXY_OWNER_SCOPE_KEY])
     if not ctx.settings.auth:
+        admit(ctx, "", None)
         return ""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
@@ -45,10 +49,37 @@ async def owner_from_key(request: Request, ctx: ApiContext) -> str:
         )
     if scheme.lower() != "key" or not credential:
         raise unauthorized()
-    key_id = await ctx.call(verify_key, ctx.job_store, credential)
-    if key_id is None:
+    if ctx.keys.cached(credential.strip().partition(":")[0]) is not None:
+        key = verify_key(ctx.keys.cached, credential)  # no store read: on the loop
+    else:
+        key = await ctx.call(verify_key, ctx.keys.get, credential)
+    if key is None:
         raise unauthorized()
-    return key_id
+    admit(ctx, key.key_id, key)
+    return key.key_id
+
+
+async def key_limits(ctx: ApiContext, owner: str) -> KeyLimits:
+    """The limits of the key `owner` (the server's when auth is off)."""
+    key = None
+    if ctx.settings.auth and owner:
+        key = ctx.keys.cached(owner) or await ctx.call(ctx.keys.get, owner)
+    return KeyLimits.of(key, ctx.settings)
+
+
+def admit(ctx: ApiContext, owner: str, key: ApiKey | None) -> None:
+    """Count a request against its key's requests per second; 429 past them."""
+    rate = KeyLimits.of(key, ctx.settings).max_rps
+    if rate is None:
+        return
+    wait = ctx.rates.wait_time(owner, rate)
+    if wait > 0:
+        raise retry_later(
+            429,
+            f"This key may send {rate:g} requests per second",
+            ErrorType.RATE_LIMITED,
+            retry_seconds(wait),
+        )
 
 
 async def owner_for_app(request: Request, ctx: ApiContext, alias: str) -> str:
@@ -64,18 +95,23 @@ async def owner_for_app(request: Request, ctx: ApiContext, alias: str) -> str:
     if alias not in claims["apps"]:
         raise unauthorized(f"This fal_jwt_token is not valid for the app {alias!r}")
     owner = str(claims["o"])
-    if not await key_is_live(ctx, owner):
+    key = await live_key(ctx, owner)
+    if key is None:
         raise unauthorized("The key this fal_jwt_token was made for is revoked")
+    admit(ctx, owner, key)
     return owner
 
 
+async def live_key(ctx: ApiContext, owner: str) -> ApiKey | None:
+    """The key a capability was made for (`owner`, a key id) while it may still be used: a
+    revoked key's tokens, signed URLs and sessions die with it."""
+    key = ctx.keys.cached(owner) or await ctx.call(ctx.keys.get, owner)
+    return key if key is not None and key.revoked_at is None else None
+
+
 async def key_is_live(ctx: ApiContext, owner: str) -> bool:
-    """Whether a capability made for `owner` (a key id) may still be used: a revoked key's
-    tokens, signed URLs and sessions die with it. Always true with auth off."""
-    if not ctx.settings.auth:
-        return True
-    key = await ctx.call(ctx.job_store.get_key, owner)
-    return key is not None and key.revoked_at is None
+    """Whether a capability made for `owner` may still be used. Always true with auth off."""
+    return not ctx.settings.auth or await live_key(ctx, owner) is not None
 
 
 async def owner_from_key_or_token(request: Request, ctx: ApiContext) -> str:
@@ -86,7 +122,9 @@ async def owner_from_key_or_token(request: Request, ctx: ApiContext) -> str:
         if claims is None:
             raise unauthorized("Invalid or expired upload token")
         owner = str(claims["o"])
-        if not await key_is_live(ctx, owner):
+        key = await live_key(ctx, owner)
+        if key is None:
             raise unauthorized("The key this upload token was made for is revoked")
+        admit(ctx, owner, key)
         return owner
     return await owner_from_key(request, ctx)

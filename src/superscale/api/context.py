@@ -15,6 +15,7 @@ from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from superscale.api.limits import KeyCache, RateLimiter
 from superscale.api.metrics import Metrics
 from superscale.api.signing import Signer
 from superscale.files.base import FileStore
@@ -75,6 +76,23 @@ class ApiContext:
     webhook_signer: WebhookSigner | None = None
     wait_limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WAIT_THREADS))
     write_limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WRITE_THREADS))
+    keys: KeyCache = field(init=False)
+    rates: RateLimiter = field(default_factory=RateLimiter)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyCache(self.job_store, self.settings.key_cache_seconds)
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A job store read: on the event loop where reads are local (SQLite) — a thread hop
+        costs more than the read — waiting only briefly for a lock; else, or when that wait
+        runs out, as `call` does."""
+        if self.job_store.local_reads:
+            try:
+                with self.job_store.quick():
+                    return fn(*args, **kwargs)
+            except StoreUnavailable:
+                pass
+        return await self.call(fn, *args, **kwargs)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call off the event loop (reads, and file store calls)."""
@@ -124,10 +142,15 @@ async def _held(call: Callable[[], T], limiter: CapacityLimiter | None) -> T:
             await anyio.sleep(min(next(delays), remaining))
 
 
-def get_ctx(request: Request) -> ApiContext:
+def context_of(request: Request) -> ApiContext:
     ctx = request.app.state.ctx
     assert isinstance(ctx, ApiContext)
     return ctx
+
+
+async def get_ctx(request: Request) -> ApiContext:
+    # async: FastAPI runs a plain function dependency in a thread, a hop on every request.
+    return context_of(request)
 
 
 Ctx = Annotated[ApiContext, Depends(get_ctx)]

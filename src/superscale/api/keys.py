@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 
 from superscale.jobs.records import ApiKey
 from superscale.jobs.store import JobStore
@@ -33,17 +34,18 @@ def create_key(store: JobStore, name: str = "") -> tuple[ApiKey, str]:
     return key, f"{key_id}:{secret}"
 
 
-def verify_key(store: JobStore, credential: str) -> str | None:
-    """The key id when `credential` (`key_id:secret`) names an active key; else None."""
+def verify_key(get_key: Callable[[str], ApiKey | None], credential: str) -> ApiKey | None:
+    """The key when `credential` (`key_id:secret`) names an active one; else None.
+    `get_key` reads a key by id (`JobStore.get_key`, or the API's `KeyCache.get`)."""
     key_id, sep, secret = credential.strip().partition(":")
     if not sep or not key_id or not secret:
         return None
-    key = store.get_key(key_id)
+    key = get_key(key_id)
     if key is None or key.revoked_at is not None:
         # Hash anyway so an unknown id costs the same time as a wrong secret.
         hmac.compare_digest(hash_secret(secret), hash_secret("x"))
         return None
-    return key_id if hmac.compare_digest(hash_secret(secret), key.secret_hash) else None
+    return key if hmac.compare_digest(hash_secret(secret), key.secret_hash) else None
 
 
 def active_keys(store: JobStore) -> list[ApiKey]:

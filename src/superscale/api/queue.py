@@ -17,8 +17,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from superscale.api.auth import owner_for_app
-from superscale.api.context import ApiContext, Ctx, hold_remaining
+from superscale.api.auth import key_limits, owner_for_app
+from superscale.api.context import ApiContext, Ctx, context_of, hold_remaining
 from superscale.api.endpoints import ALIAS, resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
@@ -100,7 +100,7 @@ def _may_exist(request_id: str) -> bool:
 async def _owned_job(ctx: ApiContext, request_id: str, owner: str) -> Job:
     if not _may_exist(request_id):
         raise not_found()
-    job = await ctx.call(ctx.job_store.get, request_id)
+    job = await ctx.read(ctx.job_store.get, request_id)
     if job is None or job.owner != owner:
         raise not_found()
     return job
@@ -127,23 +127,24 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
         no_retry=opts.no_retry,
         store_io=opts.store_io,
     )
+    per_key = (await key_limits(ctx, owner)).max_queue
     while True:
         try:
             return await ctx.write(
-                ctx.job_store.submit, new, ctx.settings.max_queue, opts.max_waiting
+                ctx.job_store.submit, new, ctx.settings.max_queue, opts.max_waiting, per_key
             )
         except QueueFull as exc:
             # A full queue is waited out within the request's hold (fal-js gives up on a 429
-            # after ~7 s); a caller's own fal_max_queue_length is answered at once.
-            if not exc.caller_limit and hold_remaining() > QUEUE_FULL_RETRY:
+            # after ~7 s); a caller's own fal_max_queue_length, or its key's share of the
+            # queue, is answered at once: waiting is for others' bursts, not one's own.
+            if exc.limit == "queue" and hold_remaining() > QUEUE_FULL_RETRY:
                 await anyio.sleep(QUEUE_FULL_RETRY)
                 continue
             seconds = max(1, math.ceil(exc.retry_after))
-            reason = (
-                "More requests are waiting than fal_max_queue_length allows"
-                if exc.caller_limit
-                else "The queue is full"
-            )
+            reason = {
+                "caller": "More requests are waiting than fal_max_queue_length allows",
+                "key": f"This key already has {per_key} requests queued, as many as it may",
+            }.get(exc.limit, "The queue is full")
             raise retry_later(429, reason, ErrorType.QUEUE_FULL, seconds) from None
 
 
@@ -289,13 +290,31 @@ async def status_stream(app: str, request_id: str, request: Request, ctx: Ctx) -
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
+def _owned_status(
+    ctx: ApiContext, request_id: str, owner: str, base: str, with_logs: bool
+) -> tuple[Job, dict[str, Any]] | None:
+    """A job and its QueueStatus in one blocking call (one read where reads are local)."""
+    job = ctx.job_store.get(request_id)
+    if job is None or job.owner != owner:
+        return None
+    return job, _status_body(ctx, job, base, with_logs)
+
+
 @router.get("/queue/{app:path}/requests/{request_id}/status")
-async def status(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+async def status(app: str, request_id: str, request: Request) -> Response:
+    # The hottest route (clients poll it): no dependency to solve.
+    ctx = context_of(request)
     resolve_endpoint(app)
     with_logs = _parse_logs_flag(request)
     owner = await _owner(request, ctx)
-    job = await _owned_job(ctx, request_id, owner)
-    body = await ctx.call(_status_body, ctx, job, ctx.base_url(request), with_logs)
+    found = None
+    if _may_exist(request_id):
+        found = await ctx.read(
+            _owned_status, ctx, request_id, owner, ctx.base_url(request), with_logs
+        )
+    if found is None:
+        raise not_found()
+    job, body = found
     return JSONResponse(body, status_code=_status_code(job), headers={REQUEST_ID_HEADER: job.id})
 
 
@@ -316,7 +335,8 @@ async def cancel(app: str, request_id: str, request: Request, ctx: Ctx) -> Respo
 
 
 @router.get("/queue/{app:path}/requests/{request_id}")
-async def result(app: str, request_id: str, request: Request, ctx: Ctx) -> Response:
+async def result(app: str, request_id: str, request: Request) -> Response:
+    ctx = context_of(request)
     resolve_endpoint(app)
     owner = await _owner(request, ctx)
     job = await _owned_job(ctx, request_id, owner)
@@ -333,7 +353,8 @@ async def result(app: str, request_id: str, request: Request, ctx: Ctx) -> Respo
 
 
 @router.api_route("/queue/{endpoint:path}", methods=["POST", "GET"])
-async def submit(endpoint: str, request: Request, ctx: Ctx) -> Response:
+async def submit(endpoint: str, request: Request) -> Response:
+    ctx = context_of(request)
     endpoint_id = resolve_endpoint(endpoint)
     owner = await _owner(request, ctx)
     job = await _submit(request, ctx, endpoint_id, owner)
@@ -342,7 +363,7 @@ async def submit(endpoint: str, request: Request, ctx: Ctx) -> Response:
         "request_id": job.id,
         "gateway_request_id": job.id,
         **request_urls(ctx.base_url(request), job.id),
-        "queue_position": await ctx.call(ctx.job_store.queue_position, job.id),
+        "queue_position": await ctx.read(ctx.job_store.queue_position, job.id),
     }
     return JSONResponse(body, headers={REQUEST_ID_HEADER: job.id})
 

@@ -8,6 +8,7 @@ thin end that knows one database (see `sqlite.py`, `postgres.py`).
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Literal, Protocol
@@ -76,6 +77,11 @@ class Dialect(abc.ABC):
     def retrying_startup(self, action: Callable[[], object]) -> None:
         """Run the store's start-up (migrations), retrying what the database asks to retry."""
         action()
+
+    def quick(self) -> AbstractContextManager[None]:
+        """Within it, reads wait only briefly for locks (raising `StoreUnavailable` rather than
+        waiting longer): where reads are local and fast enough to make on an event loop."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def poll_interval(self) -> float:

@@ -47,6 +47,7 @@ class PostgresDialect(Dialect):
     paramstyle: ClassVar[Literal["pyformat"]] = "pyformat"
     words: ClassVar[dict[str, str]] = {
         "lock_row": "FOR UPDATE",
+        "skip_locked_jobs": "FOR UPDATE OF q SKIP LOCKED",  # the same, on `jobs q` of a join
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "json_items": "jsonb_array_elements_text",
         "no_input": "'{}'::jsonb",

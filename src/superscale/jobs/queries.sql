@@ -14,6 +14,9 @@ SELECT COUNT(*) AS n FROM jobs WHERE endpoint = :endpoint AND state != 'COMPLETE
 -- name: count_waiting
 SELECT COUNT(*) AS n FROM jobs WHERE endpoint = :endpoint AND state = 'IN_QUEUE';
 
+-- name: count_owner_waiting
+SELECT COUNT(*) AS n FROM jobs WHERE owner = :owner AND state = 'IN_QUEUE';
+
 -- name: recent_run_times
 SELECT finished_at - started_at AS seconds FROM jobs
 WHERE endpoint = :endpoint AND state = 'COMPLETED' AND started_at IS NOT NULL
@@ -24,7 +27,7 @@ INSERT INTO jobs (id, endpoint, owner, input, checkpoint, state, version, create
                   webhook_url, priority, start_deadline, file_ttl, batch_key, no_retry, store_io)
 VALUES (:id, :endpoint, :owner, :input, :checkpoint, 'IN_QUEUE', 1, :now,
         :webhook_url, :priority, :start_deadline, :file_ttl, :batch_key, :no_retry, :store_io)
-RETURNING {job_columns};
+RETURNING {job_columns}, seq;
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = :id;
@@ -32,33 +35,38 @@ SELECT {job_columns} FROM jobs WHERE id = :id;
 -- name: job_version
 SELECT version FROM jobs WHERE id = :id;
 
--- name: queue_position
--- Runnable jobs ahead of this one (0 when it is not queued): higher priority, or the same and
--- submitted earlier. Its place comes from scalar subqueries, evaluated once each, so the count
--- walks the queue index with constants (a join with it made PostgreSQL's planner scan).
-SELECT COUNT(*) AS n FROM jobs
-WHERE state = 'IN_QUEUE'
-  AND (start_deadline IS NULL OR start_deadline > :now)
-  AND (priority > (SELECT priority FROM jobs WHERE id = :id AND state = 'IN_QUEUE')
-       OR (priority = (SELECT priority FROM jobs WHERE id = :id AND state = 'IN_QUEUE')
-           AND seq < (SELECT seq FROM jobs WHERE id = :id AND state = 'IN_QUEUE')));
+-- name: queued_jobs
+-- The runnable queue, for `positions.QueueOrder`.
+SELECT id, owner, priority, seq FROM jobs
+WHERE state = 'IN_QUEUE' AND (start_deadline IS NULL OR start_deadline > :now);
+
+-- name: owner_turns
+SELECT owner, last_turn FROM owner_turns;
+
+-- name: job_place
+SELECT id, owner, priority, seq FROM jobs WHERE id = :id AND state = 'IN_QUEUE';
 
 -- name: claim
--- The oldest highest-priority runnable job, taken in one statement.
+-- The runnable job next in turn, taken in one statement: the highest priority first; within
+-- it, the key served least recently (never: first), that key's oldest job.
 UPDATE jobs SET state = 'IN_PROGRESS', worker_id = :worker_id,
     lease_expires_at = :lease_expires_at, started_at = :now,
     attempts = attempts + 1, version = version + 1
 WHERE seq = (
-    SELECT seq FROM jobs
-    WHERE state = 'IN_QUEUE'
-      AND (start_deadline IS NULL OR start_deadline > :now)
-      AND (checkpoint IN (SELECT value FROM {json_items}(:checkpoints)) OR :checkpoints IS NULL)
-      AND (CAST(:batch_key AS TEXT) IS NULL OR batch_key = :batch_key)
-    ORDER BY priority DESC, seq
+    SELECT q.seq FROM jobs q LEFT JOIN owner_turns t ON t.owner = q.owner
+    WHERE q.state = 'IN_QUEUE'
+      AND (q.start_deadline IS NULL OR q.start_deadline > :now)
+      AND (q.checkpoint IN (SELECT value FROM {json_items}(:checkpoints)) OR :checkpoints IS NULL)
+      AND (CAST(:batch_key AS TEXT) IS NULL OR q.batch_key = :batch_key)
+    ORDER BY q.priority DESC, COALESCE(t.last_turn, 0), q.seq
     LIMIT 1
-    {skip_locked}
+    {skip_locked_jobs}
 )
 RETURNING {job_columns};
+
+-- name: take_turn
+INSERT INTO owner_turns (owner, last_turn) VALUES (:owner, :now)
+ON CONFLICT (owner) DO UPDATE SET last_turn = excluded.last_turn;
 
 -- name: heartbeat
 -- A renewal is not a change anyone waits for: no version bump.
@@ -141,15 +149,30 @@ VALUES (:request_id, :message, :level, :now);
 SELECT message, level, timestamp FROM job_logs WHERE request_id = :request_id ORDER BY id;
 
 -- name: insert_key
-INSERT INTO api_keys (key_id, secret_hash, name, created_at, revoked_at)
-VALUES (:key_id, :secret_hash, :name, :created_at, :revoked_at);
+INSERT INTO api_keys (key_id, secret_hash, name, created_at, revoked_at, max_queue, max_rps,
+                      upload_bytes_per_day)
+VALUES (:key_id, :secret_hash, :name, :created_at, :revoked_at, :max_queue, :max_rps,
+        :upload_bytes_per_day);
 
 -- name: get_key
-SELECT key_id, secret_hash, name, created_at, revoked_at FROM api_keys WHERE key_id = :key_id;
+SELECT {key_columns} FROM api_keys WHERE key_id = :key_id;
 
 -- name: list_keys
-SELECT key_id, secret_hash, name, created_at, revoked_at FROM api_keys
-ORDER BY created_at, key_id;
+SELECT {key_columns} FROM api_keys ORDER BY created_at, key_id;
+
+-- name: set_key_limits
+UPDATE api_keys SET max_queue = :max_queue, max_rps = :max_rps,
+    upload_bytes_per_day = :upload_bytes_per_day
+WHERE key_id = :key_id;
+
+-- name: add_upload_bytes
+-- The day's total after adding; the caller refuses (and rolls back) past the key's limit.
+INSERT INTO upload_usage (owner, day, bytes) VALUES (:owner, :day, :bytes)
+ON CONFLICT (owner, day) DO UPDATE SET bytes = upload_usage.bytes + excluded.bytes
+RETURNING bytes;
+
+-- name: delete_old_upload_usage
+DELETE FROM upload_usage WHERE day < :day;
 
 -- name: revoke_key
 UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS NULL;

@@ -34,13 +34,14 @@ def outage_delays(first: float = 0.1, most: float = 1.0) -> Iterator[float]:
 
 
 class QueueFull(Exception):
-    """The endpoint already holds as many unfinished jobs as it may (`caller_limit`: more
-    waiting than the submit's own `fal_max_queue_length` allows); retry later."""
+    """No room for the job; retry later. `limit` says which was reached: "queue" (the
+    endpoint holds as many unfinished jobs as it may), "caller" (more waiting than the submit's
+    own `fal_max_queue_length` allows) or "key" (the key has as many queued as it may)."""
 
-    def __init__(self, retry_after: float, caller_limit: bool = False) -> None:
-        super().__init__(f"queue is full; retry after {retry_after:.0f} s")
+    def __init__(self, retry_after: float, limit: str = "queue") -> None:
+        super().__init__(f"no room for the job ({limit} limit); retry after {retry_after:.0f} s")
         self.retry_after = retry_after
-        self.caller_limit = caller_limit
+        self.limit = limit
 
 
 class CancelOutcome(enum.Enum):
@@ -175,6 +176,10 @@ class ApiKey:
     name: str
     created_at: float
     revoked_at: float | None = None
+    # The key's own limits; None: the server's setting (`Settings.key_max_queue` …).
+    max_queue: int | None = None
+    max_rps: float | None = None
+    upload_bytes_per_day: int | None = None
 
 
 @dataclass

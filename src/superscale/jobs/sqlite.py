@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +29,11 @@ from superscale.jobs.store import JobStore
 
 # How often a waiter re-reads its job's version to see other processes' writes.
 POLL_INTERVAL = 0.2
+# How long a quick read (`JobStore.quick`, made on the API's event loop) waits for a lock
+# before it gives up and the caller reads the usual way, in a thread. WAL readers wait for
+# nobody but a recovering database, so this is almost never reached.
+QUICK_BUSY_TIMEOUT = 0.05
+_quick: ContextVar[bool] = ContextVar("superscale_sqlite_quick", default=False)
 
 # Conditions of the machine, not bugs, that pass: a lock held too long, a vanished or failing
 # disk, a full one.
@@ -44,6 +50,7 @@ class SqliteDialect(Dialect):
     paramstyle: ClassVar[Literal["named"]] = "named"
     words: ClassVar[dict[str, str]] = {
         "lock_row": "",
+        "skip_locked_jobs": "",  # the same, on `jobs q` of a join
         "skip_locked": "",
         "json_items": "json_each",
         "no_input": "'{}'",
@@ -58,13 +65,14 @@ class SqliteDialect(Dialect):
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._busy_timeout = busy_timeout
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._quick_idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row  # by column name, like psycopg's dict rows
         # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
@@ -78,10 +86,12 @@ class SqliteDialect(Dialect):
     def connection(self) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise RuntimeError("the job store is closed")
+        quick = _quick.get()
+        idle = self._quick_idle if quick else self._idle
         try:
-            conn = self._idle.get_nowait()
+            conn = idle.get_nowait()
         except queue.Empty:
-            conn = self._connect()
+            conn = self._connect(QUICK_BUSY_TIMEOUT if quick else self._busy_timeout)
         try:
             yield conn
         except sqlite3.IntegrityError as exc:
@@ -95,7 +105,15 @@ class SqliteDialect(Dialect):
                 raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
             raise
         finally:
-            self._idle.put(conn)
+            idle.put(conn)
+
+    @contextmanager
+    def quick(self) -> Iterator[None]:
+        token = _quick.set(True)
+        try:
+            yield
+        finally:
+            _quick.reset(token)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -14,6 +14,9 @@ JOB_COLUMNS = (
     "lease_expires_at, webhook_url, priority, start_deadline, file_ttl, batch_key, no_retry, "
     "store_io, output_dropped_at"
 )
+KEY_COLUMNS = (
+    "key_id, secret_hash, name, created_at, revoked_at, max_queue, max_rps, upload_bytes_per_day"
+)
 WEBHOOK_COLUMNS = (
     "id, request_id, url, body, attempts, next_attempt_at, delivered_at, last_error, extra"
 )
@@ -37,7 +40,12 @@ def _parsed() -> dict[str, str]:
 
 def render(words: dict[str, str], paramstyle: Literal["named", "pyformat"]) -> dict[str, str]:
     """Every statement by name, with the dialect's `words` filled in and its parameter markers."""
-    fill = {"job_columns": JOB_COLUMNS, "webhook_columns": WEBHOOK_COLUMNS, **words}
+    fill = {
+        "job_columns": JOB_COLUMNS,
+        "key_columns": KEY_COLUMNS,
+        "webhook_columns": WEBHOOK_COLUMNS,
+        **words,
+    }
     rendered = {}
     for name, sql in _parsed().items():
         sql = _PLACEHOLDER.sub(lambda m: fill[m.group(1)], sql)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +22,7 @@ from superscale.jobs._common import (
 )
 from superscale.jobs.dialect import Connection, Cursor, Dialect, Duplicate, Row
 from superscale.jobs.migrate import migrate
+from superscale.jobs.positions import QueuedJob, QueueOrder
 from superscale.jobs.records import (
     ApiKey,
     CancelOutcome,
@@ -34,6 +35,16 @@ from superscale.jobs.records import (
     WebhookDelivery,
 )
 from superscale.jobs.statements import render
+
+# Queue positions come from a snapshot of the queue at most this old (seconds) for changes by
+# other processes; on a long queue, from one at most this many times what taking it cost (so
+# that counting stays a small share of a server's time however long the queue grows).
+POSITIONS_MAX_AGE = 0.1
+POSITIONS_COST_FACTOR = 20.0
+
+
+class _Refused(Exception):
+    """Inside a write: undo it, the caller answers a refusal."""
 
 
 class ChangeSignal:
@@ -113,6 +124,12 @@ class JobStore:
         self._dialect = dialect
         self._statements = render(dict(dialect.words), dialect.paramstyle)
         self._signal = ChangeSignal()
+        self._positions: QueueOrder | None = None
+        self._positions_until = 0.0
+        self._positions_lock = threading.Lock()
+        # Moves on every change of a key made through this store: caches of keys
+        # (`api.limits.KeyCache`) drop what they hold when it does.
+        self.keys_changed = 0
         try:
             dialect.retrying_startup(lambda: migrate(dialect))
         except BaseException:
@@ -121,6 +138,16 @@ class JobStore:
         dialect.start(self._signal.wake)
 
     # --- plumbing -------------------------------------------------------------------------
+    @property
+    def local_reads(self) -> bool:
+        """Whether reads are local file reads (SQLite), cheap enough to make on an event loop
+        inside `quick()`; else (PostgreSQL) they cross a network and belong in a thread."""
+        return self._dialect.name == "sqlite"
+
+    def quick(self) -> AbstractContextManager[None]:
+        """Reads within wait for locks only briefly (`StoreUnavailable` instead)."""
+        return self._dialect.quick()
+
     @contextmanager
     def _read(self) -> Iterator[_Session]:
         with self._dialect.connection() as conn:
@@ -134,6 +161,8 @@ class JobStore:
             yield session
             if session.changed:
                 self._dialect.notify(conn, session.changed)
+        if session.changed:  # claims, cancels, requeues: the queue may have moved
+            self._queue_moved()
         self._signal.wake(session.changed)
 
     def _json(self, value: Any) -> Any:
@@ -156,10 +185,15 @@ class JobStore:
 
     # --- jobs -----------------------------------------------------------------------------
     def submit(
-        self, job: NewJob, max_unfinished: int | None = None, max_waiting: int | None = None
+        self,
+        job: NewJob,
+        max_unfinished: int | None = None,
+        max_waiting: int | None = None,
+        max_owner_waiting: int | None = None,
     ) -> Job:
         """Insert a queued job. Raises QueueFull when the endpoint has `max_unfinished`
-        unfinished jobs, or more than `max_waiting` queued (fal's `fal_max_queue_length`).
+        unfinished jobs, or more than `max_waiting` queued (fal's `fal_max_queue_length`), or
+        the job's owner already has `max_owner_waiting` queued.
 
         Idempotent for a given `request_id`: the same submit retried after a lost commit
         answer (the API retries through short outages) returns the job the first attempt
@@ -167,6 +201,9 @@ class JobStore:
         request_id = job.request_id or new_request_id()
         try:
             with self._write() as db:
+                if max_owner_waiting is not None:
+                    self._dialect.lock(db.conn, f"submit-owner:{job.owner}")
+                    self._check_owner_room(db, job, max_owner_waiting)
                 if max_unfinished is not None or max_waiting is not None:
                     # Submits to one endpoint take turns, so the count and insert are atomic.
                     self._dialect.lock(db.conn, f"submit:{job.endpoint}")
@@ -193,24 +230,39 @@ class JobStore:
                 return existing
             raise ValueError(f"request id {request_id!r} already exists") from exc
         assert row is not None
+        self._joined_queue(QueuedJob(row["id"], row["owner"], row["priority"], row["seq"]))
         return job_from_row(row)
+
+    def _joined_queue(self, job: QueuedJob) -> None:
+        """Keep positions current for a job this store just queued."""
+        with self._positions_lock:
+            if self._positions is not None and not self._positions.append(job):
+                self._queue_moved()
 
     @staticmethod
     def _check_room(
         db: _Session, endpoint: str, max_unfinished: int | None, max_waiting: int | None
     ) -> None:
-        full = caller_limit = False
+        limit = None
         if max_waiting is not None:
             waiting = db.one("count_waiting", endpoint=endpoint)
             assert waiting is not None
-            full = caller_limit = waiting["n"] > max_waiting
-        if not full and max_unfinished is not None:
+            limit = "caller" if waiting["n"] > max_waiting else None
+        if limit is None and max_unfinished is not None:
             unfinished = db.one("count_unfinished", endpoint=endpoint)
             assert unfinished is not None
-            full = unfinished["n"] >= max_unfinished
-        if full:
+            limit = "queue" if unfinished["n"] >= max_unfinished else None
+        if limit is not None:
             recent = db.all("recent_run_times", endpoint=endpoint)
-            raise QueueFull(retry_after([float(r["seconds"]) for r in recent]), caller_limit)
+            raise QueueFull(retry_after([float(r["seconds"]) for r in recent]), limit)
+
+    @staticmethod
+    def _check_owner_room(db: _Session, job: NewJob, max_owner_waiting: int) -> None:
+        waiting = db.one("count_owner_waiting", owner=job.owner)
+        assert waiting is not None
+        if waiting["n"] >= max_owner_waiting:
+            recent = db.all("recent_run_times", endpoint=job.endpoint)
+            raise QueueFull(retry_after([float(r["seconds"]) for r in recent]), "key")
 
     def get(self, request_id: str) -> Job | None:
         with self._read() as db:
@@ -218,11 +270,35 @@ class JobStore:
         return None if row is None else job_from_row(row)
 
     def queue_position(self, request_id: str) -> int:
-        """How many runnable jobs are ahead of this one (0 when next, or not queued)."""
+        """How many runnable jobs claims will take before this one (0 when next, or not
+        queued). From a snapshot of the queue (`positions.QueueOrder`) taken again after this
+        store's own claims, cancels and requeues, and at least every `POSITIONS_MAX_AGE` s (or
+        `POSITIONS_COST_FACTOR` times what one took, on a long queue) for other processes'."""
+        order = self._queue_order()
+        if request_id in order.positions:
+            return order.positions[request_id]
         with self._read() as db:
-            row = db.one("queue_position", id=request_id, now=time.time())
-        assert row is not None
-        return int(row["n"])
+            row = db.one("job_place", id=request_id)
+        if row is None:
+            return 0
+        return order.position(QueuedJob(row["id"], row["owner"], row["priority"], row["seq"]))
+
+    def _queue_order(self) -> QueueOrder:
+        with self._positions_lock:
+            now = time.monotonic()
+            if self._positions is None or now >= self._positions_until:
+                with self._read() as db:
+                    rows = db.all("queued_jobs", now=time.time())
+                    turns = {r["owner"]: float(r["last_turn"]) for r in db.all("owner_turns")}
+                jobs = [QueuedJob(r["id"], r["owner"], r["priority"], r["seq"]) for r in rows]
+                self._positions = QueueOrder(jobs, turns)
+                cost = time.monotonic() - now
+                self._positions_until = now + max(POSITIONS_MAX_AGE, POSITIONS_COST_FACTOR * cost)
+            return self._positions
+
+    def _queue_moved(self) -> None:
+        """Positions are counted again at the next ask."""
+        self._positions_until = 0.0
 
     def claim(
         self,
@@ -247,6 +323,7 @@ class JobStore:
             )
             if row is None:
                 return None
+            db.run("take_turn", owner=row["owner"], now=now)
             db.changed.append(row["id"])
         return job_from_row(row)
 
@@ -390,6 +467,7 @@ class JobStore:
         with self._write() as db:
             db.run("delete_old_logs", before=before)
             db.run("delete_old_webhooks", before=before)
+            db.run("delete_old_upload_usage", day=int(time.time() // 86400) - 1)
             return db.count("delete_old_jobs", before=before)
 
     def take_output(self, request_id: str) -> dict[str, Any] | None:
@@ -474,9 +552,46 @@ class JobStore:
         with self._read() as db:
             return [ApiKey(**row) for row in db.all("list_keys")]
 
+    def set_key_limits(
+        self,
+        key_id: str,
+        max_queue: int | None,
+        max_rps: float | None,
+        upload_bytes_per_day: int | None,
+    ) -> bool:
+        """Set a key's own limits (None: the server's setting). False for an unknown key."""
+        with self._write() as db:
+            found = db.count(
+                "set_key_limits",
+                key_id=key_id,
+                max_queue=max_queue,
+                max_rps=max_rps,
+                upload_bytes_per_day=upload_bytes_per_day,
+            )
+        self.keys_changed += 1
+        return found == 1
+
+    def add_upload_bytes(self, owner: str, size: int, limit: int | None) -> int | None:
+        """Count `size` uploaded bytes against the owner's UTC day. With `limit`, refuses
+        (counting nothing) what would take the day past it: returns the day's total after
+        adding, or None when refused."""
+        day = int(time.time() // 86400)
+        try:
+            with self._write() as db:
+                row = db.one("add_upload_bytes", owner=owner, day=day, bytes=size)
+                assert row is not None
+                total = int(row["bytes"])
+                if limit is not None and total > limit:
+                    raise _Refused  # rolls the addition back
+        except _Refused:
+            return None
+        return total
+
     def revoke_key(self, key_id: str) -> bool:
         with self._write() as db:
-            return db.count("revoke_key", key_id=key_id, now=time.time()) == 1
+            revoked = db.count("revoke_key", key_id=key_id, now=time.time()) == 1
+        self.keys_changed += 1
+        return revoked
 
     # --- one-time capabilities ------------------------------------------------------------
     def spend(self, capability: str, expires_at: float) -> bool:

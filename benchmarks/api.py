@@ -216,10 +216,7 @@ def main() -> None:
         done = submit_many(client, tiny, 1)[0]
         client.put(f"{ENDPOINT}/requests/{done}/cancel").raise_for_status()
         for queued in (0, 1000):
-            if queued:
-                target = submit_many(client, tiny, queued)[-1]
-            else:
-                target = done
+            target = submit_many(client, tiny, queued)[-1] if queued else done
             for conns in (1, 50, 200):
                 for logs in ("", "?logs=1") if conns == 50 else ("",):
                     status = f"{url}{ENDPOINT}/requests/{target}/status{logs}"

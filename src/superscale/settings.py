@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     fold_cache_size: int = Field(default=2, ge=1)
     # Compiled CPU kernels live in {cache_dir}/kernels (default: ~/.cache/superscale).
     cache_dir: Path | None = None
-    workers: int = 1  # in-process workers started by `serve` (0: API only)
+    workers: int = 1  # worker threads `serve` starts in its worker process (0: API only)
+    api_processes: int = Field(default=1, ge=1)  # `serve`'s processes answering requests
     # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
     # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
     max_batch_jobs: int | None = Field(default=None, ge=1)

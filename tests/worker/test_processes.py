@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,31 @@ def png_data_uri(width: int, height: int) -> str:
     return data_uri(png_bytes(width, height))
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids below `pid` (serve's children: its API and worker processes)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and every process below it: a machine's crash, not a stop."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(10)
+
+
 @contextmanager
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
@@ -37,7 +62,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         yield proc
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_tree(proc)
         proc.wait(10)
 
 
@@ -85,8 +110,7 @@ def test_serve_killed_mid_job_completes_everything_after_restart(
         running = submit(url, png_data_uri(256, 256))  # 16 tiles: killed at the first log line
         queued = [submit(url, png_data_uri(24 + i, 20)) for i in range(3)]
         wait_for(lambda: tiles_logged(url, running) >= 1, 120, "the first job to run")
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        kill_tree(first)
     assert status_in_store(data_dir, running) == "IN_PROGRESS"
 
     with process(args, env, log):
@@ -122,6 +146,51 @@ def status_in_store(data_dir: Path, request_id: str) -> str:
         return job.state
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_serve_restarts_its_worker_process_when_it_dies(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker process killed (the kernel's OOM killer, say) is started again by serve; the
+    API answers throughout, and the job it was running is run again once its lease expires."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    log = tmp_path / "serve.log"
+    with process([*args, "--checkpoint", "v1"], env, log) as serve:
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "start")
+        wait_for(lambda: len(descendants(serve.pid)) >= 2, 30, "the API and worker processes")
+        running = submit(url, png_data_uri(256, 256))
+        wait_for(lambda: tiles_logged(url, running) >= 1, 120, "the job to run")
+        api_and_workers = set(descendants(serve.pid))
+        # The worker process is the one that loaded the model: the biggest.
+        worker = max(api_and_workers, key=lambda pid: rss_kb(pid))
+        os.kill(worker, signal.SIGKILL)
+        assert httpx.get(f"{url}/health").status_code == 200  # the API process is untouched
+        wait_for(
+            lambda: status(url, running)["status"] == "COMPLETED",
+            180,
+            f"the job to complete after the restart ({log.read_text()[-2000:]})",
+        )
+        assert httpx.get(f"{url}{QUEUE}/requests/{running}", timeout=10).status_code == 200
+        assert worker not in descendants(serve.pid)
+        assert "starting it again" in log.read_text()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    store = SqliteJobStore(tmp_path / "data" / "superscale.db")
+    try:
+        job = store.get(running)
+        assert job is not None and job.attempts == 2
+    finally:
+        store.close()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 @pytest.mark.slow

@@ -24,12 +24,27 @@ def hash_secret(secret: str) -> str:
     return f"{_HASH_SCHEME}${digest}"
 
 
-def create_key(store: JobStore, name: str = "") -> tuple[ApiKey, str]:
-    """Make and store a new key. Returns the record and the full `key_id:secret` string,
-    which exists only here: show it once."""
+def create_key(
+    store: JobStore,
+    name: str = "",
+    *,
+    max_queue: int | None = None,
+    max_rps: float | None = None,
+    upload_bytes_per_day: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Make and store a new key (limits None: the server's). Returns the record and the full
+    `key_id:secret` string, which exists only here: show it once."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_hex(32)
-    key = ApiKey(key_id=key_id, secret_hash=hash_secret(secret), name=name, created_at=time.time())
+    key = ApiKey(
+        key_id=key_id,
+        secret_hash=hash_secret(secret),
+        name=name,
+        created_at=time.time(),
+        max_queue=max_queue,
+        max_rps=max_rps,
+        upload_bytes_per_day=upload_bytes_per_day,
+    )
     store.add_key(key)
     return key, f"{key_id}:{secret}"
 

@@ -27,12 +27,14 @@ from fastapi.responses import JSONResponse, Response
 from superscale.api.auth import (
     UPLOAD_TOKEN_PURPOSE,
     key_is_live,
+    key_limits,
     owner_from_key,
     owner_from_key_or_token,
 )
 from superscale.api.context import ApiContext, Ctx
-from superscale.api.errors import ApiError, not_found
+from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_json, parse_lifecycle, read_body
+from superscale.errors import ErrorType
 from superscale.files.base import FileNotFound, UploadError, new_key
 from superscale.files.urls import file_url
 
@@ -106,10 +108,24 @@ async def auth_token(request: Request, ctx: Ctx) -> Response:
     )
 
 
+async def _count_upload(ctx: ApiContext, owner: str, size: int) -> None:
+    """Count uploaded bytes against the key's day; 429 past its `upload_bytes_per_day`."""
+    limit = (await key_limits(ctx, owner)).upload_bytes_per_day
+    if await ctx.write(ctx.job_store.add_upload_bytes, owner, size, limit) is None:
+        seconds = 86400 - int(time.time()) % 86400
+        raise retry_later(
+            429,
+            f"This key may upload {limit} bytes a day (UTC)",
+            ErrorType.UPLOAD_QUOTA_EXCEEDED,
+            seconds,
+        )
+
+
 @router.post("/files/upload")
 async def upload(request: Request, ctx: Ctx) -> Response:
-    await owner_from_key_or_token(request, ctx)
+    owner = await owner_from_key_or_token(request, ctx)
     data = await read_body(request, ctx.settings.max_body_bytes)
+    await _count_upload(ctx, owner, len(data))
     content_type = _content_type(request)
     key = new_key(_file_name(request.headers.get("x-fal-file-name"), content_type))
     await ctx.call(ctx.file_store.put, key, data, content_type, _expires_at(request, ctx))
@@ -142,6 +158,7 @@ async def _put_part(request: Request, ctx: ApiContext, claims: dict[str, Any], n
     if not 1 <= n <= 10_000:
         raise ApiError(422, "part number must be 1..10000", loc=("path", "part_number"))
     data = await read_body(request, ctx.settings.max_body_bytes)
+    await _count_upload(ctx, str(claims["o"]), len(data))
     return await ctx.call(ctx.file_store.put_part, claims["k"], claims["u"], n, data)
 
 
@@ -227,6 +244,7 @@ async def signed_put(token: str, request: Request, ctx: Ctx) -> Response:
     if claims is None or not await key_is_live(ctx, str(claims["o"])):
         raise _bad_capability()
     data = await read_body(request, ctx.settings.max_body_bytes)
+    await _count_upload(ctx, str(claims["o"]), len(data))
     content_type = request.headers.get("content-type") or claims["c"]
     # Single use: a URL that leaked, or a second concurrent PUT, cannot overwrite the file.
     async with _single_use(ctx, f"put:{token.rsplit('.', 1)[-1]}", claims):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from superscale.cli.options import build_settings, data_dir_option
-from superscale.jobs import JobStore
+from superscale.jobs import ApiKey, JobStore
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> JobStore:
@@ -34,16 +35,58 @@ def keys(ctx: click.Context, data_dir: Path | None, database_url: str | None) ->
     ctx.obj = (data_dir, database_url)
 
 
+# The key's own limits; unset: the server's (SUPERSCALE_KEY_MAX_QUEUE, …).
+limit_options = (
+    click.option(
+        "--max-queue",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Jobs this key may have queued at once (more: 429).",
+    ),
+    click.option(
+        "--max-rps",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Requests per second this key may send to each API server (more: 429).",
+    ),
+    click.option(
+        "--upload-bytes-per-day",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Bytes this key may upload per UTC day (more: 429).",
+    ),
+)
+
+
+def _limit_options(f: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(limit_options):
+        f = option(f)
+    return f
+
+
 @keys.command()
 @click.option("--name", default="", help="A label to recognise the key by.")
+@_limit_options
 @click.pass_obj
-def create(obj: tuple[Path | None, str | None], name: str) -> None:
+def create(
+    obj: tuple[Path | None, str | None],
+    name: str,
+    max_queue: int | None,
+    max_rps: float | None,
+    upload_bytes_per_day: int | None,
+) -> None:
     """Create a key and print it (the secret is shown only now)."""
     from superscale.api.keys import create_key
 
     store = _store(*obj)
     try:
-        key, full = create_key(store, name)
+        key, full = create_key(
+            store,
+            name,
+            max_queue=max_queue,
+            max_rps=max_rps,
+            upload_bytes_per_day=upload_bytes_per_day,
+        )
     finally:
         store.close()
     click.echo(full)
@@ -61,16 +104,68 @@ def list_(obj: tuple[Path | None, str | None]) -> None:
         rows = store.list_keys()
     finally:
         store.close()
-    click.echo(f"{'KEY_ID':<18} {'CREATED':<17} {'REVOKED':<17} NAME")
+    click.echo(f"{'KEY_ID':<18} {'CREATED':<17} {'REVOKED':<17} {'LIMITS':<28} NAME")
     for k in rows:
-        click.echo(f"{k.key_id:<18} {_when(k.created_at):<17} {_when(k.revoked_at):<17} {k.name}")
+        click.echo(
+            f"{k.key_id:<18} {_when(k.created_at):<17} {_when(k.revoked_at):<17} "
+            f"{_limits(k):<28} {k.name}"
+        )
+
+
+def _limits(key: ApiKey) -> str:
+    own = {
+        "queue": key.max_queue,
+        "rps": key.max_rps,
+        "upload/day": key.upload_bytes_per_day,
+    }
+    shown = [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in own.items()
+        if v is not None
+    ]
+    return " ".join(shown) or "server's"
+
+
+@keys.command()
+@click.argument("key_id")
+@_limit_options
+@click.option("--reset", is_flag=True, help="Back to the server's limits, then apply the rest.")
+@click.pass_obj
+def limits(
+    obj: tuple[Path | None, str | None],
+    key_id: str,
+    max_queue: int | None,
+    max_rps: float | None,
+    upload_bytes_per_day: int | None,
+    reset: bool,
+) -> None:
+    """Change a key's own limits (those not given stay as they are). Running API servers
+    apply them within SUPERSCALE_KEY_CACHE_SECONDS (2 s)."""
+    store = _store(*obj)
+    try:
+        key = store.get_key(key_id)
+        if key is None:
+            raise click.ClickException(f"no key {key_id!r}")
+        if reset:
+            key.max_queue = key.max_rps = key.upload_bytes_per_day = None
+        if max_queue is not None:
+            key.max_queue = max_queue
+        if max_rps is not None:
+            key.max_rps = max_rps
+        if upload_bytes_per_day is not None:
+            key.upload_bytes_per_day = upload_bytes_per_day
+        store.set_key_limits(key_id, key.max_queue, key.max_rps, key.upload_bytes_per_day)
+    finally:
+        store.close()
+    click.echo(f"{key_id}: {_limits(key)}")
 
 
 @keys.command()
 @click.argument("key_id")
 @click.pass_obj
 def revoke(obj: tuple[Path | None, str | None], key_id: str) -> None:
-    """Revoke a key: its requests are refused from now on."""
+    """Revoke a key: its requests are refused from now on (running API servers: within
+    SUPERSCALE_KEY_CACHE_SECONDS, 2 s)."""
     store = _store(*obj)
     try:
         ok = store.revoke_key(key_id)

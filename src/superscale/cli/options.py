@@ -100,11 +100,9 @@ def run_service(
     *,
     workers: int,
     worker_id: str | None = None,
-    serve: Callable[[JobStore, FileStore], None] | None = None,
 ) -> None:
-    """Open the stores, start the workers and webhook delivery, then `serve(job_store,
-    file_store)` (the API, until it stops) or, without it, wait for a stop signal; stop the
-    workers the one way (`WorkerService`) and close the stores."""
+    """Open the stores, start the workers and webhook delivery, wait for a stop signal, stop
+    them the one way (`WorkerService`) and close the stores."""
     sleep_while_waiting()  # before torch loads (below)
     from superscale.worker.service import WorkerService
 
@@ -115,18 +113,16 @@ def run_service(
     try:
         service.handle_signals()
         service.start()
-        if serve is not None:
-            if not service.stopping.is_set():  # a stop signal may come during start-up
-                serve(job_store, file_store)
-        else:
-            for worker in service.workers:
-                log.info(
-                    "worker %s serving %s on %s",
-                    worker.worker_id,
-                    settings.checkpoints,
-                    settings.device,
-                )
-            service.wait()
+        for worker in service.workers:
+            log.info(
+                "worker %s serving %s on %s",
+                worker.worker_id,
+                settings.checkpoints,
+                settings.device,
+            )
+        while not service.stopping.wait(0.5):  # a timed wait: signal handlers run meanwhile
+            pass
+        service.wait()
     finally:
         service.stop()
         job_store.close()

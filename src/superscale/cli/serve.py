@@ -1,5 +1,6 @@
-"""`superscale serve`: the API plus in-process workers, on the embedded defaults (SQLite and a
-local directory under `--data-dir`) unless database/storage URLs say otherwise.
+"""`superscale serve`: the API and the workers, each in processes of their own
+(`processes.py`), on the embedded defaults (SQLite and a local directory under `--data-dir`)
+unless database/storage URLs say otherwise.
 
 With auth on and no key in the store yet, the first start creates one and prints it once, so
 the README's single command leaves a newcomer with a working key (`superscale keys` manages
@@ -9,11 +10,13 @@ them afterwards).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 import click
 
-from superscale.cli import options
+from superscale.cli import options, processes
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.serve")
@@ -50,9 +53,18 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
     help="Serve without API keys. Only on a trusted machine.",
 )
 @click.option(
-    "--workers", type=int, default=None, help="In-process workers (default 1; 0: API only)."
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker threads, in a process of their own (default 1; 0: API only).",
 )
 @click.option("--no-worker", is_flag=True, default=False, help="Same as --workers 0.")
+@click.option(
+    "--api-processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes answering requests, sharing the port (default 1).",
+)
 @options.model_options
 @options.worker_options
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
@@ -65,7 +77,7 @@ def serve(
     log_level: str,
     **flags: Any,
 ) -> None:
-    """Serve fal's API for fal-ai/aura-sr, with in-process workers.
+    """Serve fal's API for fal-ai/aura-sr, with workers in a process of their own.
 
     SIGTERM or Ctrl-C drains: the API stops, running jobs may finish for `--grace` seconds,
     then go back to the queue; the process exits 0."""
@@ -85,39 +97,65 @@ def serve(
         # Our own URLs (outputs, uploads) must say https when we serve TLS.
         settings.public_url = "https://" + settings.resolved_public_url().removeprefix("http://")
 
-    def serve_api(job_store: Any, file_store: Any) -> None:
-        import uvicorn
-
-        from superscale.api import create_app
-
+    # Set up in the parent, once: the first key (shown here, once), the playground's link,
+    # and the socket every API process serves.
+    _, job_store, file_store = options.open_stores(settings)
+    try:
         key = ensure_first_key(settings, job_store)
-        if key is not None:
-            click.echo(
-                "\nNo API key existed, so one was created. It is shown only this once:\n\n"
-                f"    FAL_KEY={key}\n\n"
-                "Send it as `Authorization: Key <FAL_KEY>` (fal's clients read FAL_KEY). "
-                "Manage keys with `superscale keys`.\n"
-            )
-        app = create_app(settings, job_store, file_store)
         banner = _playground_banner(settings, job_store)
-        if banner:
-            click.echo(banner)
-        if settings.workers:
-            log.info("%d in-process worker(s) serving %s", settings.workers, settings.checkpoints)
-        else:
-            log.info("no in-process workers: run `superscale worker` against the same store")
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            ssl_certfile=ssl_certfile,
-            ssl_keyfile=ssl_keyfile,
-            proxy_headers=True,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=5,
+    finally:
+        job_store.close()
+        file_store.close()
+    if key is not None:
+        click.echo(
+            "\nNo API key existed, so one was created. It is shown only this once:\n\n"
+            f"    FAL_KEY={key}\n\n"
+            "Send it as `Authorization: Key <FAL_KEY>` (fal's clients read FAL_KEY). "
+            "Manage keys with `superscale keys`.\n"
         )
-        # uvicorn takes SIGTERM/SIGINT while it runs and passes them on to the service's
-        # handlers when it returns: the workers then drain (see `options.run_service`).
-        uvicorn.Server(config).run()
+    if banner:
+        click.echo(banner)
+    sock = _listen(settings.host, settings.port)
+    parent = os.getpid()
+    children = [
+        processes.ChildSpec(
+            f"api-{i}",
+            processes.run_api,
+            (settings, sock, log_level, (ssl_certfile, ssl_keyfile), parent),
+        )
+        for i in range(settings.api_processes)
+    ]
+    children.append(
+        processes.ChildSpec("workers", processes.run_workers, (settings, log_level, parent))
+    )
+    scheme = "https" if ssl_certfile else "http"
+    log.info(
+        "serving on %s://%s:%d: %d API process(es); %s",
+        scheme,
+        settings.host,
+        sock.getsockname()[1],
+        settings.api_processes,
+        f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own"
+        if settings.workers
+        else "no workers: run `superscale worker` against the same store",
+    )
+    code = processes.Supervisor(children).run()
+    sock.close()
+    if code:
+        raise SystemExit(code)
 
-    options.run_service(settings, workers=settings.workers, serve=serve_api)
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use fails the command at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP: asyncio then turns Nagle off on accepted connections (no 40 ms stalls).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

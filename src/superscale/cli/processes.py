@@ -1,0 +1,178 @@
+"""`serve`'s processes: the API (one process, or several sharing the listening socket) apart
+from the workers (one process: the worker threads and webhook delivery), so that answering
+requests never takes the engine's CPU time or GIL, and inference never delays an answer.
+
+The parent only supervises. It binds the socket (a port in use fails the command at once),
+forwards each stop signal to every child — the children run in their own process group, so a
+terminal's Ctrl-C reaches the parent alone and is forwarded once, as a SIGTERM: the first
+drains, a second hands running jobs back (`superscale.worker.service`) — restarts a child that
+dies, and exits 0 once all have stopped after a stop. Children die with the parent: a serve
+killed outright (SIGKILL) is gone whole, its port free at once for the next start, and the job
+it was running is run again once its lease expires, as before the split.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from superscale.cli import options
+from superscale.settings import Settings
+
+log = logging.getLogger("superscale.serve")
+
+# spawn, not fork: each child starts clean (no copied threads, locks or connections).
+_SPAWN = multiprocessing.get_context("spawn")
+RESTART_DELAY = 1.0  # before a child that died is started again
+# A child exiting with an error this soon after its start failed to start (its settings, its
+# store): starting it again would fail the same way, so serve stops. One killed (the OOM
+# killer) or failing later is started again.
+START_WINDOW = 10.0
+ORPHAN_CHECK = 1.0  # how often a child looks for its parent, where the kernel cannot tell it
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    restarts: int = field(default=0)
+
+
+def _child_setup(parent: int, log_level: str) -> None:
+    os.setpgid(0, 0)  # out of the terminal's process group: see the module's docstring
+    options.setup_logging(log_level)
+    if _die_with_parent() and os.getppid() == parent:
+        return
+
+    def guard() -> None:  # where the kernel cannot do it (not Linux): look, and stop
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=guard, name="orphan-guard", daemon=True).start()
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def run_api(
+    settings: Settings,
+    sock: socket.socket,
+    log_level: str,
+    ssl: tuple[str | None, str | None],
+    parent: int,
+) -> None:
+    """An API process: the app over its own store connections, serving the shared socket."""
+    _child_setup(parent, log_level)
+    import uvicorn
+
+    from superscale.api import create_app
+
+    _, job_store, file_store = options.open_stores(settings)
+    try:
+        config = uvicorn.Config(
+            create_app(settings, job_store, file_store),
+            ssl_certfile=ssl[0],
+            ssl_keyfile=ssl[1],
+            proxy_headers=True,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        job_store.close()
+        file_store.close()
+
+
+def run_workers(settings: Settings, log_level: str, parent: int) -> None:
+    """The worker process: `settings.workers` worker threads (0: none) and webhook delivery."""
+    _child_setup(parent, log_level)
+    options.run_service(settings, workers=settings.workers)
+
+
+class Supervisor:
+    """Starts the children, keeps them running, and stops them on SIGTERM or SIGINT."""
+
+    def __init__(self, children: list[ChildSpec]) -> None:
+        self.children = children
+        self.stops = 0
+
+    def _start(self, child: ChildSpec) -> None:
+        child.process = _SPAWN.Process(target=child.target, args=child.args, name=child.name)
+        child.process.start()
+        child.started_at = time.monotonic()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stops += 1
+        if self.stops == 1:
+            log.info("stopping: the API stops, running jobs may finish (signal %d)", signum)
+        for child in self.children:
+            if child.process is not None and child.process.pid and child.process.is_alive():
+                os.kill(child.process.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Until every child has stopped after a stop signal (0), or one failed to start (1)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for child in self.children:
+            self._start(child)
+        failed = False
+        while True:
+            alive = [
+                c.process.sentinel for c in self.children if c.process and c.process.is_alive()
+            ]
+            if not alive:
+                break
+            wait(alive, timeout=0.5)
+            if self.stops:
+                continue
+            for child in self.children:
+                process = child.process
+                if process is None or process.is_alive():
+                    continue
+                exitcode = process.exitcode or 0
+                if exitcode > 0 and time.monotonic() - child.started_at < START_WINDOW:
+                    log.error(
+                        "%s exited (%s) right after it started: stopping",
+                        child.name,
+                        process.exitcode,
+                    )
+                    failed = True
+                    self._on_signal(signal.SIGTERM, None)
+                    break
+                child.restarts += 1
+                log.error(
+                    "%s exited (%s); starting it again (%d restarts)",
+                    child.name,
+                    process.exitcode,
+                    child.restarts,
+                )
+                time.sleep(RESTART_DELAY)
+                if not self.stops:
+                    self._start(child)
+        return 1 if failed else 0

@@ -89,14 +89,16 @@ def _png(width: int, height: int) -> str:
 
 
 @contextlib.contextmanager
-def server(data_dir: Path, workers: int) -> Iterator[tuple[str, int]]:
-    """`superscale serve` on a free port; (base URL, API process id)."""
+def server(data_dir: Path, workers: int, api_processes: int) -> Iterator[tuple[str, int]]:
+    """`superscale serve` on a free port; (base URL, serve's process id). Queue limits are
+    lifted: the submit benchmark queues tens of thousands of jobs with one key."""
     port = _free_port()
     cmd = [sys.executable, "-m", "superscale", "serve", "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), "--model-dir", str(data_dir / "models")]
     cmd += ["--checkpoint", "v1", "--device", "cpu", "--workers", str(workers)]
-    cmd += ["--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    cmd += ["--log-level", "warning", "--api-processes", str(api_processes)]
+    env = {**os.environ, "SUPERSCALE_MAX_QUEUE": "10000000", "SUPERSCALE_KEY_MAX_QUEUE": "10000000"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -150,14 +152,24 @@ def worker_rate(client: httpx.Client, body: dict[str, str], jobs: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    """Resident memory of `pid` and every process below it (serve's API and worker)."""
+    total, tree = 0.0, {pid}
+    for stat in sorted(Path("/proc").glob("[0-9]*/stat"), key=lambda p: int(p.parent.name)):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) in tree:
+                tree.add(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    for member in tree:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 def download_growth(url: str, pid: int, file_url: str, n: int) -> float:
-    """MB the API process's RSS grows by, at most, while `n` clients download `file_url`."""
+    """MB serve's RSS (all its processes) grows by, at most, while `n` clients download."""
     before, peak, done = rss_mb(pid), 0.0, threading.Event()
 
     def sample() -> None:
@@ -168,9 +180,7 @@ def download_growth(url: str, pid: int, file_url: str, n: int) -> float:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    curls = [
-        subprocess.Popen(["curl", "-sf", "-o", "/dev/null", file_url]) for _ in range(n)
-    ]
+    curls = [subprocess.Popen(["curl", "-sf", "-o", "/dev/null", file_url]) for _ in range(n)]
     codes = [c.wait() for c in curls]
     done.set()
     sampler.join()
@@ -183,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--jobs", type=int, default=40, help="jobs per worker-throughput run")
+    parser.add_argument("--api-processes", type=int, default=1, help="serve --api-processes")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
@@ -211,7 +222,8 @@ def main() -> None:
     # ~1,000 polls/s: 20 connections, each pausing 20 ms between its requests.
     paced_lua = _lua(tmp, "paced.lua", "function delay()\n  return 20\nend\n")
 
-    with server(tmp, workers=0) as (url, _):
+    print(f"superscale serve --api-processes {args.api_processes}; wrk, {WRK_THREADS} thread")
+    with server(tmp, workers=0, api_processes=args.api_processes) as (url, _):
         client = httpx.Client(base_url=url, headers={"Authorization": f"Key {key}"}, timeout=60)
         done = submit_many(client, tiny, 1)[0]
         client.put(f"{ENDPOINT}/requests/{done}/cancel").raise_for_status()
@@ -233,7 +245,7 @@ def main() -> None:
     store = open_job_store(f"sqlite:///{tmp / 'superscale.db'}")
     key = create_key(store, "bench")[1]
     store.close()
-    with server(tmp, workers=1) as (url, pid):
+    with server(tmp, workers=1, api_processes=args.api_processes) as (url, pid):
         client = httpx.Client(base_url=url, headers={"Authorization": f"Key {key}"}, timeout=60)
         small = {"image_url": _png(64, 64)}
         worker_rate(client, small, 4)  # warm-up: model load

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     # Compiled CPU kernels live in {cache_dir}/kernels (default: ~/.cache/superscale).
     cache_dir: Path | None = None
     workers: int = 1  # worker threads `serve` starts in its worker process (0: API only)
-    api_processes: int = Field(default=1, ge=1)  # `serve`'s processes answering requests
+    # `serve`'s processes answering requests, sharing its port. None: 2 where 2 CPUs or more
+    # are usable (about 2x the requests/s of one; benchmarks/api.py), else 1.
+    api_processes: int | None = Field(default=None, ge=1)
     # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
     # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
     max_batch_jobs: int | None = Field(default=None, ge=1)
@@ -131,6 +133,11 @@ class Settings(BaseSettings):
             fold_cache_size=self.fold_cache_size,
             kernel_cache_dir=self.cache_dir,
         )
+
+    def resolved_api_processes(self) -> int:
+        from superscale.cpus import usable_cpus
+
+        return self.api_processes or min(2, usable_cpus())
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'superscale.db'}"

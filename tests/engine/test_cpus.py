@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from superscale.engine.cpus import cgroup_cpu_quota, fit_threads, usable_cpus
+from superscale.cpus import cgroup_cpu_quota, usable_cpus
+from superscale.engine.cpus import fit_threads
 
 
 def _cgroup(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -1,4 +1,5 @@
-"""Real processes: `superscale serve` killed with SIGKILL mid-job and restarted loses nothing;
+"""Real processes: `superscale serve` killed with SIGKILL mid-job and restarted loses nothing,
+restarts its worker process when that dies, shares its port and metrics between API processes;
 `superscale worker` releases its job on SIGTERM and delivers signed webhooks."""
 
 from __future__ import annotations
@@ -277,3 +278,26 @@ def test_sigterm_drains_the_same_in_serve_and_worker(
         assert (done.output["image"]["width"], done.output["image"]["height"]) == (1024, 1024)
     finally:
         store.close()
+
+
+def test_serve_with_two_api_processes_shares_its_port_and_its_metrics(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--data-dir", str(tmp_path), "--no-worker"]
+    with process([*args, "--api-processes", "2"], env, tmp_path / "serve.log") as serve:
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "start")
+        wait_for(lambda: len(descendants(serve.pid)) >= 3, 30, "2 API processes and 1 worker")
+        for _ in range(40):  # a connection each: the processes take turns accepting them
+            assert httpx.get(f"{url}/openapi.json").status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        # Each process counts its own; a scrape, whichever process answers it, sums them.
+        line = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("superscale_http_requests_total") and 'route="/openapi.json"' in line
+        )
+        assert float(line.rsplit(" ", 1)[1]) == 40
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0

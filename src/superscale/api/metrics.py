@@ -8,12 +8,13 @@ sync run), deduplicated per process.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from superscale.jobs.records import Job
 from superscale.jobs.store import JobStore
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 _SEEN_MAX = 10_000
@@ -44,7 +46,8 @@ class _StoreCollector(Collector):
 class Metrics:
     def __init__(self, job_store: JobStore) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StoreCollector(job_store))
+        self._store_collector = _StoreCollector(job_store)
+        self.registry.register(self._store_collector)
         self.http_requests = Counter(
             "superscale_http_requests",
             "HTTP requests answered, by route template and status.",
@@ -88,6 +91,14 @@ class Metrics:
             self.inference_seconds.observe(job.inference_time)
 
     def render(self) -> bytes:
+        """The exposition text. Where several processes serve one port (`serve
+        --api-processes`), the supervisor sets PROMETHEUS_MULTIPROC_DIR: the HTTP and job
+        metrics are then every process's, summed, whichever process answers the scrape."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            registry.register(self._store_collector)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

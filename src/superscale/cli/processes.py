@@ -13,22 +13,26 @@ it was running is run again once its lease expires, as before the split.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from superscale.api.metrics import MULTIPROC_ENV
 from superscale.cli import options
 from superscale.settings import Settings
 
@@ -113,6 +117,22 @@ def run_workers(settings: Settings, log_level: str, parent: int) -> None:
     """The worker process: `settings.workers` worker threads (0: none) and webhook delivery."""
     _child_setup(parent, log_level)
     options.run_service(settings, workers=settings.workers)
+
+
+@contextlib.contextmanager
+def shared_metrics(api_processes: int) -> Iterator[None]:
+    """With several API processes, a directory where each keeps its metrics for the others
+    (prometheus_client's multiprocess mode: `/metrics` then sums them all), removed after."""
+    if api_processes < 2 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="superscale-metrics-")
+    os.environ[MULTIPROC_ENV] = directory  # children inherit it at their start
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Supervisor:

@@ -63,7 +63,7 @@ def _playground_banner(settings: Settings, job_store: Any) -> str | None:
     "--api-processes",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes answering requests, sharing the port (default 1).",
+    help="Processes answering requests, sharing the port (default: 2 with 2 CPUs or more).",
 )
 @options.model_options
 @options.worker_options
@@ -123,7 +123,7 @@ def serve(
             processes.run_api,
             (settings, sock, log_level, (ssl_certfile, ssl_keyfile), parent),
         )
-        for i in range(settings.api_processes)
+        for i in range(settings.resolved_api_processes())
     ]
     children.append(
         processes.ChildSpec("workers", processes.run_workers, (settings, log_level, parent))
@@ -134,12 +134,13 @@ def serve(
         scheme,
         settings.host,
         sock.getsockname()[1],
-        settings.api_processes,
+        settings.resolved_api_processes(),
         f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own"
         if settings.workers
         else "no workers: run `superscale worker` against the same store",
     )
-    code = processes.Supervisor(children).run()
+    with processes.shared_metrics(settings.resolved_api_processes()):
+        code = processes.Supervisor(children).run()
     sock.close()
     if code:
         raise SystemExit(code)

@@ -1,5 +1,5 @@
 """Helpers for tests that run superscale as real processes on loopback: the command, a free
-port, polling until a condition holds or a server answers."""
+port, polling until a condition holds or a server answers, a process tree and its memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,3 +60,36 @@ def wait_serving(
         wait_for(serving, timeout, f"{url}{path}", interval=0.1)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n{output()}") from None
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids below `pid` (serve's children: its API and worker processes)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of `pid` and every process below it."""
+    return sum(rss_kb(p) for p in [pid, *descendants(pid)])

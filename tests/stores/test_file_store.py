@@ -19,6 +19,7 @@ from superscale.files import (
     new_key,
     open_file_store,
 )
+from superscale.files.base import READ_CHUNK
 from superscale.settings import Settings
 
 MIB = 1024 * 1024
@@ -95,6 +96,30 @@ def test_head_bytes_reads_only_the_start(file_store: FileStore) -> None:
     for missing in (old, new_key("never.bin")):
         with pytest.raises(FileNotFound):
             file_store.head_bytes(missing, 10)
+
+
+def test_open_reads_any_range_a_chunk_at_a_time(file_store: FileStore) -> None:
+    data = bytes(range(256)) * (READ_CHUNK // 256 * 2 + 3)  # two chunks and a bit
+    key, empty, old = new_key("big.bin"), new_key("empty.bin"), new_key("old.bin")
+    file_store.put(key, data, "image/webp")
+    file_store.put(empty, b"", "image/png")
+    file_store.put(old, b"old", "image/png", expires_at=time.time() - 5)
+    reader = file_store.open(key)
+    assert (reader.content_type, reader.size) == ("image/webp", len(data))
+    chunks = list(reader.chunks(0, len(data)))
+    assert b"".join(chunks) == data and max(map(len, chunks)) <= READ_CHUNK and len(chunks) >= 3
+    for start, stop in (
+        (0, 1),
+        (5, 17),
+        (READ_CHUNK - 3, READ_CHUNK + 9),
+        (len(data) - 4, len(data)),
+    ):
+        assert b"".join(file_store.open(key).chunks(start, stop)) == data[start:stop]
+    assert file_store.open(empty).size == 0
+    assert b"".join(file_store.open(empty).chunks(0, 0)) == b""
+    for missing in (old, new_key("never.bin")):
+        with pytest.raises(FileNotFound):
+            file_store.open(missing)
 
 
 def test_exists_agrees_with_get(file_store: FileStore) -> None:

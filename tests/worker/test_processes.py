@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fixture_http import FixtureServer, Reply
-from loopback import SUPERSCALE, free_port, wait_for
+from loopback import SUPERSCALE, descendants, free_port, rss_kb, wait_for
 from pngs import data_uri
 from superscale import webhooks
 from superscale.jobs.sqlite import SqliteJobStore
@@ -28,23 +28,6 @@ QUEUE = "/queue/fal-ai/aura-sr"
 
 def png_data_uri(width: int, height: int) -> str:
     return data_uri(png_bytes(width, height))
-
-
-def descendants(pid: int) -> list[int]:
-    """The process ids below `pid` (serve's children: its API and worker processes)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -185,13 +168,6 @@ def test_serve_restarts_its_worker_process_when_it_dies(
         assert job is not None and job.attempts == 2
     finally:
         store.close()
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from superscale.api.auth import (
     UPLOAD_TOKEN_PURPOSE,
@@ -296,17 +296,72 @@ async def js_upload_complete(token: str, request: Request, ctx: Ctx) -> Response
 # --- hosted files ----------------------------------------------------------------------------
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The [start, stop) one `Range: bytes=…` header asks of a file of `size` bytes; None for
+    the whole file (no header, or one we may ignore: another unit, several ranges, bad syntax).
+    Raises ApiError 416 for a range that starts past the end."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[6:].strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or not (first + last).isdigit():
+        return None
+    if not first:  # the last `last` bytes
+        suffix = int(last)
+        if suffix == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:  # an invalid range: ignored (RFC 9110 §14.1.1)
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, size if not last else min(size, int(last) + 1)
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError(
+        416,
+        f"Range Not Satisfiable (the file has {size} bytes)",
+        loc=("header", "range"),
+        type="range_not_satisfiable",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
 @router.api_route("/files/{key:path}", methods=["GET", "HEAD"])
-async def get_file(key: str, ctx: Ctx) -> Response:
+async def get_file(key: str, request: Request, ctx: Ctx) -> Response:
+    """The file, streamed from the store a chunk at a time (memory stays flat in its size and
+    in the number of downloads); one `Range` of bytes answers 206 with that part."""
     try:
-        stored = await ctx.call(ctx.file_store.get, key)
+        reader = await ctx.call(ctx.file_store.open, key)
     except FileNotFound:
         raise not_found("File") from None
+    try:
+        part = byte_range(request.headers.get("range"), reader.size)
+    except ApiError:
+        reader.close()
+        raise
+    start, stop = part or (0, reader.size)
     headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(stop - start),
         "Cache-Control": "private, max-age=3600",
         "X-Content-Type-Options": "nosniff",
         # Uploaded bytes carry a type their uploader chose: never let them run as a page of
         # our origin (the playground's proxy session lives here).
         "Content-Security-Policy": "default-src 'none'; sandbox",
     }
-    return Response(stored.data, media_type=stored.content_type, headers=headers)
+    status = 200
+    if part is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{reader.size}"
+    if request.method == "HEAD":
+        reader.close()
+        return Response(status_code=status, media_type=reader.content_type, headers=headers)
+    # A plain iterator: Starlette reads it in a thread, a chunk per step, as the client takes it.
+    return StreamingResponse(
+        reader.chunks(start, stop),
+        status_code=status,
+        media_type=reader.content_type,
+        headers=headers,
+    )

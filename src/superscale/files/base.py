@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -37,6 +38,29 @@ class StoredFile:
     size: int
     data: bytes
     expires_at: float | None = None
+
+
+# Bytes a download reads from the store at a time: memory per download stays this, whatever
+# the file's size.
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass
+class FileReader:
+    """An open stored file: its type and size, and its bytes read a chunk at a time
+    (`chunks`, blocking). `close` releases what `open` took (a file, a connection)."""
+
+    content_type: str
+    size: int
+    read_range: Callable[[int, int], Iterator[bytes]]
+    close: Callable[[], None] = lambda: None
+
+    def chunks(self, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes [start, stop) in chunks of at most READ_CHUNK; closes the reader after."""
+        try:
+            yield from self.read_range(start, stop)
+        finally:
+            self.close()
 
 
 def new_key(file_name: str) -> str:
@@ -69,6 +93,17 @@ class FileStore(abc.ABC):
     @abc.abstractmethod
     def get(self, key: str) -> StoredFile:
         """Raises FileNotFound for a missing or expired file."""
+
+    def open(self, key: str) -> FileReader:
+        """The file to read in chunks (downloads); FileNotFound as for `get`. Stores override
+        this default, which holds the whole file, with one that reads only what is asked."""
+        stored = self.get(key)
+
+        def read_range(start: int, stop: int) -> Iterator[bytes]:
+            for at in range(start, stop, READ_CHUNK):
+                yield stored.data[at : min(stop, at + READ_CHUNK)]
+
+        return FileReader(stored.content_type, stored.size, read_range)
 
     def head_bytes(self, key: str, n: int) -> bytes:
         """The file's first `n` bytes (all of a shorter one); FileNotFound as for `get`. Stores

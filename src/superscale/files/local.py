@@ -20,12 +20,14 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from superscale.files.base import (
+    READ_CHUNK,
     FileNotFound,
+    FileReader,
     FileStore,
     StorageFull,
     StoredFile,
@@ -145,6 +147,30 @@ class LocalFileStore(FileStore):
             data=data,
             expires_at=expires_at,
         )
+
+    def open(self, key: str) -> FileReader:
+        meta = self._read_meta(key)
+        expires_at = meta.get("expires_at")
+        if expires_at is not None and expires_at <= time.time():
+            raise FileNotFound(key)
+        try:
+            f = self._data(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise FileNotFound(key) from exc
+        # The open file stays readable even if the file is deleted or replaced meanwhile.
+        size = os.fstat(f.fileno()).st_size
+
+        def read_range(start: int, stop: int) -> Iterator[bytes]:
+            f.seek(start)
+            left = stop - start
+            while left > 0:
+                chunk = f.read(min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+        return FileReader(meta["content_type"], size, read_range, f.close)
 
     def head_bytes(self, key: str, n: int) -> bytes:
         expires_at = self._read_meta(key).get("expires_at")

@@ -19,13 +19,22 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from superscale.files.base import FileNotFound, FileStore, StoredFile, UploadError, check_key
+from superscale.files.base import (
+    READ_CHUNK,
+    FileNotFound,
+    FileReader,
+    FileStore,
+    StoredFile,
+    UploadError,
+    check_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -184,6 +193,33 @@ class S3FileStore(FileStore):
             size=len(data),
             data=data,
             expires_at=expires_at,
+        )
+
+    def open(self, key: str) -> FileReader:
+        """A HEAD now; each range read later is a ranged GET, streamed a chunk at a time."""
+        name = self._object(key)
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise FileNotFound(key) from exc
+            raise
+        expires_at = self._expiry(head.get("Metadata", {}))
+        if expires_at is not None and expires_at <= time.time():
+            raise FileNotFound(key)
+        etag = head["ETag"]  # each read asks for this version: never half of a replaced file
+
+        def read_range(start: int, stop: int) -> Iterator[bytes]:
+            if stop <= start:
+                return
+            obj = self._s3.get_object(
+                Bucket=self.bucket, Key=name, Range=f"bytes={start}-{stop - 1}", IfMatch=etag
+            )
+            with contextlib.closing(obj["Body"]) as body:
+                yield from body.iter_chunks(READ_CHUNK)
+
+        return FileReader(
+            head.get("ContentType", "application/octet-stream"), head["ContentLength"], read_range
         )
 
     def head_bytes(self, key: str, n: int) -> bytes:

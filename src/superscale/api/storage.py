@@ -33,7 +33,7 @@ from superscale.api.auth import (
 )
 from superscale.api.context import ApiContext, Ctx
 from superscale.api.errors import ApiError, not_found, retry_later
-from superscale.api.inputs import parse_json, parse_lifecycle, read_body
+from superscale.api.inputs import parse_json, parse_lifecycle, read_body, spool_body
 from superscale.errors import ErrorType
 from superscale.files.base import FileNotFound, UploadError, new_key
 from superscale.files.urls import file_url
@@ -124,11 +124,12 @@ async def _count_upload(ctx: ApiContext, owner: str, size: int) -> None:
 @router.post("/files/upload")
 async def upload(request: Request, ctx: Ctx) -> Response:
     owner = await owner_from_key_or_token(request, ctx)
-    data = await read_body(request, ctx.settings.max_body_bytes)
-    await _count_upload(ctx, owner, len(data))
-    content_type = _content_type(request)
-    key = new_key(_file_name(request.headers.get("x-fal-file-name"), content_type))
-    await ctx.call(ctx.file_store.put, key, data, content_type, _expires_at(request, ctx))
+    body, size = await spool_body(request, ctx.settings.max_body_bytes)
+    with body:
+        await _count_upload(ctx, owner, size)
+        content_type = _content_type(request)
+        key = new_key(_file_name(request.headers.get("x-fal-file-name"), content_type))
+        await ctx.call(ctx.file_store.put, key, body, content_type, _expires_at(request, ctx))
     return JSONResponse({"access_url": file_url(ctx.base_url(request), key)})
 
 
@@ -157,9 +158,10 @@ async def _multipart_claims(
 async def _put_part(request: Request, ctx: ApiContext, claims: dict[str, Any], n: int) -> str:
     if not 1 <= n <= 10_000:
         raise ApiError(422, "part number must be 1..10000", loc=("path", "part_number"))
-    data = await read_body(request, ctx.settings.max_body_bytes)
-    await _count_upload(ctx, str(claims["o"]), len(data))
-    return await ctx.call(ctx.file_store.put_part, claims["k"], claims["u"], n, data)
+    body, size = await spool_body(request, ctx.settings.max_body_bytes)
+    with body:
+        await _count_upload(ctx, str(claims["o"]), size)
+        return await ctx.call(ctx.file_store.put_part, claims["k"], claims["u"], n, body)
 
 
 def _parts_list(data: Any) -> list[tuple[int, str]]:
@@ -243,12 +245,13 @@ async def signed_put(token: str, request: Request, ctx: Ctx) -> Response:
     claims = ctx.signer.verify(PUT_PURPOSE, token)
     if claims is None or not await key_is_live(ctx, str(claims["o"])):
         raise _bad_capability()
-    data = await read_body(request, ctx.settings.max_body_bytes)
-    await _count_upload(ctx, str(claims["o"]), len(data))
+    body, size = await spool_body(request, ctx.settings.max_body_bytes)
     content_type = request.headers.get("content-type") or claims["c"]
-    # Single use: a URL that leaked, or a second concurrent PUT, cannot overwrite the file.
-    async with _single_use(ctx, f"put:{token.rsplit('.', 1)[-1]}", claims):
-        await ctx.call(ctx.file_store.put, claims["k"], data, content_type, claims["x"])
+    with body:
+        await _count_upload(ctx, str(claims["o"]), size)
+        # Single use: a URL that leaked, or a second concurrent PUT, cannot overwrite the file.
+        async with _single_use(ctx, f"put:{token.rsplit('.', 1)[-1]}", claims):
+            await ctx.call(ctx.file_store.put, claims["k"], body, content_type, claims["x"])
     return Response(status_code=200)
 
 

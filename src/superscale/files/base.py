@@ -11,6 +11,7 @@ import abc
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 
 class FileNotFound(Exception):
@@ -39,6 +40,9 @@ class StoredFile:
     data: bytes
     expires_at: float | None = None
 
+
+# What a store takes: bytes, or a binary file (seekable) read from where it stands.
+Body = bytes | BinaryIO
 
 # Bytes a download reads from the store at a time: memory per download stays this, whatever
 # the file's size.
@@ -86,9 +90,9 @@ def check_key(key: str) -> str:
 
 class FileStore(abc.ABC):
     @abc.abstractmethod
-    def put(
-        self, key: str, data: bytes, content_type: str, expires_at: float | None = None
-    ) -> None: ...
+    def put(self, key: str, data: Body, content_type: str, expires_at: float | None = None) -> None:
+        """Store the bytes, or a binary file's contents read from where it stands (an upload
+        spooled to disk: copied through, never held whole)."""
 
     @abc.abstractmethod
     def get(self, key: str) -> StoredFile:
@@ -132,7 +136,7 @@ class FileStore(abc.ABC):
         """Returns an upload id."""
 
     @abc.abstractmethod
-    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    def put_part(self, key: str, upload_id: str, part_number: int, data: Body) -> str:
         """Returns the part's etag."""
 
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from superscale.files.base import (
     READ_CHUNK,
+    Body,
     FileNotFound,
     FileReader,
     FileStore,
@@ -91,14 +92,22 @@ class LocalFileStore(FileStore):
         dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(tmp, dest)
 
-    def _write_atomic(self, dest: Path, data: bytes) -> None:
+    def _write_atomic(self, dest: Path, data: Body) -> tuple[int, str]:
+        """Write `dest` whole or not at all; returns its size and MD5 (a part's etag)."""
         tmp = self._tmp()
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
         try:
-            tmp.write_bytes(data)
+            with tmp.open("wb") as out:
+                for chunk in _chunks(data):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
             self._install(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return size, digest.hexdigest()
 
     def _write_meta(self, key: str, content_type: str, size: int, expires: float | None) -> None:
         meta = {"content_type": content_type, "size": size, "expires_at": expires}
@@ -122,11 +131,9 @@ class LocalFileStore(FileStore):
 
     # --- files ------------------------------------------------------------------------------
     @_full_disk_is_storage_full
-    def put(
-        self, key: str, data: bytes, content_type: str, expires_at: float | None = None
-    ) -> None:
-        self._write_atomic(self._data(key), data)
-        self._write_meta(key, content_type, len(data), expires_at)
+    def put(self, key: str, data: Body, content_type: str, expires_at: float | None = None) -> None:
+        size, _ = self._write_atomic(self._data(key), data)
+        self._write_meta(key, content_type, size, expires_at)
 
     def free_bytes(self) -> int | None:
         return shutil.disk_usage(self.root).free
@@ -241,12 +248,11 @@ class LocalFileStore(FileStore):
         return staging, info
 
     @_full_disk_is_storage_full
-    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    def put_part(self, key: str, upload_id: str, part_number: int, data: Body) -> str:
         staging, _ = self._upload_info(key, upload_id)
         if not 1 <= part_number <= MAX_PART_NUMBER:
             raise UploadError(f"part number {part_number} is outside 1..{MAX_PART_NUMBER}")
-        self._write_atomic(staging / f"{part_number:05d}", data)
-        return _etag(data)
+        return self._write_atomic(staging / f"{part_number:05d}", data)[1]
 
     @_full_disk_is_storage_full
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
@@ -262,13 +268,17 @@ class LocalFileStore(FileStore):
             with tmp.open("wb") as out:
                 for number, etag in parts:
                     try:
-                        data = (staging / f"{number:05d}").read_bytes()
+                        part = (staging / f"{number:05d}").open("rb")
                     except (FileNotFoundError, ValueError) as exc:
                         raise UploadError(f"part {number} was never uploaded") from exc
-                    if _etag(data) != etag.strip('"'):
+                    digest = hashlib.md5(usedforsecurity=False)
+                    with part:
+                        for chunk in _chunks(part):
+                            digest.update(chunk)
+                            out.write(chunk)
+                            size += len(chunk)
+                    if digest.hexdigest() != etag.strip('"'):
                         raise UploadError(f"part {number}: etag {etag!r} does not match")
-                    out.write(data)
-                    size += len(data)
             self._install(tmp, self._data(key))
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -278,6 +288,11 @@ class LocalFileStore(FileStore):
         return size
 
 
-def _etag(data: bytes) -> str:
-    # S3's etag of a part is its MD5; the same here keeps clients' bookkeeping uniform.
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+def _chunks(data: Body) -> Iterator[bytes]:
+    """The bytes, or the file's contents from where it stands, a chunk at a time. A part's
+    etag is its MD5, as on S3: clients' bookkeeping stays the same on either store."""
+    if isinstance(data, bytes):
+        yield data
+        return
+    while chunk := data.read(READ_CHUNK):
+        yield chunk

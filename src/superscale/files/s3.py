@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from superscale.files.base import (
     READ_CHUNK,
+    Body,
     FileNotFound,
     FileReader,
     FileStore,
@@ -165,9 +166,7 @@ class S3FileStore(FileStore):
             return False
 
     # --- files ---------------------------------------------------------------------------
-    def put(
-        self, key: str, data: bytes, content_type: str, expires_at: float | None = None
-    ) -> None:
+    def put(self, key: str, data: Body, content_type: str, expires_at: float | None = None) -> None:
         name = self._object(key)
         if expires_at is not None:  # marker first: a marker without its object is harmless
             self._s3.put_object(Bucket=self.bucket, Key=self._marker(key, expires_at), Body=b"")
@@ -301,7 +300,7 @@ class S3FileStore(FileStore):
         )
         return upload["UploadId"]
 
-    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    def put_part(self, key: str, upload_id: str, part_number: int, data: Body) -> str:
         try:
             part = self._s3.upload_part(
                 Bucket=self.bucket,

@@ -193,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--jobs", type=int, default=40, help="jobs per worker-throughput run")
-    parser.add_argument("--api-processes", type=int, default=1, help="serve --api-processes")
+    parser.add_argument("--api-processes", type=int, default=2, help="serve --api-processes")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")

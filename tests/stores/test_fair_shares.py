@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from superscale.jobs import ApiKey, JobStore, NewJob, QueueFull
+from superscale.jobs import ApiKey, JobError, JobStore, NewJob, QueueFull
 from superscale.jobs.positions import QueuedJob, QueueOrder
 
 EP = "fal-ai/aura-sr"
@@ -118,3 +118,49 @@ def test_key_limits_round_trip_and_move_the_change_counter(store: JobStore) -> N
         10,
     )
     assert not store.set_key_limits("nope", 1, None, None)
+
+
+def test_kept_counts_match_the_jobs_through_every_move(store: JobStore) -> None:
+    """The counts submits check (kept by triggers) against a count of the jobs themselves,
+    after submits, claims, releases, requeues, cancels, failures, completions and deletes."""
+
+    def kept() -> dict[tuple[str, str], int]:
+        with store._read() as db:
+            rows = db.conn.execute("SELECT owner, state, n FROM job_counts").fetchall()
+        return {(r["owner"], r["state"]): int(r["n"]) for r in rows if int(r["n"])}
+
+    def counted() -> dict[tuple[str, str], int]:
+        with store._read() as db:
+            rows = db.conn.execute(
+                "SELECT owner, state, COUNT(*) AS n FROM jobs WHERE state != 'COMPLETED' "
+                "GROUP BY owner, state"
+            ).fetchall()
+        return {(r["owner"], r["state"]): int(r["n"]) for r in rows}
+
+    rng = random.Random(3)
+    for step in range(60):
+        move = rng.choice(["submit", "submit", "claim", "release", "cancel", "finish", "expire"])
+        if move == "submit":
+            store.submit(job(rng.choice("abc")))
+        elif move == "claim":
+            store.claim("w", 30 if rng.random() < 0.7 else -1)  # some leases already expired
+        else:
+            with store._read() as db:
+                rows = db.conn.execute("SELECT id, state, worker_id FROM jobs").fetchall()
+            if not rows:
+                continue
+            row = rng.choice(rows)
+            if move == "release" and row["worker_id"]:
+                store.release(row["id"], row["worker_id"])
+            elif move == "cancel":
+                store.cancel(row["id"])
+            elif move == "finish" and row["worker_id"]:
+                if rng.random() < 0.5:
+                    store.complete(row["id"], row["worker_id"], {"ok": True}, 0.1)
+                else:
+                    store.fail(row["id"], None, JobError(500, "boom", "internal_error"))
+            elif move == "expire":
+                store.recover_expired(max_attempts=2)
+        assert kept() == counted(), (step, move)
+    store.delete_finished(time.time() + 1)
+    assert kept() == counted()

@@ -38,10 +38,29 @@ def migrations(dialect: str) -> list[Migration]:
 
 
 def _statements(text: str) -> tuple[str, ...]:
-    """Statements end with `;` at the end of a line (our files put no `;` inside strings)."""
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    parts = re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
-    return tuple(part.strip() for part in parts if part.strip())
+    """Statements end with `;` at the end of a line (our files put no `;` inside strings),
+    except inside a body: a SQLite trigger's (a line ending in BEGIN, to the line `END;`) or a
+    PostgreSQL function's (between `$$` lines)."""
+    statements: list[str] = []
+    current: list[str] = []
+    in_trigger = in_function = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current.append(line)
+        stripped = line.strip().upper()
+        if stripped.count("$$") % 2:
+            in_function = not in_function
+        if stripped.endswith("BEGIN") and not in_function:
+            in_trigger = True
+        elif in_trigger and stripped == "END;":
+            in_trigger = False
+        if stripped.endswith(";") and not (in_trigger or in_function):
+            statements.append("\n".join(current).strip().removesuffix(";"))
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return tuple(statements)
 
 
 def migrate(dialect: Dialect) -> int:

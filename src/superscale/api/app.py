@@ -23,6 +23,7 @@ from superscale.api.errors import (
     unexpected_error_handler,
     upload_error_handler,
 )
+from superscale.api.hotpath import HotPaths
 from superscale.api.metrics import HttpMetricsMiddleware, Metrics
 from superscale.api.signing import Signer, load_secret
 from superscale.files.base import FileNotFound, FileStore, StorageFull, UploadError
@@ -112,6 +113,8 @@ def create_app(
         allow_headers=["*"],
         expose_headers=list(EXPOSED_HEADERS),
     )
+    # Outermost: the hottest routes skip everything above (see its docstring).
+    app.add_middleware(HotPaths, seconds=settings.busy_hold)
 
     # The queue's routes first: they are the ones polled, and no other router's paths overlap.
     for router in (queue.router, ops.router, proxy.router, storage.router, tokens.router):

@@ -41,6 +41,11 @@ WRITE_THREADS = 16
 _hold_until: ContextVar[float] = ContextVar("superscale_hold_until", default=0.0)
 
 
+def start_hold(seconds: float) -> None:
+    """The request being served may wait out a store outage for `seconds` from now."""
+    _hold_until.set(time.monotonic() + seconds)
+
+
 def hold_remaining() -> float:
     """Seconds the current request may still wait for the store (or the queue) to recover."""
     return _hold_until.get() - time.monotonic()
@@ -61,7 +66,7 @@ class HoldMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in UNHELD_PATHS:
-            _hold_until.set(time.monotonic() + self.seconds)
+            start_hold(self.seconds)
         await self.app(scope, receive, send)
 
 

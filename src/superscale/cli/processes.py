@@ -47,6 +47,7 @@ RESTART_DELAY = 1.0  # before a child that died is started again
 START_WINDOW = 10.0
 ORPHAN_CHECK = 1.0  # how often a child looks for its parent, where the kernel cannot tell it
 PR_SET_PDEATHSIG = 1
+API_SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005)
 
 
 @dataclass
@@ -93,6 +94,10 @@ def run_api(
 ) -> None:
     """An API process: the app over its own store connections, serving the shared socket."""
     _child_setup(parent, log_level)
+    # Store calls run in threads, some holding the database's write lock: at the default 5 ms
+    # a busy event loop keeps the GIL from them that long each time, and every other writer
+    # waits behind them.
+    sys.setswitchinterval(API_SWITCH_INTERVAL)
     import uvicorn
 
     from superscale.api import create_app

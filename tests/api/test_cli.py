@@ -83,14 +83,19 @@ def test_first_serve_prints_a_working_key_and_never_loads_torch(api_only) -> Non
     assert f"http://127.0.0.1:{port}/playground/login?token=" in out2
 
 
+def run_keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`superscale keys --data-dir DATA_DIR ARGS…`, its output captured."""
+    return subprocess.run(
+        [*SUPERSCALE, "keys", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     def keys(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*SUPERSCALE, "keys", "--data-dir", str(tmp_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_keys(tmp_path, *args)
 
     created = keys("create", "--name", "ci")
     assert created.returncode == 0, created.stderr
@@ -113,6 +118,38 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     finally:
         store.close()
     assert keys("revoke", "nope").returncode != 0
+
+
+def test_keys_cli_sets_and_shows_a_keys_own_limits(tmp_path: Path) -> None:
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_keys(tmp_path, *args)
+
+    created = keys("create", "--name", "busy", "--max-queue", "7", "--max-rps", "2.5")
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.strip().split(":")[0]
+    row = next(line for line in keys("list").stdout.splitlines() if line.startswith(key_id))
+    assert "queue=7 rps=2.5" in row and "upload/day" not in row
+    changed = keys("limits", key_id, "--upload-bytes-per-day", "0")
+    assert changed.returncode == 0 and changed.stdout.strip().endswith(
+        "queue=7 rps=2.5 upload/day=0"
+    )
+    assert keys("limits", key_id, "--reset", "--max-rps", "9").stdout.strip().endswith("rps=9")
+    assert keys("limits", key_id, "--reset").stdout.strip().endswith("server's")
+    assert keys("limits", "nope", "--max-queue", "1").returncode != 0
+    assert keys("create", "--max-queue", "0").returncode != 0  # a queue of none: refused
+
+    from superscale.jobs import open_job_store
+
+    store = open_job_store(f"sqlite:///{tmp_path / 'superscale.db'}")
+    try:
+        key = store.get_key(key_id)
+        assert key is not None and (key.max_queue, key.max_rps, key.upload_bytes_per_day) == (
+            None,
+            None,
+            None,
+        )
+    finally:
+        store.close()
 
 
 def test_no_auth_warns_loudly(tmp_path: Path) -> None:

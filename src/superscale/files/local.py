@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from superscale.files.base import (
     READ_CHUNK,
@@ -138,33 +138,26 @@ class LocalFileStore(FileStore):
     def free_bytes(self) -> int | None:
         return shutil.disk_usage(self.root).free
 
-    def get(self, key: str) -> StoredFile:
+    def _open_live(self, key: str) -> tuple[dict[str, Any], BinaryIO]:
+        """The file's sidecar and its bytes opened, unless missing or expired (FileNotFound).
+        The open file stays readable even if the file is deleted or replaced meanwhile."""
         meta = self._read_meta(key)
         expires_at = meta.get("expires_at")
         if expires_at is not None and expires_at <= time.time():
             raise FileNotFound(key)
         try:
-            data = self._data(key).read_bytes()
+            return meta, self._data(key).open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise FileNotFound(key) from exc
-        return StoredFile(
-            key=key,
-            content_type=meta["content_type"],
-            size=len(data),
-            data=data,
-            expires_at=expires_at,
-        )
+
+    def get(self, key: str) -> StoredFile:
+        meta, f = self._open_live(key)
+        with f:
+            data = f.read()
+        return StoredFile(key, meta["content_type"], len(data), data, meta.get("expires_at"))
 
     def open(self, key: str) -> FileReader:
-        meta = self._read_meta(key)
-        expires_at = meta.get("expires_at")
-        if expires_at is not None and expires_at <= time.time():
-            raise FileNotFound(key)
-        try:
-            f = self._data(key).open("rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise FileNotFound(key) from exc
-        # The open file stays readable even if the file is deleted or replaced meanwhile.
+        meta, f = self._open_live(key)
         size = os.fstat(f.fileno()).st_size
 
         def read_range(start: int, stop: int) -> Iterator[bytes]:
@@ -180,14 +173,9 @@ class LocalFileStore(FileStore):
         return FileReader(meta["content_type"], size, read_range, f.close)
 
     def head_bytes(self, key: str, n: int) -> bytes:
-        expires_at = self._read_meta(key).get("expires_at")
-        if expires_at is not None and expires_at <= time.time():
-            raise FileNotFound(key)
-        try:
-            with self._data(key).open("rb") as f:
-                return f.read(n)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise FileNotFound(key) from exc
+        _, f = self._open_live(key)
+        with f:
+            return f.read(n)
 
     def exists(self, key: str) -> bool:
         """The sidecar's expiry and a stat of the bytes; the file itself is not read."""

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from superscale.api import queue
-from superscale.api.context import UNHELD_PATHS, start_hold
+from superscale.api.context import start_hold
 from superscale.schemas import ENDPOINT_ID
 
 _ID = r"(?P<request_id>[^/]+)"
@@ -66,7 +66,7 @@ class HotPaths:
         self.hold_seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in UNHELD_PATHS:
+        if scope["type"] == "http":
             for method, path, template, handler in ROUTES:
                 if scope["method"] != method:
                     continue

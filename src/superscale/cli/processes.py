@@ -157,6 +157,8 @@ class Supervisor:
         child.process = _SPAWN.Process(target=child.target, args=child.args, name=child.name)
         child.process.start()
         child.started_at = time.monotonic()
+        if self.stops and child.process.pid:  # a stop came while it was starting
+            os.kill(child.process.pid, signal.SIGTERM)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stops += 1
@@ -171,7 +173,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
-            self._start(child)
+            if not self.stops:
+                self._start(child)
         failed = False
         while True:
             alive = [

@@ -61,10 +61,13 @@ async def owner_from_key(request: Request, ctx: ApiContext) -> str:
 
 async def key_limits(ctx: ApiContext, owner: str) -> KeyLimits:
     """The limits of the key `owner` (the server's when auth is off)."""
-    key = None
-    if ctx.settings.auth and owner:
-        key = ctx.keys.cached(owner) or await ctx.call(ctx.keys.get, owner)
+    key = await _key(ctx, owner) if ctx.settings.auth and owner else None
     return KeyLimits.of(key, ctx.settings)
+
+
+async def _key(ctx: ApiContext, key_id: str) -> ApiKey | None:
+    """The key's record: the cached one (no store read), else read in a thread."""
+    return ctx.keys.cached(key_id) or await ctx.call(ctx.keys.get, key_id)
 
 
 def admit(ctx: ApiContext, owner: str, key: ApiKey | None) -> None:
@@ -105,7 +108,7 @@ async def owner_for_app(request: Request, ctx: ApiContext, alias: str) -> str:
 async def live_key(ctx: ApiContext, owner: str) -> ApiKey | None:
     """The key a capability was made for (`owner`, a key id) while it may still be used: a
     revoked key's tokens, signed URLs and sessions die with it."""
-    key = ctx.keys.cached(owner) or await ctx.call(ctx.keys.get, owner)
+    key = await _key(ctx, owner)
     return key if key is not None and key.revoked_at is None else None
 
 

@@ -4,7 +4,6 @@ status, status stream, output stream (`/stream`), result, cancel (`docs/api.md`)
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import uuid
@@ -22,6 +21,7 @@ from superscale.api.context import ApiContext, Ctx, context_of, hold_remaining
 from superscale.api.endpoints import ALIAS, resolve_endpoint
 from superscale.api.errors import ApiError, not_found, retry_later
 from superscale.api.inputs import parse_input, parse_options
+from superscale.api.limits import retry_seconds
 from superscale.errors import ErrorType
 from superscale.files.urls import rebase
 from superscale.jobs.records import CancelOutcome, Job, NewJob, QueueFull
@@ -140,7 +140,7 @@ async def _submit(request: Request, ctx: ApiContext, endpoint: str, owner: str) 
             if exc.limit == "queue" and hold_remaining() > QUEUE_FULL_RETRY:
                 await anyio.sleep(QUEUE_FULL_RETRY)
                 continue
-            seconds = max(1, math.ceil(exc.retry_after))
+            seconds = retry_seconds(exc.retry_after)
             reason = {
                 "caller": "More requests are waiting than fal_max_queue_length allows",
                 "key": f"This key already has {per_key} requests queued, as many as it may",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from superscale.cli.options import build_settings, data_dir_option
+from superscale.cli.options import build_settings, combine, data_dir_option
 from superscale.jobs import ApiKey, JobStore
 
 
@@ -36,7 +35,7 @@ def keys(ctx: click.Context, data_dir: Path | None, database_url: str | None) ->
 
 
 # The key's own limits; unset: the server's (SUPERSCALE_KEY_MAX_QUEUE, …).
-limit_options = (
+limit_options = combine(
     click.option(
         "--max-queue",
         type=click.IntRange(min=1),
@@ -58,15 +57,9 @@ limit_options = (
 )
 
 
-def _limit_options(f: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(limit_options):
-        f = option(f)
-    return f
-
-
 @keys.command()
 @click.option("--name", default="", help="A label to recognise the key by.")
-@_limit_options
+@limit_options
 @click.pass_obj
 def create(
     obj: tuple[Path | None, str | None],
@@ -128,7 +121,7 @@ def _limits(key: ApiKey) -> str:
 
 @keys.command()
 @click.argument("key_id")
-@_limit_options
+@limit_options
 @click.option("--reset", is_flag=True, help="Back to the server's limits, then apply the rest.")
 @click.pass_obj
 def limits(

@@ -135,7 +135,7 @@ def setup_logging(level: str) -> None:
     )
 
 
-def _apply(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def combine(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     """Several click options as one decorator, listed in --help in the order given."""
 
     def apply(f: F) -> F:
@@ -151,7 +151,7 @@ def data_dir_option(help: str = DATA_DIR_HELP) -> Callable[[F], F]:
 
 
 # --data-dir, --database-url, --storage-url, --s3-endpoint-url, --webhook-key.
-store_options = _apply(
+store_options = combine(
     data_dir_option(),
     click.option("--database-url", default=None, help="sqlite:///path or postgresql://…"),
     click.option("--storage-url", default=None, help="file:///dir or s3://bucket/prefix"),
@@ -178,7 +178,7 @@ model_dir_option = click.option(
 )
 
 # --model-dir, --checkpoint (as `checkpoints`), --device, --dtype.
-model_options = _apply(
+model_options = combine(
     model_dir_option,
     click.option(
         "--checkpoint",
@@ -191,7 +191,7 @@ model_options = _apply(
 )
 
 # --max-batch-jobs, --grace (as `shutdown_grace`).
-worker_options = _apply(
+worker_options = combine(
     click.option(
         "--max-batch-jobs",
         type=click.IntRange(min=1),

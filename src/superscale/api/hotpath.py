@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import inspect
 import re
-import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from superscale.api import queue
 from superscale.api.context import start_hold
+from superscale.api.metrics import RequestTimer
 from superscale.schemas import ENDPOINT_ID
 
 _ID = r"(?P<request_id>[^/]+)"
@@ -87,26 +87,16 @@ class HotPaths:
     ) -> None:
         start_hold(self.hold_seconds)
         app: FastAPI = scope["app"]
-        metrics = app.state.ctx.metrics
+        timer = RequestTimer(app.state.ctx.metrics, scope["method"], lambda: template)
         request = Request(scope, receive)
-        started = time.perf_counter()
         try:
-            response = await handler(match, request)
-        except Exception as exc:
-            response = await _handled(app, request, exc)
-        status = response.status_code
-
-        async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                metrics.http_seconds.labels(scope["method"], template).observe(
-                    time.perf_counter() - started
-                )
-            await send(message)
-
-        try:
-            await response(scope, receive, timed_send)
+            try:
+                response = await handler(match, request)
+            except Exception as exc:
+                response = await _handled(app, request, exc)
+            await response(scope, receive, timer.send(send))
         finally:
-            metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            timer.finish()
 
 
 async def _handled(app: FastAPI, request: Request, exc: Exception) -> Response:

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -102,6 +102,34 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class RequestTimer:
+    """One HTTP request's metrics: the time to its response's start, then its count by
+    status (500 if no response started). `route` names it by template, read when the response
+    starts (routing has set it by then)."""
+
+    def __init__(self, metrics: Metrics, method: str, route: Callable[[], str]) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.route = route
+        self.started = time.perf_counter()
+        self.status = 500
+
+    def send(self, send: Send) -> Send:
+        """`send`, timing the response's start."""
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+                seconds = time.perf_counter() - self.started
+                self.metrics.http_seconds.labels(self.method, self.route()).observe(seconds)
+            await send(message)
+
+        return timed
+
+    def finish(self) -> None:
+        self.metrics.http_requests.labels(self.method, self.route(), str(self.status)).inc()
+
+
 class HttpMetricsMiddleware:
     """Counts requests by route template (not raw path: request ids would explode labels)."""
 
@@ -113,23 +141,11 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                route = _route_of(scope)
-                self.metrics.http_seconds.labels(scope["method"], route).observe(
-                    time.perf_counter() - start
-                )
-            await send(message)
-
+        timer = RequestTimer(self.metrics, scope["method"], lambda: _route_of(scope))
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, timer.send(send))
         finally:
-            self.metrics.http_requests.labels(scope["method"], _route_of(scope), str(status)).inc()
+            timer.finish()
 
 
 def _route_of(scope: Scope) -> str:

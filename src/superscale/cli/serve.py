@@ -116,6 +116,7 @@ def serve(
     if banner:
         click.echo(banner)
     sock = _listen(settings.host, settings.port)
+    api_processes = settings.resolved_api_processes()
     parent = os.getpid()
     children = [
         processes.ChildSpec(
@@ -123,7 +124,7 @@ def serve(
             processes.run_api,
             (settings, sock, log_level, (ssl_certfile, ssl_keyfile), parent),
         )
-        for i in range(settings.resolved_api_processes())
+        for i in range(api_processes)
     ]
     children.append(
         processes.ChildSpec("workers", processes.run_workers, (settings, log_level, parent))
@@ -134,12 +135,12 @@ def serve(
         scheme,
         settings.host,
         sock.getsockname()[1],
-        settings.resolved_api_processes(),
+        api_processes,
         f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own"
         if settings.workers
         else "no workers: run `superscale worker` against the same store",
     )
-    with processes.shared_metrics(settings.resolved_api_processes()):
+    with processes.shared_metrics(api_processes):
         code = processes.Supervisor(children).run()
     sock.close()
     if code:

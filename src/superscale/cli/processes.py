@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -48,6 +49,7 @@ START_WINDOW = 10.0
 ORPHAN_CHECK = 1.0  # how often a child looks for its parent, where the kernel cannot tell it
 PR_SET_PDEATHSIG = 1
 API_SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005)
+GC_YOUNG_THRESHOLD = 20_000  # allocations between collections of young objects (default 700)
 API_NICENESS = 5  # the API processes' nice value beside their workers (0: equal priority)
 
 
@@ -118,10 +120,22 @@ def run_api(
             log_level=log_level.lower(),
             timeout_graceful_shutdown=5,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        _settle_garbage_collector()
+        server.run(sockets=[sock])
     finally:
         job_store.close()
         file_store.close()
+
+
+def _settle_garbage_collector() -> None:
+    """What exists at the start lives as long as the process: out of the collector's sight
+    (a full collection over it took ~13 ms, a stall every answer waiting then pays), and
+    young objects collected less often (every 700 allocations: thousands of times a
+    second under load; ~10% of the polls' throughput)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run_workers(settings: Settings, log_level: str, parent: int) -> None:

@@ -1,6 +1,7 @@
-"""`serve`'s processes: the API (one process, or several sharing the listening socket) apart
-from the workers (one process: the worker threads and webhook delivery), so that answering
-requests never takes the engine's CPU time or GIL, and inference never delays an answer.
+"""`serve`'s processes: the API (one process, or several on one port, each listening on a
+socket of its own) apart from the workers (one process: the worker threads and webhook
+delivery), so that answering requests never takes the engine's CPU time or GIL, and inference
+never delays an answer.
 
 The parent only supervises. It binds the socket (a port in use fails the command at once),
 forwards each stop signal to every child — the children run in their own process group, so a
@@ -95,7 +96,7 @@ def run_api(
     ssl: tuple[str | None, str | None],
     parent: int,
 ) -> None:
-    """An API process: the app over its own store connections, serving the shared socket."""
+    """An API process: the app over its own store connections, serving its listening socket."""
     _child_setup(parent, log_level)
     # Store calls run in threads, some holding the database's write lock: at the default 5 ms
     # a busy event loop keeps the GIL from them that long each time, and every other writer

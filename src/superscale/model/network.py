@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import BLOCKS_PER_STAGE, AuraSRConfig
 
@@ -147,8 +148,19 @@ class ResnetBlock(nn.Module):
         )
         # The modulation widths this block consumes, in order: (mod, selector) per block.
         self.style_dims = [dim_in, num_kernels, dim_out, num_kernels]
+        # Training: keep no activations inside the block, recompute them in the backward pass.
+        self.checkpointed = False
 
     def forward(self, x: Tensor, mods: Iterator[Tensor] | None = None) -> Tensor:
+        if self.checkpointed and mods is not None and torch.is_grad_enabled():
+            taken = [next(mods) for _ in self.style_dims]  # the recomputation needs them again
+            out: Tensor = checkpoint(self._run, x, taken, use_reentrant=False)
+            return out
+        return self._run(x, mods)
+
+    def _run(self, x: Tensor, mods: Iterator[Tensor] | list[Tensor] | None) -> Tensor:
+        if isinstance(mods, list):
+            mods = iter(mods)
         return self.block2(self.block1(x, mods), mods) + self.res_conv(x)
 
 
@@ -298,6 +310,12 @@ class AuraSR(nn.Module):
             style_dims = [d for block in self.resnet_blocks() for d in block.style_dims]
             self.style_dims = style_dims
             self.style_to_conv_modulations = nn.Linear(c.style_network.dim_out, sum(style_dims))
+
+    def checkpoint_activations(self, on: bool = True) -> None:
+        """Gradient checkpointing (training): each resnet block's activations are recomputed
+        in the backward pass instead of kept, for a fraction of the memory."""
+        for block in self.resnet_blocks():
+            block.checkpointed = on
 
     def resnet_blocks(self) -> Iterator[ResnetBlock]:
         """Every resnet block, in the order the forward pass runs them."""

@@ -1,0 +1,568 @@
+"""The training loop: one process, or one per GPU under `torchrun` (DDP), the same code.
+
+A run writes into its output folder:
+- `model.safetensors` + `config.json`: the official format (EMA weights unless asked
+  otherwise), written at every save and at the end; our engine and the reference load it;
+- `training-state.pt`: everything a resume needs (weights, EMA, discriminator, optimisers,
+  schedulers, step, options, RNG), every `save_every` steps, at the end, and on Ctrl-C/SIGTERM;
+- `log.jsonl`: losses every `log_every` steps and each validation (PSNR, SSIM), as JSON lines;
+  TensorBoard scalars under `tensorboard/` too where the `tensorboard` package is installed;
+- `samples/step-N.png`: validation grids, a row per image: input (nearest), ours, target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from superscale.model import (
+    AuraSR,
+    AuraSRConfig,
+    ConfigError,
+    load_model,
+    random_state_dict,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+
+from . import losses
+from .data import (
+    CropDataset,
+    DataError,
+    StepPositions,
+    find_images,
+    scan_images,
+    validation_samples,
+)
+from .degrade import Degradation
+from .discriminator import UNetDiscriminator
+from .ema import EMA
+from .quality import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training-state.pt"
+LOG_FILE = "log.jsonl"
+CROP = 256  # the released network's output tile: 64² in, 256² out
+STATE_VERSION = 1
+
+
+class TrainingError(ValueError):
+    """A run cannot start or go on; the message says why."""
+
+
+@dataclass
+class TrainOptions:
+    data: list[str]
+    out: str
+    init: str | None = "v2"  # v1, v2, a checkpoint folder; None: `config` from scratch
+    config: str | None = None  # a config.json: from scratch, or checked against `init`
+    model_dir: str | None = None
+    steps: int = 10_000
+    batch: int = 4  # the global batch: over accumulation steps and processes
+    accumulate: int = 1
+    lr: float = 1e-4
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    d_lr: float = 1e-4
+    l1: float = 1.0
+    perceptual: float | None = None  # None: 1.0 where VGG19's weights are found, else 0
+    perceptual_weights: str | None = None
+    gan: float = 0.0
+    d_channels: int = 64
+    ema_decay: float = 0.999
+    publish_ema: bool = True
+    degradation: Degradation = field(default_factory=Degradation)
+    flips: bool = True
+    val_fraction: float = 0.1
+    val_images: int = 8
+    val_every: int = 500
+    save_every: int = 1000
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None  # None: on GPUs that have it
+    checkpointing: bool = False
+    deterministic: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainOptions:
+        values = dict(values)
+        degradation = values.pop("degradation", {})
+        fields = {f.name for f in dataclasses.fields(Degradation)}
+        kept: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in degradation.items()
+        }
+        values["degradation"] = Degradation(**{k: v for k, v in kept.items() if k in fields})
+        return cls(**values)
+
+
+def default_vgg19_path() -> Path:
+    """Where torchvision keeps the VGG19 weights it downloads (torch hub's cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / losses.VGG19_FILE
+
+
+@dataclass
+class Process:
+    """This process's place in the run: rank and world size (1 without torchrun)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, device: str) -> Process:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(device)
+        if dev.type == "cuda" and world > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        return cls(rank, world, dev)
+
+    def stop(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@dataclass
+class Result:
+    step: int
+    out: Path
+    validations: list[dict[str, float]]
+
+
+class Stop(Exception):
+    """SIGTERM (or Ctrl-C) during training: save, then end."""
+
+
+def train(opts: TrainOptions, resume: bool = False) -> Result:
+    """Train as `opts` say; with `resume`, go on from `opts.out`'s saved state (`opts.steps`
+    may be raised; the rest comes from the state)."""
+    out = Path(opts.out)
+    saved: dict[str, Any] | None = None
+    if resume:
+        saved = _read_state(out)
+        steps, workers, progress = opts.steps, opts.workers, opts.progress
+        opts = TrainOptions.from_dict(saved["options"])
+        opts.steps, opts.workers, opts.progress = steps, workers, progress
+    _check(opts)
+    proc = Process.start(opts.device)
+    try:
+        return _Run(opts, proc, saved).run()
+    finally:
+        proc.stop()
+
+
+def _check(opts: TrainOptions) -> None:
+    if opts.steps < 1 or opts.batch < 1 or opts.accumulate < 1:
+        raise TrainingError("steps, batch and accumulate must be 1 or more")
+    if opts.init is None and opts.config is None:
+        raise TrainingError("from scratch (no --from) needs a --config")
+    for name in ("l1", "gan", "lr", "d_lr"):
+        if getattr(opts, name) < 0:
+            raise TrainingError(f"{name} must not be negative")
+
+
+def _read_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise TrainingError(f"nothing to resume: no {STATE_FILE} in {out}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("version") != STATE_VERSION:
+        raise TrainingError(f"{path} was written by another version of superscale")
+    return dict(state)
+
+
+def initial_model(opts: TrainOptions) -> tuple[AuraSRConfig, dict[str, Tensor]]:
+    """The network's config and weights to start from: a checkpoint (its config must match a
+    given `--config`), or a config with random weights."""
+    given = None
+    if opts.config is not None:
+        try:
+            given = AuraSRConfig.from_dict(json.loads(Path(opts.config).read_text()))
+        except (OSError, ValueError, ConfigError) as exc:
+            raise TrainingError(f"cannot read the config {opts.config}: {exc}") from None
+    if opts.init is None:
+        assert given is not None
+        return given, random_state_dict(given, seed=opts.seed)
+    files = resolve_checkpoint(opts.init, opts.model_dir)
+    model = load_model(files)
+    if given is not None and given != model.config:
+        theirs, ours = model.config.to_dict(), given.to_dict()
+        differ = sorted(k for k in ours if ours.get(k) != theirs.get(k))
+        raise TrainingError(
+            f"the config {opts.config} does not match the checkpoint {opts.init!r} "
+            f"(they differ in {', '.join(differ)}): fine-tuning keeps the checkpoint's network"
+        )
+    return model.config, {k: v.float() for k, v in model.state_dict().items()}
+
+
+class _Run:
+    def __init__(self, opts: TrainOptions, proc: Process, saved: dict[str, Any] | None) -> None:
+        self.opts, self.proc, self.saved = opts, proc, saved
+        self.out = Path(opts.out)
+        self.device = proc.device
+        torch.manual_seed(opts.seed)
+        if opts.deterministic:
+            torch.use_deterministic_algorithms(True)
+        if saved is not None:
+            self.config = AuraSRConfig.from_dict(saved["config"])
+            weights = saved["model"]
+        else:
+            self.config, weights = initial_model(opts)
+        self.generator = AuraSR(self.config)
+        self.generator.load_state_dict(weights, strict=True)
+        self.generator.to(self.device).train()
+        for name, p in self.generator.named_parameters():
+            p.requires_grad_(not name.endswith("attend.scale"))  # held, never read
+        if opts.checkpointing:
+            self.generator.checkpoint_activations()
+        self.ema = EMA(self.generator, opts.ema_decay)
+        self.perceptual = self._perceptual()
+        self.discriminator = (
+            UNetDiscriminator(opts.d_channels).to(self.device) if opts.gan > 0 else None
+        )
+        self.opt_g = torch.optim.Adam(
+            [p for p in self.generator.parameters() if p.requires_grad],
+            lr=opts.lr,
+            betas=(0.9, 0.99),
+        )
+        warmup = max(1, opts.warmup)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(
+            self.opt_g, lambda step: min(1.0, (step + 1) / warmup)
+        )
+        self.opt_d = (
+            torch.optim.Adam(self.discriminator.parameters(), lr=opts.d_lr, betas=(0.9, 0.99))
+            if self.discriminator is not None
+            else None
+        )
+        self.step = 0
+        self.validations: list[dict[str, float]] = []
+        if saved is not None:
+            self._restore(saved)
+        self.bf16 = (
+            opts.bf16
+            if opts.bf16 is not None
+            else self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        self.g = self._parallel(self.generator)
+        self.d = self._parallel(self.discriminator) if self.discriminator else None
+
+    # Setting up ------------------------------------------------------------------------------
+
+    def _perceptual(self) -> losses.PerceptualLoss | None:
+        opts = self.opts
+        path = Path(opts.perceptual_weights) if opts.perceptual_weights else default_vgg19_path()
+        weight = opts.perceptual
+        if weight is None:
+            weight = 1.0 if path.is_file() else 0.0
+            if not weight and self.proc.main:
+                log.info(
+                    "no perceptual loss: VGG19's weights are not at %s (--perceptual-weights)",
+                    path,
+                )
+        opts.perceptual = weight
+        if weight <= 0:
+            return None
+        try:
+            return losses.PerceptualLoss(path).to(self.device)
+        except losses.PerceptualWeightsMissing as exc:
+            raise TrainingError(str(exc)) from None
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        if self.proc.world == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.ema.model.load_state_dict(saved["ema"])
+        self.opt_g.load_state_dict(saved["opt_g"])
+        self.sched_g.load_state_dict(saved["sched_g"])
+        if self.discriminator is not None and self.opt_d is not None:
+            self.discriminator.load_state_dict(saved["discriminator"])
+            self.opt_d.load_state_dict(saved["opt_d"])
+        self.step = int(saved["step"])
+        self.validations = list(saved.get("validations", []))
+        torch.set_rng_state(saved["rng"])
+
+    def _data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
+        opts = self.opts
+        try:
+            paths = find_images(opts.data)
+        except DataError as exc:
+            raise TrainingError(str(exc)) from None
+        scan = scan_images(paths, CROP)
+        if self.proc.main:
+            log.info("data: %s", scan.summary())
+        if not scan.usable:
+            where = ", ".join(opts.data)
+            raise TrainingError(
+                f"no image to train on in {where}: {len(paths)} image file(s) found — "
+                f"{scan.summary()}. Each image needs at least {CROP}×{CROP} pixels"
+            )
+        order = np.random.default_rng([opts.seed, 2]).permutation(len(scan.usable))
+        entries = [scan.usable[i] for i in order]
+        held = 0
+        if len(entries) > 1 and opts.val_fraction > 0:
+            held = min(opts.val_images, max(1, round(len(entries) * opts.val_fraction)))
+            held = min(held, len(entries) - 1)
+        val_entries, train_entries = entries[:held], entries[held:]
+        dim = self.config.style_network.dim_in
+        dataset = CropDataset(
+            train_entries,
+            crop=CROP,
+            style_dim=dim,
+            degradation=opts.degradation,
+            seed=opts.seed,
+            flips=opts.flips,
+        )
+        positions = StepPositions(
+            self.step, opts.batch, opts.accumulate, self.proc.rank, self.proc.world
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=positions,
+            num_workers=opts.workers,
+            persistent_workers=opts.workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+        val = validation_samples(val_entries or train_entries[:1], CROP, dim, opts.degradation)
+        return iter(loader), val
+
+    # Training --------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        batches, val = self._data()
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = self._tensorboard()
+        if self.step == 0 and self.proc.main:
+            self._validate(val, writer)
+        bar = self._progress()
+        previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+        last_log, logged_at = time.perf_counter(), self.step
+        try:
+            while self.step < self.opts.steps:
+                record = self._train_step(batches)
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if self.proc.main and self.step % self.opts.log_every == 0:
+                    now = time.perf_counter()
+                    record["steps_per_s"] = (self.step - logged_at) / (now - last_log)
+                    last_log, logged_at = now, self.step
+                    self._log({"step": self.step, **record}, writer)
+                if self.proc.main and self.step % self.opts.val_every == 0:
+                    self._validate(val, writer)
+                if self.step % self.opts.save_every == 0:
+                    self._save()
+        except (KeyboardInterrupt, Stop):
+            self._save()
+            if self.proc.main:
+                log.warning(
+                    "stopped at step %d; saved: go on with --resume %s", self.step, self.out
+                )
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        if self.proc.main and self.step % self.opts.val_every:
+            self._validate(val, None)
+        self._save()
+        return Result(self.step, self.out, self.validations)
+
+    def _train_step(self, batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
+        opts = self.opts
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for micro in range(opts.accumulate):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+            last = micro == opts.accumulate - 1
+            with self._no_sync(last):
+                parts = self._generator_loss(batch)
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + float(value) / opts.accumulate
+        self.opt_g.step()
+        self.sched_g.step()
+        if self.opt_d is not None:
+            self.opt_d.step()
+        self.ema.update(self.generator, self.step)
+        return totals
+
+    @contextlib.contextmanager
+    def _no_sync(self, last: bool) -> Iterator[None]:
+        """Gradients are reduced between processes once per step, on its last micro-batch."""
+        with contextlib.ExitStack() as stack:
+            if not last:
+                for module in (self.g, self.d):
+                    if isinstance(module, DistributedDataParallel):
+                        stack.enter_context(module.no_sync())
+            yield
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _generator_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        opts = self.opts
+        scale = 1.0 / opts.accumulate
+        with self._autocast():
+            sr = self.g(batch["lr"], batch["z"], batch["noise"]).float()
+        hr = batch["hr"]
+        parts: dict[str, Tensor] = {"l1": F.l1_loss(sr, hr)}
+        loss = opts.l1 * parts["l1"]
+        if self.perceptual is not None:
+            with self._autocast():
+                parts["perceptual"] = self.perceptual(sr, hr).float()
+            loss = loss + (opts.perceptual or 0.0) * parts["perceptual"]
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)
+            with self._autocast():
+                parts["gan_g"] = losses.generator_adversarial(self.discriminator(sr).float())
+            loss = loss + opts.gan * parts["gan_g"]
+            self.discriminator.requires_grad_(True)
+        parts["loss"] = loss
+        (loss * scale).backward()
+        if self.d is not None:
+            with self._autocast():
+                logits = self.d(torch.cat([hr, sr.detach()])).float()
+            real, fake = logits.chunk(2)
+            parts["gan_d"] = losses.discriminator_adversarial(real, fake)
+            (parts["gan_d"] * scale).backward()
+        for name, value in parts.items():
+            if not math.isfinite(float(value.detach())):
+                raise TrainingError(
+                    f"the {name} loss is {float(value.detach())} at step {self.step + 1}: lower the "
+                    "learning rate (--lr, --d-lr) or the adversarial weight (--gan)"
+                )
+        return {k: v.detach() for k, v in parts.items()}
+
+    # Reporting -------------------------------------------------------------------------------
+
+    def _progress(self) -> Any:
+        if not (self.opts.progress and self.proc.main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.opts.steps, initial=self.step, unit="step", dynamic_ncols=True)
+
+    def _tensorboard(self) -> Any:
+        if not self.proc.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
+
+    def _log(self, record: dict[str, Any], writer: Any) -> None:
+        with (self.out / LOG_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for name, value in record.items():
+                if name != "step":
+                    writer.add_scalar(name, value, record["step"])
+
+    @torch.no_grad()
+    def _validate(self, val: dict[str, Tensor], writer: Any) -> None:
+        model = self.ema.model
+        lr, z, noise = (val[k].to(self.device) for k in ("lr", "z", "noise"))
+        hr = val["hr"].to(self.device)
+        with self._autocast():
+            sr = model(lr, z, noise).float().clamp(0, 1)
+        scores = {
+            "step": self.step,
+            "val_psnr": float(psnr(sr, hr).mean()),
+            "val_ssim": float(ssim(sr, hr).mean()),
+        }
+        self.validations.append(scores)
+        self._log(scores, writer)
+        _save_grid(self.out / "samples" / f"step-{self.step:07d}.png", lr, sr, hr)
+
+    # Saving ----------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if not self.proc.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        published = self.ema.model if self.opts.publish_ema else self.generator
+        weights = {k: v.detach().float().cpu() for k, v in published.state_dict().items()}
+        save_checkpoint(self.out, self.config, weights)
+        state = {
+            "version": STATE_VERSION,
+            "options": self.opts.to_dict(),
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.generator.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "discriminator": self.discriminator.state_dict() if self.discriminator else None,
+            "opt_d": self.opt_d.state_dict() if self.opt_d else None,
+            "validations": self.validations,
+            "rng": torch.get_rng_state(),
+        }
+        tmp = self.out / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / STATE_FILE)
+
+
+def _save_grid(path: Path, lr: Tensor, sr: Tensor, hr: Tensor, rows: int = 4) -> None:
+    """A row per image: the input (nearest, to the output's size), ours, the target."""
+    up = F.interpolate(lr[:rows], size=hr.shape[-2:], mode="nearest")
+    rows_ = [torch.cat([a, b, c], dim=-1) for a, b, c in zip(up, sr, hr, strict=False)]
+    grid = torch.cat(rows_, dim=-2)
+    pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop(f"signal {signum}")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

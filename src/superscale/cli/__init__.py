@@ -16,6 +16,7 @@ COMMANDS = {
     "upscale": "superscale.cli.upscale:upscale",
     "run": "superscale.cli.run:run",
     "pull": "superscale.cli.pull:pull",
+    "train": "superscale.cli.train:train",
 }
 
 

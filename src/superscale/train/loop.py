@@ -49,6 +49,7 @@ from . import losses
 from .data import (
     CropDataset,
     DataError,
+    ImageEntry,
     StepPositions,
     find_images,
     scan_images,
@@ -235,6 +236,7 @@ class _Run:
         self.opts, self.proc, self.saved = opts, proc, saved
         self.out = Path(opts.out)
         self.device = proc.device
+        self.train_entries, self.val_entries = self._scan()
         torch.manual_seed(opts.seed)
         if opts.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -319,7 +321,8 @@ class _Run:
         self.validations = list(saved.get("validations", []))
         torch.set_rng_state(saved["rng"])
 
-    def _data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
+    def _scan(self) -> tuple[list[ImageEntry], list[ImageEntry]]:
+        """The images to train on and those held out, before anything costly (a download)."""
         opts = self.opts
         try:
             paths = find_images(opts.data)
@@ -340,7 +343,11 @@ class _Run:
         if len(entries) > 1 and opts.val_fraction > 0:
             held = min(opts.val_images, max(1, round(len(entries) * opts.val_fraction)))
             held = min(held, len(entries) - 1)
-        val_entries, train_entries = entries[:held], entries[held:]
+        return entries[held:], entries[:held]
+
+    def _data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
+        opts = self.opts
+        train_entries, val_entries = self.train_entries, self.val_entries
         dim = self.config.style_network.dim_in
         dataset = CropDataset(
             train_entries,
@@ -471,9 +478,10 @@ class _Run:
             parts["gan_d"] = losses.discriminator_adversarial(real, fake)
             (parts["gan_d"] * scale).backward()
         for name, value in parts.items():
-            if not math.isfinite(float(value.detach())):
+            number = float(value.detach())
+            if not math.isfinite(number):
                 raise TrainingError(
-                    f"the {name} loss is {float(value.detach())} at step {self.step + 1}: lower the "
+                    f"the {name} loss is {number} at step {self.step + 1}: lower the "
                     "learning rate (--lr, --d-lr) or the adversarial weight (--gan)"
                 )
         return {k: v.detach() for k, v in parts.items()}

@@ -4,6 +4,7 @@ the model loader all take the names from here."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,3 +33,41 @@ REGISTRY: dict[str, Checkpoint] = {
 
 # The names, in the order they are offered.
 CHECKPOINT_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+# Checkpoints of one's own (`superscale train`'s output, say) are served under a name:
+# `name=path` in `--checkpoint` / SUPERSCALE_CHECKPOINTS, beside the published names.
+CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def parse_served(entries: list[str]) -> dict[str, str | None]:
+    """Served checkpoints, `name → path` (None for a published one), from entries that are
+    published names or `name=path`. ValueError says what is wrong with an entry."""
+    unknown = [e.strip() for e in entries if "=" not in e and e.strip() not in REGISTRY]
+    if unknown:
+        raise ValueError(
+            f"unknown checkpoint(s) {unknown}; choose from {list(CHECKPOINT_NAMES)}, or give "
+            "NAME=PATH for a checkpoint folder of your own"
+        )
+    served: dict[str, str | None] = {}
+    for entry in entries:
+        name, sep, path = (part.strip() for part in entry.partition("="))
+        if not sep:
+            value = None
+        elif name in REGISTRY:
+            raise ValueError(f"{name!r} names a published checkpoint: call yours otherwise")
+        elif not CUSTOM_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a checkpoint name: letters, digits, '.', '_', '-' (64 at "
+                "most), starting with a letter or digit"
+            )
+        elif not path:
+            raise ValueError(f"{entry!r}: no path after '='")
+        else:
+            value = path
+        if name in served and served[name] != value:
+            raise ValueError(f"checkpoint {name!r} is given twice, differently")
+        served[name] = value
+    if not served:
+        raise ValueError("no checkpoint to serve")
+    return served

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -18,11 +18,12 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StringConstraints,
     field_validator,
     model_validator,
 )
 
-from superscale.registry import CHECKPOINT_NAMES
+from superscale.registry import CHECKPOINT_NAMES, CUSTOM_NAME
 from superscale.scaling import MAX_SCALE, MAX_TILE_OVERLAP, MIN_SCALE, Scale, Target
 
 ENDPOINT_ID = "fal-ai/aura-sr"
@@ -32,10 +33,10 @@ FACTOR_STRING_PATTERN = r"(?:[1-9]|1[0-5])(?:\.[0-9]{1,6})?|16(?:\.0{1,6})?"
 CHECKPOINTS = CHECKPOINT_NAMES
 DEFAULT_SEED = 0
 
-if TYPE_CHECKING:
-    Checkpoint = str
-else:  # the registry's names, as the schema's enum (Literal flattens a tuple at run time)
-    Checkpoint = Literal[CHECKPOINT_NAMES]
+# A published name or one a server was given for a checkpoint of its own: the names one
+# server serves are its OpenAPI enum (`api/openapi.py`), and a name it does not serve a 422
+# that lists them (`api/inputs.py`).
+Checkpoint = Annotated[str, StringConstraints(pattern=f"^{CUSTOM_NAME.pattern}$")]
 OutputFormat = Literal["png", "jpeg", "webp"]
 QueueState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 LogLevel = Literal["STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG"]

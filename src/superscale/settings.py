@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from superscale.registry import parse_served
 from superscale.scaling import MAX_TILE_OVERLAP
 
 if TYPE_CHECKING:
@@ -52,7 +54,11 @@ class Settings(BaseSettings):
 
     # Model and engine.
     model_dir: Path | None = None
-    checkpoints: list[str] = Field(default_factory=lambda: ["v1", "v2"])
+    # Names of the checkpoints served: published ones (v1, v2) and `name=path` for one's own;
+    # a comma-separated list in SUPERSCALE_CHECKPOINTS. Validation leaves the names here and
+    # the paths of one's own in `checkpoint_paths`.
+    checkpoints: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["v1", "v2"])
+    checkpoint_paths: dict[str, str] = Field(default_factory=dict)
     device: str = "auto"
     dtype: str = "auto"
     # Engine knobs (None: chosen by device; see `superscale.engine.EngineOptions`).
@@ -119,6 +125,32 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # An empty flag (`--webhook-key ""`) sets nothing, as an empty variable does.
         return None if value == "" else value
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _served(self) -> Settings:
+        # Names already known by their path (a Settings validated before) stay known.
+        entries = [
+            f"{name}={self.checkpoint_paths[name]}" if name in self.checkpoint_paths else name
+            for name in self.checkpoints
+        ]
+        served = parse_served(entries)
+        self.checkpoints = list(served)
+        self.checkpoint_paths = {name: path for name, path in served.items() if path}
+        return self
+
+    def checkpoint_source(self, name: str) -> str:
+        """What loads a served checkpoint: its path, or the published name."""
+        return self.checkpoint_paths.get(name, name)
 
     def engine_options(self) -> EngineOptions:
         from superscale.engine.options import EngineOptions  # torch: only where it runs

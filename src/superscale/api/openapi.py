@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
 from superscale import __version__ as _version
 from superscale.api.inputs import IMAGE_URL_PATTERN
+from superscale.registry import CHECKPOINT_NAMES
 from superscale.schemas import (
     ENDPOINT_ID,
     FACTOR_STRING_PATTERN,
@@ -83,7 +85,10 @@ def _input_schema(schemas: dict[str, Any]) -> None:
     properties["upscale_factor"] = {**factor, "title": "Upscale Factor"}
 
 
-def build_openapi(server_url: str | None = None) -> dict[str, Any]:
+def build_openapi(
+    server_url: str | None = None, checkpoints: Sequence[str] = CHECKPOINT_NAMES
+) -> dict[str, Any]:
+    """The API's OpenAPI document; `checkpoints`: the names this server serves (the enum)."""
     _, defs = models_json_schema(
         [
             (AuraSrInput, "validation"),
@@ -94,6 +99,9 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
     )
     schemas = dict(defs.get("$defs", {}))
     _input_schema(schemas)
+    checkpoint = schemas["AuraSrInput"]["properties"]["checkpoint"]
+    checkpoint.pop("pattern", None)
+    checkpoint["enum"] = list(checkpoints)
     schemas["Error"] = {
         "title": "Error",
         "description": "fal's error shape; `error_type` names the kind (see X-Fal-Error-Type).",

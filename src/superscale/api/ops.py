@@ -60,4 +60,4 @@ async def jwks_document(ctx: Ctx) -> Response:
 
 @router.get("/openapi.json")
 async def openapi(request: Request, ctx: Ctx) -> Response:
-    return JSONResponse(build_openapi(ctx.base_url(request)))
+    return JSONResponse(build_openapi(ctx.base_url(request), ctx.settings.checkpoints))

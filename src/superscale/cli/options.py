@@ -34,22 +34,32 @@ def build_settings(**flags: Any) -> Settings:
     unknown checkpoint is a usage error, not a traceback."""
     from pydantic import ValidationError
 
-    from superscale.schemas import CHECKPOINTS
-
     given: dict[str, Any] = {
         k: (list(v) or None) if isinstance(v, tuple) else v for k, v in flags.items()
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
+        for error in exc.errors():
+            if not error["loc"]:  # the served checkpoints' own check (`registry.parse_served`)
+                message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+                raise click.BadParameter(message, param_hint="--checkpoint") from None
         raise click.UsageError(f"invalid setting: {exc}") from None
-    unknown = sorted(set(settings.checkpoints) - set(CHECKPOINTS))
-    if unknown or not settings.checkpoints:
-        raise click.BadParameter(
-            f"unknown checkpoint(s) {unknown}; choose from {list(CHECKPOINTS)}",
-            param_hint="--checkpoint",
-        )
+    for name, path in settings.checkpoint_paths.items():
+        if not _holds_checkpoint(Path(path)):
+            raise click.BadParameter(
+                f"checkpoint {name!r}: {path} holds no model.safetensors with config.json "
+                "(what `superscale train` writes)",
+                param_hint="--checkpoint",
+            )
     return settings
+
+
+def _holds_checkpoint(path: Path) -> bool:
+    """A checkpoint folder, or a weights file with config.json beside it (torch-free)."""
+    if path.is_dir():
+        return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    return path.is_file() and (path.parent / "config.json").is_file()
 
 
 def load_webhook_signer(settings: Settings) -> WebhookSigner:
@@ -184,7 +194,8 @@ model_options = combine(
         "--checkpoint",
         "checkpoints",
         multiple=True,
-        help="Checkpoint to serve; repeat for several (default: v1 and v2).",
+        help="Checkpoint to serve: v1, v2, or NAME=PATH for one of your own (a folder "
+        "`superscale train` wrote); repeat for several (default: v1 and v2).",
     ),
     click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …"),
     click.option("--dtype", default=None, help="auto, float32, float16, bfloat16"),

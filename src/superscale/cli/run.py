@@ -19,7 +19,7 @@ import click
 from tqdm import tqdm
 
 from superscale.client import AsyncClient, Completed, InProgress, Queued, Status, SuperscaleError
-from superscale.schemas import CHECKPOINTS, ENDPOINT_ID
+from superscale.schemas import ENDPOINT_ID
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # The worker logs `tiles 3/16`; accept spacing and wording around it.
@@ -151,7 +151,12 @@ async def run_all(
 )
 @click.option("--server", default=None, help="Server URL [default: $SUPERSCALE_URL or local].")
 @click.option("--key", default=None, help="API key id:secret [default: $FAL_KEY].")
-@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="v1", show_default=True)
+@click.option(
+    "--checkpoint",
+    default="v1",
+    show_default=True,
+    help="v1, v2, or a name the server serves for a checkpoint of its own.",
+)
 @click.option("--overlapping-tiles", is_flag=True, help="Blend a second tile pass: no seams.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Style noise seed.")
 @click.option(

@@ -114,9 +114,17 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A published name, a name SUPERSCALE_CHECKPOINTS gives a folder, or a folder."""
     if value in CHECKPOINTS or Path(value).is_dir():
         return value
-    raise click.BadParameter(f"use {' or '.join(CHECKPOINTS)}, or a checkpoint folder")
+    try:
+        own = Settings().checkpoint_paths
+    except ValueError:  # a bad SUPERSCALE_* is reported where it is used, not here
+        own = {}
+    if value in own:
+        return own[value]
+    names = [*CHECKPOINTS, *own]
+    raise click.BadParameter(f"use {', '.join(names)}, or a checkpoint folder")
 
 
 @click.command()
@@ -133,7 +141,8 @@ def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) ->
     default="v2",
     show_default=True,
     callback=_check_checkpoint,
-    help="v1, v2, or a folder holding model.safetensors and config.json.",
+    help="v1, v2, a name SUPERSCALE_CHECKPOINTS gives (NAME=PATH), or a folder holding "
+    "model.safetensors and config.json (what `superscale train` writes).",
 )
 @model_dir_option
 @click.option(

@@ -31,7 +31,8 @@ def get_upscaler(settings: Settings, checkpoint: str) -> Upscaler:
     with _upscalers_lock:
         upscaler = _upscalers.get(key)
         if upscaler is None:
-            upscaler = Upscaler.from_options(checkpoint, options, settings.model_dir)
+            source = settings.checkpoint_source(checkpoint)  # a path, for one's own
+            upscaler = Upscaler.from_options(source, options, settings.model_dir)
             _upscalers[key] = upscaler
         return upscaler
 

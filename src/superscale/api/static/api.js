@@ -67,6 +67,14 @@ export async function probeAccess() {
   return response.json();
 }
 
+/** The checkpoint names this server serves (its OpenAPI enum): v1, v2 and its own. */
+export async function servedCheckpoints() {
+  const response = await fetch("/openapi.json", { credentials: "same-origin" });
+  if (!response.ok) throw new ApiError(response.status, await readBody(response));
+  const doc = await response.json();
+  return doc.components.schemas.AuraSrInput.properties.checkpoint.enum || [];
+}
+
 /** Ends this browser's proxy session. */
 export async function signOut() {
   await fetch(`${PROXY}/session`, { method: "DELETE", credentials: "same-origin" });

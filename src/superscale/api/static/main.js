@@ -527,6 +527,24 @@ function formatBytes(n) {
 const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
 
+/** The checkpoint menu holds what this server serves (the page ships with v1 and v2). */
+async function listCheckpoints() {
+  let names;
+  try {
+    names = await api.servedCheckpoints();
+  } catch {
+    return; // the page's own v1 and v2 stay
+  }
+  if (!names.length) return;
+  const chosen = el.checkpoint.value;
+  el.checkpoint.replaceChildren(
+    ...names.map((name) => Object.assign(document.createElement("option"), { value: name, textContent: name })),
+  );
+  el.checkpoint.value = names.includes(chosen) ? chosen : names[0];
+  renderCode();
+}
+
 renderCode();
 renderHistory();
 checkAccess();
+listCheckpoints();

@@ -96,6 +96,7 @@ def test_it_learns(photos: Path, init: Path, tmp_path: Path) -> None:
     losses = [line["l1"] for line in lines if "l1" in line]
     assert len(losses) == 24 and all(np.isfinite(losses))
     assert all(line["steps_per_s"] > 0 for line in lines if "l1" in line)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # the train extra's
     grid = Image.open(out / "samples" / "step-0000024.png")
     assert grid.size == (3 * 256, 256)  # one held-out image: input, ours, target
 

@@ -182,7 +182,7 @@ def train(opts: TrainOptions, resume: bool = False) -> Result:
     _check(opts)
     proc = Process.start(opts.device)
     try:
-        return _Run(opts, proc, saved).run()
+        return Trainer(opts, proc, saved).run()
     finally:
         proc.stop()
 
@@ -231,7 +231,10 @@ def initial_model(opts: TrainOptions) -> tuple[AuraSRConfig, dict[str, Tensor]]:
     return model.config, {k: v.float() for k, v in model.state_dict().items()}
 
 
-class _Run:
+class Trainer:
+    """One process's side of a run: `run()` trains to `opts.steps`; `data()` and
+    `train_step()` are its parts (benchmarks time the steps alone)."""
+
     def __init__(self, opts: TrainOptions, proc: Process, saved: dict[str, Any] | None) -> None:
         self.opts, self.proc, self.saved = opts, proc, saved
         self.out = Path(opts.out)
@@ -345,7 +348,7 @@ class _Run:
             held = min(held, len(entries) - 1)
         return entries[held:], entries[:held]
 
-    def _data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
+    def data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
         opts = self.opts
         train_entries, val_entries = self.train_entries, self.val_entries
         dim = self.config.style_network.dim_in
@@ -373,7 +376,7 @@ class _Run:
     # Training --------------------------------------------------------------------------------
 
     def run(self) -> Result:
-        batches, val = self._data()
+        batches, val = self.data()
         self.out.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         if self.step == 0 and self.proc.main:
@@ -383,7 +386,7 @@ class _Run:
         last_log, logged_at = time.perf_counter(), self.step
         try:
             while self.step < self.opts.steps:
-                record = self._train_step(batches)
+                record = self.train_step(batches)
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
@@ -416,7 +419,7 @@ class _Run:
         self._save()
         return Result(self.step, self.out, self.validations)
 
-    def _train_step(self, batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
+    def train_step(self, batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
         opts = self.opts
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_d is not None:

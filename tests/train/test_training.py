@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from loopback import wait_for
 from oracle import reference_upscaler
 from superscale.model import (
     INPUT_NOISE_SCALE,
@@ -315,3 +317,47 @@ def test_the_command_line_trains_and_resumes(photos: Path, init: Path, tmp_path:
     )
     assert bad.returncode == 1
     assert "no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_saves_its_state_and_resumes(
+    photos: Path, init: Path, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    out = tmp_path / "stopped"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "superscale",
+            "train",
+            str(photos),
+            "--from",
+            str(init),
+            "--out",
+            str(out),
+            "--steps",
+            "10000",
+            "--batch",
+            "2",
+            "--workers",
+            "1",
+            "--log-every",
+            "1",
+            "--save-every",
+            "10000",
+            "--val-every",
+            "10000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = out / "log.jsonl"
+    wait_for(lambda: log.is_file() and '"loss"' in log.read_text(), 120, "a training step")
+    run.send_signal(sig)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == code, stderr
+    assert f"go on with --resume {out}" in stderr
+    saved = state_of(out)["step"]
+    assert 1 <= saved < 10000
+    train(options(photos, init, out, steps=saved + 1), resume=True)
+    assert state_of(out)["step"] == saved + 1

@@ -25,7 +25,9 @@ import torch
 from PIL import Image
 
 from superscale.model import RELEASED_CONFIG
-from superscale.train.loop import Process, Trainer, TrainOptions
+from superscale.train.distributed import Process
+from superscale.train.loop import Trainer
+from superscale.train.options import TrainOptions
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

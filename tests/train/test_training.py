@@ -361,3 +361,12 @@ def test_a_stopped_run_saves_its_state_and_resumes(
     assert 1 <= saved < 10000
     train(options(photos, init, out, steps=saved + 1), resume=True)
     assert state_of(out)["step"] == saved + 1
+
+
+def test_bf16_autocast_trains(photos: Path, init: Path, tmp_path: Path) -> None:
+    """The GPU path's autocast, on the CPU (where bf16 is emulated or AVX512-BF16)."""
+    out = tmp_path / "bf16"
+    train(options(photos, init, out, steps=2, bf16=True, gan=0.1, d_channels=8))
+    lines = [line for line in log_lines(out) if "loss" in line]
+    assert len(lines) == 2 and all(np.isfinite(line["loss"]) for line in lines)
+    assert load_model(out).config == SMALL_CONFIG

@@ -13,24 +13,20 @@ A run writes into its output folder:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import signal
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -55,107 +51,23 @@ from .data import (
     scan_images,
     validation_samples,
 )
-from .degrade import Degradation
 from .discriminator import UNetDiscriminator
+from .distributed import Process
 from .ema import EMA
+from .options import TrainingError, TrainOptions
 from .quality import psnr, ssim
+from .report import Report
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training-state.pt"
-LOG_FILE = "log.jsonl"
 CROP = 256  # the released network's output tile: 64² in, 256² out
 STATE_VERSION = 1
-
-
-class TrainingError(ValueError):
-    """A run cannot start or go on; the message says why."""
-
-
-@dataclass
-class TrainOptions:
-    data: list[str]
-    out: str
-    init: str | None = "v2"  # v1, v2, a checkpoint folder; None: `config` from scratch
-    config: str | None = None  # a config.json: from scratch, or checked against `init`
-    model_dir: str | None = None
-    steps: int = 10_000
-    batch: int = 4  # the global batch: over accumulation steps and processes
-    accumulate: int = 1
-    lr: float = 1e-4
-    warmup: int = 0  # steps of linear learning-rate warm-up
-    d_lr: float = 1e-4
-    l1: float = 1.0
-    perceptual: float | None = None  # None: 1.0 where VGG19's weights are found, else 0
-    perceptual_weights: str | None = None
-    gan: float = 0.0
-    d_channels: int = 64
-    ema_decay: float = 0.999
-    publish_ema: bool = True
-    degradation: Degradation = field(default_factory=Degradation)
-    flips: bool = True
-    val_fraction: float = 0.1
-    val_images: int = 8
-    val_every: int = 500
-    save_every: int = 1000
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool | None = None  # None: on GPUs that have it
-    checkpointing: bool = False
-    deterministic: bool = False
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainOptions:
-        values = dict(values)
-        degradation = values.pop("degradation", {})
-        fields = {f.name for f in dataclasses.fields(Degradation)}
-        kept: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in degradation.items()
-        }
-        values["degradation"] = Degradation(**{k: v for k, v in kept.items() if k in fields})
-        return cls(**values)
 
 
 def default_vgg19_path() -> Path:
     """Where torchvision keeps the VGG19 weights it downloads (torch hub's cache)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / losses.VGG19_FILE
-
-
-@dataclass
-class Process:
-    """This process's place in the run: rank and world size (1 without torchrun)."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def start(cls, device: str) -> Process:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda" and world > 1:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(dev)
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        return cls(rank, world, dev)
-
-    def stop(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 @dataclass
@@ -171,14 +83,16 @@ class Stop(Exception):
 
 def train(opts: TrainOptions, resume: bool = False) -> Result:
     """Train as `opts` say; with `resume`, go on from `opts.out`'s saved state (`opts.steps`
-    may be raised; the rest comes from the state)."""
+    may be raised, `opts.data` point where the images are now; the rest comes from the
+    state)."""
     out = Path(opts.out)
     saved: dict[str, Any] | None = None
     if resume:
         saved = _read_state(out)
-        steps, workers, progress = opts.steps, opts.workers, opts.progress
+        steps, workers, progress, data = opts.steps, opts.workers, opts.progress, opts.data
         opts = TrainOptions.from_dict(saved["options"])
         opts.steps, opts.workers, opts.progress = steps, workers, progress
+        opts.data = data or opts.data  # the images may have moved
     _check(opts)
     proc = Process.start(opts.device)
     try:
@@ -378,31 +292,30 @@ class Trainer:
     def run(self) -> Result:
         batches, val = self.data()
         self.out.mkdir(parents=True, exist_ok=True)
-        writer = self._tensorboard()
-        if self.step == 0 and self.proc.main:
-            self._validate(val, writer)
-        bar = self._progress()
+        main = self.proc.main
+        report = (
+            Report(self.out, steps=self.opts.steps, start=self.step, progress=self.opts.progress)
+            if main
+            else None
+        )
+        if self.step == 0 and report is not None:
+            self._validate(val, report)
         previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
-        last_log, logged_at = time.perf_counter(), self.step
         try:
             while self.step < self.opts.steps:
-                record = self.train_step(batches)
+                losses_now = self.train_step(batches)
                 self.step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if self.proc.main and self.step % self.opts.log_every == 0:
-                    now = time.perf_counter()
-                    record["steps_per_s"] = (self.step - logged_at) / (now - last_log)
-                    last_log, logged_at = now, self.step
-                    self._log({"step": self.step, **record}, writer)
-                if self.proc.main and self.step % self.opts.val_every == 0:
-                    self._validate(val, writer)
+                if report is not None:
+                    report.stepped(self.step, losses_now, self.step % self.opts.log_every == 0)
+                    if self.step % self.opts.val_every == 0:
+                        self._validate(val, report)
                 if self.step % self.opts.save_every == 0:
                     self._save()
+            if report is not None and self.step % self.opts.val_every:
+                self._validate(val, report)
         except (KeyboardInterrupt, Stop):
             self._save()
-            if self.proc.main:
+            if main:
                 log.warning(
                     "stopped at step %d; saved: go on with --resume %s", self.step, self.out
                 )
@@ -410,12 +323,8 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-        if self.proc.main and self.step % self.opts.val_every:
-            self._validate(val, None)
+            if report is not None:
+                report.close()
         self._save()
         return Result(self.step, self.out, self.validations)
 
@@ -489,34 +398,8 @@ class Trainer:
                 )
         return {k: v.detach() for k, v in parts.items()}
 
-    # Reporting -------------------------------------------------------------------------------
-
-    def _progress(self) -> Any:
-        if not (self.opts.progress and self.proc.main):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.opts.steps, initial=self.step, unit="step", dynamic_ncols=True)
-
-    def _tensorboard(self) -> Any:
-        if not self.proc.main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
-
-    def _log(self, record: dict[str, Any], writer: Any) -> None:
-        with (self.out / LOG_FILE).open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if writer is not None:
-            for name, value in record.items():
-                if name != "step":
-                    writer.add_scalar(name, value, record["step"])
-
     @torch.no_grad()
-    def _validate(self, val: dict[str, Tensor], writer: Any) -> None:
+    def _validate(self, val: dict[str, Tensor], report: Report) -> None:
         model = self.ema.model
         lr, z, noise = (val[k].to(self.device) for k in ("lr", "z", "noise"))
         hr = val["hr"].to(self.device)
@@ -528,8 +411,8 @@ class Trainer:
             "val_ssim": float(ssim(sr, hr).mean()),
         }
         self.validations.append(scores)
-        self._log(scores, writer)
-        _save_grid(self.out / "samples" / f"step-{self.step:07d}.png", lr, sr, hr)
+        report.record(scores)
+        report.grid(self.step, lr, sr, hr)
 
     # Saving ----------------------------------------------------------------------------------
 
@@ -557,16 +440,6 @@ class Trainer:
         tmp = self.out / (STATE_FILE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out / STATE_FILE)
-
-
-def _save_grid(path: Path, lr: Tensor, sr: Tensor, hr: Tensor, rows: int = 4) -> None:
-    """A row per image: the input (nearest, to the output's size), ours, the target."""
-    up = F.interpolate(lr[:rows], size=hr.shape[-2:], mode="nearest")
-    rows_ = [torch.cat([a, b, c], dim=-1) for a, b, c in zip(up, sr, hr, strict=False)]
-    grid = torch.cat(rows_, dim=-2)
-    pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

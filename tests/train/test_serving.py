@@ -150,4 +150,4 @@ def test_upscale_takes_the_configured_name(mine: Path, tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 2 and "v1, v2, mine" in bad.stderr
+    assert bad.returncode == 2 and "use v1 or v2, mine, or a checkpoint folder" in bad.stderr

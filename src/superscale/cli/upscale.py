@@ -123,8 +123,8 @@ def _check_checkpoint(ctx: click.Context, param: click.Parameter, value: str) ->
         own = {}
     if value in own:
         return own[value]
-    names = [*CHECKPOINTS, *own]
-    raise click.BadParameter(f"use {', '.join(names)}, or a checkpoint folder")
+    yours = "".join(f", {name}" for name in own)
+    raise click.BadParameter(f"use {' or '.join(CHECKPOINTS)}{yours}, or a checkpoint folder")
 
 
 @click.command()

@@ -32,7 +32,9 @@ from superscale.train.options import TrainOptions
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def one(folder: Path, batch: int, steps: int, device: str, checkpointing: bool) -> dict[str, float]:
+def one(
+    folder: Path, batch: int, steps: int, device: str, checkpointing: bool, bf16: bool | None
+) -> dict[str, float]:
     opts = TrainOptions(
         data=[str(folder / "data")],
         out=str(folder / "out"),
@@ -44,6 +46,7 @@ def one(folder: Path, batch: int, steps: int, device: str, checkpointing: bool) 
         device=device,
         checkpointing=checkpointing,
         perceptual=0.0,
+        bf16=bf16,
     )
     trainer = Trainer(opts, Process.start(device), None)
     batches, _ = trainer.data()
@@ -69,13 +72,15 @@ def main() -> None:
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs: the default)")
     parser.add_argument(
         "--one", nargs=3, metavar=("FOLDER", "BATCH", "CHECKPOINTING"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.one:
         folder, batch, checkpointing = Path(args.one[0]), int(args.one[1]), args.one[2] == "1"
-        print(json.dumps(one(folder, batch, args.steps, args.device, checkpointing)))
+        bf16 = True if args.bf16 else None  # None: the trainer's own choice
+        print(json.dumps(one(folder, batch, args.steps, args.device, checkpointing, bf16)))
         return
 
     folder = Path(tempfile.mkdtemp(prefix="superscale-train-bench-"))
@@ -87,8 +92,9 @@ def main() -> None:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    precision = "bf16 autocast" if args.bf16 else "the trainer's precision (bf16 on GPUs with it)"
     print(
-        f"released config, {device} ({name}), torch {torch.__version__}, "
+        f"released config, {device} ({name}), {precision}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {args.steps} timed steps after one warm-up"
     )
     print(f"{'batch':>5} {'checkpointing':>13} {'s/step':>8} {'samples/s':>10} {'peak MB':>9}")

@@ -53,11 +53,11 @@ def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random_checkpoint(tmp_path_factory.mktemp("init") / "small", SMALL_CONFIG, 3)
 
 
-def options(photos: Path, init: Path, out: Path, **overrides: Any) -> TrainOptions:
+def options(photos: Path, init: Path | str | None, out: Path, **overrides: Any) -> TrainOptions:
     values: dict[str, Any] = {
         "data": [str(photos)],
         "out": str(out),
-        "init": str(init),
+        "init": None if init is None else str(init),
         "steps": 4,
         "batch": 2,
         "lr": 1e-3,
@@ -370,3 +370,18 @@ def test_bf16_autocast_trains(photos: Path, init: Path, tmp_path: Path) -> None:
     lines = [line for line in log_lines(out) if "loss" in line]
     assert len(lines) == 2 and all(np.isfinite(line["loss"]) for line in lines)
     assert load_model(out).config == SMALL_CONFIG
+
+
+def test_starts_from_a_published_name_or_from_scratch(
+    photos: Path, small_model_dir: Path, tmp_path: Path
+) -> None:
+    published = tmp_path / "v2"
+    train(options(photos, "v2", published, model_dir=str(small_model_dir), steps=1))
+    assert load_model(published).config == load_model(small_model_dir / "v2").config
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(SMALL_CONFIG.to_dict()))
+    scratch = tmp_path / "scratch"
+    train(options(photos, None, scratch, config=str(config), steps=1))
+    assert load_model(scratch).config == SMALL_CONFIG
+    with pytest.raises(TrainingError, match="needs a --config"):
+        train(options(photos, None, tmp_path / "none"))

@@ -503,3 +503,23 @@ def test_without_access_then_login_link(
     expect(page.locator("#access")).to_be_visible()
     context.close()
     assert not errors, errors
+
+
+def test_checkpoint_menu_lists_what_the_server_serves(
+    browser: Any, small_model_dir: Path, tmp_path: Path
+) -> None:
+    """A server given a checkpoint of its own (`superscale train`'s output, here any folder
+    in the official layout) offers it by name; v1, which it does not serve, is gone."""
+    mine = f"mine={small_model_dir / 'v1'}"
+    args = ("--no-auth", "--workers", "0", "--checkpoint", "v2", "--checkpoint", mine)
+    server = start_server(tmp_path / "serve", None, *args)
+    try:
+        page = browser.new_context().new_page()
+        page.goto(f"{server.url}/")
+        expect(page.locator("#checkpoint option")).to_have_text(["v2", "mine"])
+        expect(page.locator("#checkpoint")).to_have_value("v2")
+        page.select_option("#checkpoint", "mine")
+        assert '"checkpoint": "mine"' in _code(page, "python")
+        page.context.close()
+    finally:
+        stop_server(server)

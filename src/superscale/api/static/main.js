@@ -369,7 +369,8 @@ function renderCode() {
   } else if (state.tab === "response") {
     text = state.response ? JSON.stringify(state.response, null, 2) : "// No response yet.";
   } else {
-    const input = state.request || { image_url: "https://example.com/photo.png", checkpoint: "v1" };
+    const example = { image_url: "https://example.com/photo.png", checkpoint: el.checkpoint.value };
+    const input = state.request || example;
     text = snippets(input, location.origin)[state.tab];
   }
   el.code.textContent = text;
@@ -543,6 +544,8 @@ async function listCheckpoints() {
   el.checkpoint.value = names.includes(chosen) ? chosen : names[0];
   renderCode();
 }
+
+el.checkpoint.addEventListener("change", renderCode); // the example before any request
 
 renderCode();
 renderHistory();

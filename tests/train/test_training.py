@@ -320,7 +320,7 @@ def test_the_command_line_trains_and_resumes(photos: Path, init: Path, tmp_path:
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stopped_run_saves_its_state_and_resumes(
+def test_a_stopped_run_saves_its_last_whole_step_and_resumes_as_if_never_stopped(
     photos: Path, init: Path, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
     out = tmp_path / "stopped"
@@ -339,6 +339,8 @@ def test_a_stopped_run_saves_its_state_and_resumes(
             "10000",
             "--batch",
             "2",
+            "--lr",
+            "1e-3",
             "--workers",
             "1",
             "--log-every",
@@ -350,17 +352,24 @@ def test_a_stopped_run_saves_its_state_and_resumes(
         ],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     log = out / "log.jsonl"
     wait_for(lambda: log.is_file() and '"loss"' in log.read_text(), 120, "a training step")
-    run.send_signal(sig)
+    os.killpg(run.pid, sig)  # the whole group, as a terminal's Ctrl-C: data loaders too
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == code, stderr
-    assert f"go on with --resume {out}" in stderr
+    assert f"go on with --resume {out}" in stderr and "Traceback" not in stderr
     saved = state_of(out)["step"]
     assert 1 <= saved < 10000
     train(options(photos, init, out, steps=saved + 1), resume=True)
-    assert state_of(out)["step"] == saved + 1
+    whole = tmp_path / "whole"
+    train(options(photos, init, whole, steps=saved + 1, workers=1, val_every=10000))
+    a, b = state_of(out), state_of(whole)
+    assert a["step"] == b["step"] == saved + 1
+    for part in ("model", "ema"):
+        for key, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][key]), (part, key)
 
 
 def test_bf16_autocast_trains(photos: Path, init: Path, tmp_path: Path) -> None:

@@ -198,8 +198,8 @@ def train(
         result = run(opts, resume=resume)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Stop:
-        raise SystemExit(143) from None
+    except Stop as stop:
+        raise SystemExit(128 + stop.signum) from None
     except Exception as exc:
         if not _is_user_error(exc):
             raise

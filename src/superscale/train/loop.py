@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -78,7 +80,12 @@ class Result:
 
 
 class Stop(Exception):
-    """SIGTERM (or Ctrl-C) during training: save, then end."""
+    """SIGINT (Ctrl-C) or SIGTERM during training: the step under way finished and the state
+    saved, the run ends."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
 
 
 def train(opts: TrainOptions, resume: bool = False) -> Result:
@@ -96,7 +103,9 @@ def train(opts: TrainOptions, resume: bool = False) -> Result:
     _check(opts)
     proc = Process.start(opts.device)
     try:
-        return Trainer(opts, proc, saved).run()
+        trainer = Trainer(opts, proc, saved)
+        del saved  # the state read is in the trainer now: not twice in memory for the run
+        return trainer.run()
     finally:
         proc.stop()
 
@@ -150,7 +159,7 @@ class Trainer:
     `train_step()` are its parts (benchmarks time the steps alone)."""
 
     def __init__(self, opts: TrainOptions, proc: Process, saved: dict[str, Any] | None) -> None:
-        self.opts, self.proc, self.saved = opts, proc, saved
+        self.opts, self.proc = opts, proc
         self.out = Path(opts.out)
         self.device = proc.device
         self.train_entries, self.val_entries = self._scan()
@@ -283,6 +292,7 @@ class Trainer:
             num_workers=opts.workers,
             persistent_workers=opts.workers > 0,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_interrupts,
         )
         val = validation_samples(val_entries or train_entries[:1], CROP, dim, opts.degradation)
         return iter(loader), val
@@ -300,11 +310,18 @@ class Trainer:
         )
         if self.step == 0 and report is not None:
             self._validate(val, report)
-        previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+        stops = _StopSignals()
         try:
             while self.step < self.opts.steps:
                 losses_now = self.train_step(batches)
                 self.step += 1
+                if self._all_agree(stops.received):
+                    self._save()
+                    if main:
+                        log.warning(
+                            "stopped at step %d; saved: go on with --resume %s", self.step, self.out
+                        )
+                    raise Stop(stops.received or signal.SIGTERM)
                 if report is not None:
                     report.stepped(self.step, losses_now, self.step % self.opts.log_every == 0)
                     if self.step % self.opts.val_every == 0:
@@ -313,20 +330,21 @@ class Trainer:
                     self._save()
             if report is not None and self.step % self.opts.val_every:
                 self._validate(val, report)
-        except (KeyboardInterrupt, Stop):
-            self._save()
-            if main:
-                log.warning(
-                    "stopped at step %d; saved: go on with --resume %s", self.step, self.out
-                )
-            raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            stops.restore()
             if report is not None:
                 report.close()
         self._save()
         return Result(self.step, self.out, self.validations)
+
+    def _all_agree(self, stop: int) -> bool:
+        """Whether any process was asked to stop: all stop after the same step, or one would
+        wait for the others' gradients for ever."""
+        if self.proc.world == 1:
+            return bool(stop)
+        flag = torch.tensor([float(bool(stop))], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def train_step(self, batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
         opts = self.opts
@@ -442,11 +460,31 @@ class Trainer:
         os.replace(tmp, self.out / STATE_FILE)
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(f"signal {signum}")
+class _StopSignals:
+    """SIGINT and SIGTERM, from the main thread, noted instead of raised: the step under way
+    finishes (a state saved mid-step would not resume to the same weights); a second SIGINT
+    interrupts at once, unsaved."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+def _ignore_interrupts(worker: int) -> None:
+    """Data-loading processes leave Ctrl-C and SIGTERM (sent to a whole process group by a
+    terminal, or by a service manager) to the main process, which finishes its step with their
+    batches, then stops them (and they end by themselves when it is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

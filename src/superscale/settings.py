@@ -145,7 +145,10 @@ class Settings(BaseSettings):
         ]
         served = parse_served(entries)
         self.checkpoints = list(served)
-        self.checkpoint_paths = {name: path for name, path in served.items() if path}
+        # Absolute: the processes `serve` starts, and logs, see the same folder.
+        self.checkpoint_paths = {
+            name: str(Path(path).expanduser().absolute()) for name, path in served.items() if path
+        }
         return self
 
     def checkpoint_source(self, name: str) -> str:

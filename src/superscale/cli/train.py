@@ -182,8 +182,10 @@ def train(
         raise click.UsageError(str(exc)) from None
     progress = flags.pop("progress")
     resume = bool(flags.pop("resume"))
+    weights_file = flags.pop("perceptual_weights")
     opts = TrainOptions(
         data=[str(p) for p in data],
+        perceptual_weights=str(weights_file) if weights_file else None,
         out=str(out),
         init=None if init == "scratch" else init,
         config=str(config) if config else None,

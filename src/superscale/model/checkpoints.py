@@ -336,11 +336,15 @@ def random_state_dict(config: AuraSRConfig, seed: int = 0) -> dict[str, Tensor]:
 
 
 def save_checkpoint(directory: str | Path, config: AuraSRConfig, state: dict[str, Tensor]) -> Path:
-    """Write `model.safetensors` + `config.json` (the official layout) into `directory`."""
+    """Write `model.safetensors` + `config.json` (the official layout) into `directory`, each
+    whole or not at all (a server may be loading the folder while training writes it again)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    weights, config_file = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(weights, directory / WEIGHTS_FILE)
+    os.replace(config_file, directory / CONFIG_FILE)
     return directory
 
 

@@ -4,9 +4,10 @@ it; `superscale.train` does the work."""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -155,7 +156,8 @@ def train(
     Every image needs 256x256 pixels or more; smaller ones are skipped and counted. Stop with
     Ctrl-C at any time: the state is saved, and --resume goes on from it. Several GPUs:
     torchrun --nproc-per-node N -m superscale train ... (the same arguments)."""
-    from superscale.train import Degradation, TrainOptions
+    from superscale.model import CheckpointError
+    from superscale.train import Degradation, TrainingError, TrainOptions
     from superscale.train import train as run
     from superscale.train.loop import Stop
 
@@ -164,7 +166,7 @@ def train(
     if not data and not flags["resume"]:
         raise click.UsageError("give the images to train on (files or folders)")
     base = Degradation.real_world() if flags.pop("degrade") == "real-world" else Degradation()
-    chosen = {
+    chosen: dict[str, Any] = {
         "blur_prob": flags.pop("blur"),
         "blur_sigma": _range(str(s)) if (s := flags.pop("blur_sigma")) else None,
         "noise_prob": flags.pop("noise"),
@@ -175,8 +177,8 @@ def train(
         "second_order_prob": flags.pop("second_order"),
     }
     try:
-        degradation = Degradation(
-            **{**base.__dict__, **{k: v for k, v in chosen.items() if v is not None}}
+        degradation = dataclasses.replace(
+            base, **{k: v for k, v in chosen.items() if v is not None}
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -202,10 +204,7 @@ def train(
         raise SystemExit(130) from None
     except Stop as stop:
         raise SystemExit(128 + stop.signum) from None
-    except Exception as exc:
-        if not _is_user_error(exc):
-            raise
-        logging.getLogger("superscale.train").debug("training failed", exc_info=True)
+    except (TrainingError, CheckpointError) as exc:  # the user's to mend: no traceback
         raise click.ClickException(str(exc)) from None
     if result.validations:
         last = result.validations[-1]
@@ -213,10 +212,3 @@ def train(
             f"done: step {result.step}, validation PSNR {last['val_psnr']:.2f} dB, "
             f"SSIM {last['val_ssim']:.4f}; the checkpoint is in {result.out}"
         )
-
-
-def _is_user_error(exc: Exception) -> bool:
-    from superscale.model import CheckpointError
-    from superscale.train import TrainingError
-
-    return isinstance(exc, TrainingError | CheckpointError)

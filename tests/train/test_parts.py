@@ -14,7 +14,14 @@ import torch
 from PIL import Image
 
 from superscale.model import SMALL_CONFIG, AuraSR, random_state_dict
-from superscale.train.data import CropDataset, StepPositions, find_images, scan_images
+from superscale.train.data import (
+    CropDataset,
+    DataError,
+    StepPositions,
+    find_images,
+    scan_images,
+    validation_samples,
+)
 from superscale.train.degrade import Degradation
 from superscale.train.quality import psnr, ssim
 
@@ -126,3 +133,15 @@ def test_the_scan_reads_headers_and_samples_are_positions(tmp_path: Path) -> Non
         assert a["hr"].shape == (3, 256, 256) and a["lr"].shape == (3, 64, 64)
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(data[0]["hr"], data[2]["hr"])
+
+
+def test_validation_skips_an_image_that_does_not_decode(tmp_path: Path) -> None:
+    good, cut_short = tmp_path / "coffee.png", tmp_path / "cut.png"
+    Image.fromarray(skimage.data.coffee()).save(good)
+    cut_short.write_bytes(good.read_bytes()[:5000])  # its header reads, its pixels do not
+    scan = scan_images([cut_short, good], 256)
+    assert len(scan.usable) == 2  # the scan reads headers only
+    batch = validation_samples(scan.usable, 256, 8, Degradation())
+    assert batch["hr"].shape == (1, 3, 256, 256)
+    with pytest.raises(DataError, match="none of the validation images decodes"):
+        validation_samples(scan.usable[:1], 256, 8, Degradation())

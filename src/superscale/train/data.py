@@ -111,6 +111,20 @@ def decode_rgb(path: Path) -> Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
+def crop_source(path: Path, crop: int) -> Tensor:
+    """An image's pixels to take crops from; `images.ImageError` (or OSError) when it does not
+    decode, or turns out smaller than the crop (its header said otherwise: orientation)."""
+    pixels = decode_rgb(path)
+    if min(pixels.shape[1:]) < crop:
+        raise images.ImageError("smaller than the crop once decoded")
+    return pixels
+
+
+def cut(pixels: Tensor, top: int, left: int, crop: int) -> Tensor:
+    """A crop² window of uint8 pixels, as floats in [0, 1]."""
+    return pixels[:, top : top + crop, left : left + crop].float() / 255
+
+
 def sample_rng(seed: int, position: int) -> np.random.Generator:
     return np.random.default_rng([seed, position])
 
@@ -161,7 +175,7 @@ class CropDataset(Dataset[dict[str, Tensor]]):
         _, h, w = pixels.shape
         top = int(rng.integers(0, h - self.crop + 1))
         left = int(rng.integers(0, w - self.crop + 1))
-        hr = pixels[:, top : top + self.crop, left : left + self.crop].float() / 255
+        hr = cut(pixels, top, left, self.crop)
         if self.flips:
             if rng.random() < 0.5:
                 hr = hr.flip(-1)
@@ -181,13 +195,9 @@ class CropDataset(Dataset[dict[str, Tensor]]):
                 self._cache.move_to_end(i)
                 return cached
             try:
-                pixels = decode_rgb(self.entries[i].path)
+                pixels = crop_source(self.entries[i].path, self.crop)
             except (OSError, images.ImageError) as exc:
                 log.warning("skipping %s: %s", self.entries[i].path, exc)
-                self._failed.add(i)
-                continue
-            if min(pixels.shape[1:]) < self.crop:  # its header said otherwise (orientation)
-                log.warning("skipping %s: smaller than the crop once decoded", self.entries[i].path)
                 self._failed.add(i)
                 continue
             self._remember(i, pixels)
@@ -216,15 +226,32 @@ def make_sample(
 def validation_samples(
     entries: Sequence[ImageEntry], crop: int, style_dim: int, degradation: Degradation
 ) -> dict[str, Tensor]:
-    """One fixed sample per image: its centre crop, degraded with a fixed seed; batched."""
+    """One fixed sample per image: its centre crop, degraded with a fixed seed; batched. An
+    image that does not decode is skipped, as in training."""
     samples = []
     for i, entry in enumerate(entries):
-        pixels = decode_rgb(entry.path)
+        try:
+            pixels = crop_source(entry.path, crop)
+        except (OSError, images.ImageError) as exc:
+            log.warning("skipping %s for validation: %s", entry.path, exc)
+            continue
         _, h, w = pixels.shape
-        top, left = (h - crop) // 2, (w - crop) // 2
-        hr = pixels[:, top : top + crop, left : left + crop].float() / 255
+        hr = cut(pixels, (h - crop) // 2, (w - crop) // 2, crop)
         samples.append(make_sample(hr, degradation, style_dim, sample_rng(VALIDATION_SEED, i)))
+    if not samples:
+        raise DataError("none of the validation images decodes")
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def micro_batch(batch: int, accumulate: int, world: int) -> int:
+    """One process's share of one accumulation pass; ValueError where the batch does not
+    split evenly."""
+    if batch % (accumulate * world):
+        raise ValueError(
+            f"the batch ({batch}) must divide into {accumulate} accumulation step(s) "
+            f"× {world} process(es)"
+        )
+    return batch // (accumulate * world)
 
 
 class StepPositions:
@@ -233,14 +260,9 @@ class StepPositions:
     `world` takes its own consecutive share."""
 
     def __init__(self, start: int, batch: int, accumulate: int, rank: int, world: int) -> None:
-        if batch % (accumulate * world):
-            raise ValueError(
-                f"the batch ({batch}) must divide into {accumulate} accumulation step(s) "
-                f"× {world} process(es)"
-            )
         self.start, self.batch, self.accumulate = start, batch, accumulate
         self.rank, self.world = rank, world
-        self.micro = batch // (accumulate * world)
+        self.micro = micro_batch(batch, accumulate, world)
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start

@@ -50,6 +50,7 @@ from .data import (
     ImageEntry,
     StepPositions,
     find_images,
+    micro_batch,
     scan_images,
     validation_samples,
 )
@@ -163,6 +164,10 @@ class Trainer:
         self.out = Path(opts.out)
         self.device = proc.device
         self.train_entries, self.val_entries = self._scan()
+        try:  # before anything costly, as the scan
+            micro_batch(opts.batch, opts.accumulate, proc.world)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         torch.manual_seed(opts.seed)
         if opts.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -171,9 +176,13 @@ class Trainer:
             weights = saved["model"]
         else:
             self.config, weights = initial_model(opts)
-        self.generator = AuraSR(self.config)
+        with torch.device("meta"):  # no initialisation pass: the weights are given
+            self.generator = AuraSR(self.config)
+        # Copied into memory of its own, not assigned: where a tensor's memory lies changes
+        # the CPU kernels' rounding, and a resumed run must equal an uninterrupted one.
+        self.generator.to_empty(device=self.device)
         self.generator.load_state_dict(weights, strict=True)
-        self.generator.to(self.device).train()
+        self.generator.train()
         for name, p in self.generator.named_parameters():
             p.requires_grad_(not name.endswith("attend.scale"))  # held, never read
         if opts.checkpointing:
@@ -271,7 +280,8 @@ class Trainer:
             held = min(held, len(entries) - 1)
         return entries[held:], entries[:held]
 
-    def data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor]]:
+    def data(self) -> tuple[Iterator[dict[str, Tensor]], dict[str, Tensor] | None]:
+        """The training batches, and the validation batch (process 0 alone validates)."""
         opts = self.opts
         train_entries, val_entries = self.train_entries, self.val_entries
         dim = self.config.style_network.dim_in
@@ -294,7 +304,12 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_ignore_interrupts,
         )
-        val = validation_samples(val_entries or train_entries[:1], CROP, dim, opts.degradation)
+        if not self.proc.main:
+            return iter(loader), None
+        try:
+            val = validation_samples(val_entries or train_entries[:1], CROP, dim, opts.degradation)
+        except DataError as exc:
+            raise TrainingError(str(exc)) from None
         return iter(loader), val
 
     # Training --------------------------------------------------------------------------------
@@ -308,8 +323,13 @@ class Trainer:
             if main
             else None
         )
-        if self.step == 0 and report is not None:
-            self._validate(val, report)
+
+        def validate() -> None:  # process 0's: it has the report and the validation batch
+            if report is not None and val is not None:
+                self._validate(val, report)
+
+        if self.step == 0:
+            validate()
         stops = _StopSignals()
         try:
             while self.step < self.opts.steps:
@@ -325,11 +345,11 @@ class Trainer:
                 if report is not None:
                     report.stepped(self.step, losses_now, self.step % self.opts.log_every == 0)
                     if self.step % self.opts.val_every == 0:
-                        self._validate(val, report)
+                        validate()
                 if self.step % self.opts.save_every == 0:
                     self._save()
-            if report is not None and self.step % self.opts.val_every:
-                self._validate(val, report)
+            if self.step % self.opts.val_every:
+                validate()
         finally:
             stops.restore()
             if report is not None:

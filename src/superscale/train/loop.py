@@ -68,11 +68,6 @@ CROP = 256  # the released network's output tile: 64² in, 256² out
 STATE_VERSION = 1
 
 
-def default_vgg19_path() -> Path:
-    """Where torchvision keeps the VGG19 weights it downloads (torch hub's cache)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / losses.VGG19_FILE
-
-
 @dataclass
 class Result:
     step: int
@@ -222,7 +217,11 @@ class Trainer:
 
     def _perceptual(self) -> losses.PerceptualLoss | None:
         opts = self.opts
-        path = Path(opts.perceptual_weights) if opts.perceptual_weights else default_vgg19_path()
+        path = (
+            Path(opts.perceptual_weights)
+            if opts.perceptual_weights
+            else losses.default_vgg19_path()
+        )
         weight = opts.perceptual
         if weight is None:
             weight = 1.0 if path.is_file() else 0.0

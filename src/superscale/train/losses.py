@@ -22,6 +22,11 @@ _MEAN = (0.485, 0.456, 0.406)  # ImageNet's, which VGG was trained on
 _STD = (0.229, 0.224, 0.225)
 
 
+def default_vgg19_path() -> Path:
+    """Where torchvision keeps the VGG19 weights it downloads (torch hub's cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+
+
 class PerceptualWeightsMissing(FileNotFoundError):
     """The VGG19 weights the perceptual loss needs are not where they were said to be."""
 

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     prepack: bool | None = None
     winograd: bool | None = None
     channels_last: bool | None = None
+    compile: bool | None = None  # SUPERSCALE_COMPILE=false: eager on CUDA too
+    cuda_graphs: bool | None = None
     fold_cache_size: int = Field(default=2, ge=1)
     # Compiled CPU kernels live in {cache_dir}/kernels (default: ~/.cache/superscale).
     cache_dir: Path | None = None
@@ -165,6 +167,8 @@ class Settings(BaseSettings):
             prepack=self.prepack,
             winograd=self.winograd,
             channels_last=self.channels_last,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
             fold_cache_size=self.fold_cache_size,
             kernel_cache_dir=self.cache_dir,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -80,8 +82,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Tiles per forward pass. On a CPU one 64² tile already fills the cores: bigger batches
-    are slower (measured with prepacked weights, fp32 and bf16) and cost memory."""
+    """Tiles per forward pass where it is not chosen from free memory (`batch_size_for_memory`
+    does that on CUDA). On a CPU one 64² tile already fills the cores: bigger batches are
+    slower (measured with prepacked weights, fp32 and bf16) and cost memory."""
     if device.type == "cuda":
         return 16
     if device.type == "mps":
@@ -89,8 +92,66 @@ def default_batch_size(device: torch.device) -> int:
     return 1
 
 
+# Past this many 64² tiles a forward pass gains nothing on the GPUs measured (benchmarks/gpu.py
+# prints tiles/s over batch sizes) and a lone image waits longer for its batch to fill.
+MAX_MEMORY_BATCH = 64
+# The share of free device memory left to others: the allocator's fragmentation, cuDNN's
+# workspaces, a second checkpoint's folded weights, the pinned-memory copies.
+MEMORY_RESERVE = 0.25
+
+
+def batch_size_for_memory(
+    free_bytes: int, tile_bytes: int, cap: int = MAX_MEMORY_BATCH, reserve: float = MEMORY_RESERVE
+) -> int:
+    """Tiles per forward pass that fit `free_bytes` of device memory when each tile's
+    activations take `tile_bytes` (the weights already resident), keeping `reserve` of it
+    free; at least 1 (a tile that does not fit fails as out of memory), at most `cap`."""
+    if tile_bytes <= 0:
+        raise ValueError("tile_bytes must be positive")
+    usable = int(free_bytes * (1 - reserve))
+    return max(1, min(cap, usable // tile_bytes))
+
+
+def out_of_memory_error() -> type[BaseException]:
+    """The exception a device allocation raises when memory runs out (torch.OutOfMemoryError
+    since torch 2.5; torch.cuda's before)."""
+    error = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return cast(type[BaseException], error)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the caching allocator's free blocks back, so a smaller retry finds them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     """channels_last helps cuDNN and oneDNN's bf16 kernels; fp32 on CPU is as fast without."""
     if device.type == "cuda":
         return True
     return device.type == "cpu" and dtype != torch.float32
+
+
+def measure_tile_bytes(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    tile_shape: tuple[int, int, int],
+    device: torch.device,
+    channels_last: bool,
+) -> int:
+    """Device bytes one more tile adds to a forward pass's peak (CUDA): the peaks of batches
+    of 2 and 4, apart, halved — the weights and fixed workspaces cancel out."""
+    peaks = []
+    for n in (2, 4):
+        x = torch.zeros((n, *tile_shape), device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            forward(x)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        del x
+    return max(1, (peaks[1] - peaks[0]) // 2)

@@ -16,5 +16,7 @@ class EngineOptions:
     prepack: bool | None = None  # oneDNN-prepacked weights; None: on CPUs that have oneDNN
     winograd: bool | None = None  # Winograd 3x3 convs; None: with prepacking in fp32
     channels_last: bool | None = None  # NHWC activations; None: by device and dtype
+    compile: bool | None = None  # torch.compile the folded network; None: on CUDA
+    cuda_graphs: bool | None = None  # replay batches as CUDA graphs; None: with compile on CUDA
     fold_cache_size: int = 2  # folded networks (one per seed) kept in memory
     kernel_cache_dir: Path | None = None  # compiled CPU kernels; None: ~/.cache/superscale

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -25,15 +27,29 @@ from ..scaling import MODEL_SCALE, Scale, Target, check_scale, model_passes, res
 from ..schemas import DEFAULT_SEED
 from . import prepack as prepacking
 from . import winograd
+from .compiled import CompiledNetwork
 from .cpus import fit_threads
-from .devices import default_batch_size, default_channels_last, resolve_device, resolve_dtype
+from .devices import (
+    batch_size_for_memory,
+    default_batch_size,
+    default_channels_last,
+    measure_tile_bytes,
+    out_of_memory_error,
+    release_cached_memory,
+    resolve_device,
+    resolve_dtype,
+)
 from .noise import SharedNoise, shared_z
 from .options import EngineOptions
+from .runner import DeviceRunner, FaultHook, Forward
 from .task import CancelFn, ImageTask, ProgressFn
 from .tiling import Tile, check_margin
 
+log = logging.getLogger(__name__)
+
 NoiseMode = Literal["shared", "per_tile"]
 MAX_SEED = 2**64 - 1
+Batch = list[tuple[ImageTask, Tile]]
 
 
 class Upscaler:
@@ -50,11 +66,19 @@ class Upscaler:
         channels_last: bool | None = None,
         prepack: bool | None = None,
         winograd: bool | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         """`source`: a loaded network, or checkpoint files (their shapes are checked now;
-        tensors are read when weights are folded, one at a time, and not kept).
+        tensors are read when weights are folded, one at a time, straight to the device, and
+        not kept). `batch_size` (default: on CUDA from the free memory once the first
+        network is folded, see `devices.batch_size_for_memory`; else by device) tiles per
+        forward; a CUDA out-of-memory error halves it and runs the batch again.
         `prepack` (default: on CPUs with oneDNN): see `superscale.engine.prepack`.
         `winograd` (default: with prepacking in fp32): see `superscale.engine.winograd`.
+        `compile` (default: on CUDA): folded networks run through `torch.compile` for the
+        batch shape (`superscale.engine.compiled`); `cuda_graphs` (default: with compile on
+        CUDA) replays each batch as a CUDA graph.
         `fold_cache_size` folded networks stay cached (each ~0.8 GB fp32, ~0.4 GB bf16 at the
         released config), the least recently used dropped first."""
         self.device = resolve_device(device)
@@ -71,9 +95,11 @@ class Upscaler:
         else:
             self._reader = CheckpointReader(source)
             self.config = self._reader.config
-        self.batch_size = batch_size or default_batch_size(self.device)
-        if self.batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size or default_batch_size(self.device)
+        # Chosen from free memory once a folded network can be measured (`_fit_batch`).
+        self._batch_from_memory = batch_size is None and self.device.type == "cuda"
         self.fold_cache_size = max(1, fold_cache_size)
         self.prepack = (
             self.device.type == "cpu" and prepacking.available() if prepack is None else prepack
@@ -87,8 +113,16 @@ class Upscaler:
             if channels_last is None
             else channels_last
         )
+        on_cuda = self.device.type == "cuda"
+        self.compile = on_cuda if compile is None else compile
+        self.cuda_graphs = self.compile and on_cuda if cuda_graphs is None else cuda_graphs
+        if self.compile and self.prepack:
+            raise ValueError("compile and prepack exclude each other: turn one off")
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
+        self._compiled: dict[tuple[int, int], CompiledNetwork] = {}  # (seed, batch) →
         self._fold_lock = threading.Lock()
+        # Tests raise torch.OutOfMemoryError from it (see `runner.FaultHook`).
+        self.fault_hook: FaultHook | None = None
 
     @classmethod
     def from_options(
@@ -110,6 +144,8 @@ class Upscaler:
             channels_last=options.channels_last,
             prepack=options.prepack,
             winograd=options.winograd,
+            compile=options.compile,
+            cuda_graphs=options.cuda_graphs,
         )
 
     @classmethod
@@ -125,6 +161,8 @@ class Upscaler:
         channels_last: bool | None = None,
         prepack: bool | None = None,
         winograd: bool | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> Upscaler:
         """`v1`, `v2` or a local checkpoint (see `superscale.model.resolve_checkpoint`)."""
         return cls(
@@ -136,6 +174,8 @@ class Upscaler:
             channels_last=channels_last,
             prepack=prepack,
             winograd=winograd,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
         )
 
     # Folding -------------------------------------------------------------------------------
@@ -152,15 +192,50 @@ class Upscaler:
                 net = self._model.fold(z, self.dtype)
             else:
                 assert self._reader is not None
-                net = fold_network(self.config, z, self._reader.get, self.dtype, self.device)
+                get = partial(self._reader.get, device=self.device)
+                net = fold_network(self.config, z, get, self.dtype, self.device)
             if self.prepack:  # prepacked weights have oneDNN's own layout: no channels_last copy
                 net = prepacking.prepack(net, self._example_batch(), self.winograd)
             if self.channels_last and not prepacking.is_packed(net):
                 net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self._folded[seed] = net
             while len(self._folded) > self.fold_cache_size:
-                self._folded.popitem(last=False)
+                dropped, _ = self._folded.popitem(last=False)
+                for key in [k for k in self._compiled if k[0] == dropped]:
+                    del self._compiled[key]
+            if self._batch_from_memory:
+                self._batch_from_memory = False
+                self._fit_batch(net)
             return net
+
+    def _fit_batch(self, net: AuraSR) -> None:
+        """The tile batch from the free device memory and what one tile's activations take."""
+        c, t = self.config.channels, self.config.input_image_size
+        tile_bytes = measure_tile_bytes(net, (c, t, t), self.device, self.channels_last)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        self.batch_size = batch_size_for_memory(free, tile_bytes)
+        log.info(
+            "%s: batches of %d tiles (%.1f GiB free, %.0f MiB per tile)",
+            self.device,
+            self.batch_size,
+            free / 2**30,
+            tile_bytes / 2**20,
+        )
+
+    def _network(self, seed: int) -> Forward:
+        """What runs a batch of `seed`'s tiles: the folded network, or its compiled form for
+        the current batch size (compiled on first use, cached per seed and batch size)."""
+        net = self.folded(seed)
+        if not self.compile:
+            return net
+        with self._fold_lock:
+            key = (seed, self.batch_size)
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                label = f"the network folded for seed {seed}"
+                compiled = CompiledNetwork(net, self.batch_size, self.cuda_graphs, label)
+                self._compiled[key] = compiled
+            return compiled
 
     def _example_batch(self) -> Tensor:
         c, t = self.config.channels, self.config.input_image_size
@@ -321,70 +396,122 @@ class Upscaler:
         return [t if isinstance(t, BaseException) else t.error or t.finish() for t in tasks]
 
     def _run_tiles(self, tasks: list[ImageTask], seed: int, noise: NoiseMode) -> None:
-        """Every tile of `tasks` through the network, `batch_size` at a time."""
-        run: Callable[[list[tuple[ImageTask, Tile]]], Tensor]
+        """Every tile of `tasks` through the network, `batch_size` at a time; on CUDA the
+        next batch is cut while the last one computes (see `DeviceRunner`)."""
+        c, size = self.config.channels, self.config.input_image_size
+        start: Callable[[Batch], list[tuple[Batch, Tensor]]]
         if noise == "shared":
-            c, size = self.config.channels, self.config.input_image_size
+            runner: DeviceRunner[Batch] = DeviceRunner(
+                self.device, self.channels_last, fault_hook=self.fault_hook
+            )
             shared = SharedNoise(seed, self.config.style_network.dim_in, c, size)
-            net = self.folded(seed)
+            self._network(seed)  # folded (and a failure raised) before the first batch
 
-            def run(batch: list[tuple[ImageTask, Tile]]) -> Tensor:
-                x = torch.stack([task.cut(t) + shared.input_noise(t) for task, t in batch])
-                return self._forward(net, x.clamp_(0, 1), None)
-        else:
+            def start(batch: Batch) -> list[tuple[Batch, Tensor]]:
+                x = runner.host_buffer((len(batch), c, size, size))
+                for i, (task, t) in enumerate(batch):
+                    torch.add(task.cut(t), shared.input_noise(t), out=x[i])
+                return runner.run(batch, x.clamp_(0, 1), self._network(seed))
+        else:  # the adaptive network, in its stored layout and dtype
+            runner = DeviceRunner(self.device, False, fault_hook=self.fault_hook)
             adaptive = self.adaptive_model()
+            weights = adaptive.init_conv.weight
 
-            def run(batch: list[tuple[ImageTask, Tile]]) -> Tensor:
-                draws = []
-                for task, t in batch:
+            def start(batch: Batch) -> list[tuple[Batch, Tensor]]:
+                x = runner.host_buffer((len(batch), c, size, size))
+                zs = []
+                for i, (task, t) in enumerate(batch):
                     assert task.reference_noise is not None
-                    draws.append(task.reference_noise.draw(t))
-                x = torch.stack(
-                    [task.cut(t) + d for (task, t), (_, d) in zip(batch, draws, strict=True)]
+                    z, noise_in = task.reference_noise.draw(t)
+                    torch.add(task.cut(t), noise_in, out=x[i])
+                    zs.append(z)
+                z_batch = torch.stack(zs).to(weights.device, weights.dtype)
+                return runner.run(
+                    batch, x.clamp_(0, 1), lambda xd: adaptive(xd.to(weights.dtype), z_batch)
                 )
-                z = torch.stack([zi for zi, _ in draws])
-                return self._forward(adaptive, x.clamp_(0, 1), z)
+
+        def add(finished: list[tuple[Batch, Tensor]]) -> None:
+            for batch, result in finished:
+                for (task, t), pixels in zip(batch, result, strict=True):
+                    if task.error is None:
+                        task.add(t, pixels)
+                for task in _members(batch):
+                    task.report()
 
         for task in tasks:
             task.report()
         queue = [(task, t) for task in tasks for t in task.tiles]
         pos = 0
         while pos < len(queue):
-            batch: list[tuple[ImageTask, Tile]] = []
+            batch: Batch = []
             while pos < len(queue) and len(batch) < self.batch_size:
                 task, t = queue[pos]
                 pos += 1
                 if task.error is None:
                     batch.append((task, t))
             # Poll each image once per batch (a poll may cost a database read).
-            members = list({id(task): task for task, _ in batch}.values())
-            for task in members:
+            for task in _members(batch):
                 task.cancelled()
             batch = [(task, t) for task, t in batch if task.error is None]
-            if not batch:
-                continue
-            try:
-                result = run(batch)
-            except Exception as exc:  # cannot tell whose tile broke it: fail the batch's images
-                for task in members:
-                    task.error = task.error or exc
-                continue
-            for (task, t), pixels in zip(batch, result, strict=True):
-                task.add(t, pixels)
-            for task in members:
-                task.report()
+            if batch:
+                add(self._start(batch, start, runner))
+        add(runner.finish())
 
-    def _forward(self, net: AuraSR, x: Tensor, z: Tensor | None) -> Tensor:
-        """One batch of tiles through `net`: float32 [0, 1] in and out, on the CPU."""
-        if z is None:  # folded: its body runs in the compute dtype, its ends in fp32
-            x = x.to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = net(x)
-        else:  # adaptive (per-tile styles): runs in the stored weights' dtype
-            weights = net.init_conv.weight
-            y = net(x.to(weights.device, weights.dtype), z.to(weights.device, weights.dtype))
-        return y.float().clamp_(0, 1).cpu()
+    def _start(
+        self,
+        batch: Batch,
+        start: Callable[[Batch], list[tuple[Batch, Tensor]]],
+        runner: DeviceRunner[Batch],
+    ) -> list[tuple[Batch, Tensor]]:
+        """`start(batch)`, and the batches it finished. Out of device memory, the batch runs
+        again in smaller ones (and later batches stay smaller); another error fails the
+        batch's images (which tile broke it cannot be told)."""
+        try:
+            return start(batch)
+        except out_of_memory_error() as exc:
+            finished = runner.finish()  # what is in flight completes and frees its memory
+            release_cached_memory(self.device)
+            if len(batch) == 1:
+                error = TileTooLarge(
+                    f"out of memory on {self.device} with a single tile; free device memory "
+                    f"or run with a smaller dtype ({exc})"
+                )
+                for task in _members(batch):
+                    task.error = task.error or error
+                return finished
+            smaller = self._shrink_batch(len(batch))
+            for i in range(0, len(batch), smaller):
+                finished += self._start(batch[i : i + smaller], start, runner)
+            return finished
+        except Exception as exc:
+            for task in _members(batch):
+                task.error = task.error or exc
+            return []
+
+    def _shrink_batch(self, failed: int) -> int:
+        """After a batch of `failed` tiles ran out of memory: half as many from now on."""
+        with self._fold_lock:
+            smaller = max(1, failed // 2)
+            if smaller < self.batch_size:
+                log.warning(
+                    "%s ran out of memory with %d tiles: batches of %d from now on",
+                    self.device,
+                    failed,
+                    smaller,
+                )
+                self.batch_size = smaller
+                for key in [k for k in self._compiled if k[1] > smaller]:
+                    del self._compiled[key]
+            return min(smaller, self.batch_size)
+
+
+class TileTooLarge(RuntimeError):
+    """Not even one tile fits in the device's free memory."""
+
+
+def _members(batch: Batch) -> list[ImageTask]:
+    """The images a batch holds tiles of, each once, in order."""
+    return list({id(task): task for task, _ in batch}.values())
 
 
 def _counting(progress: ProgressFn, before: int, after: int) -> ProgressFn:

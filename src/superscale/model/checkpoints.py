@@ -263,8 +263,9 @@ class CheckpointReader:
         with torch.device("meta"):
             check_state_dict(AuraSR(self.config), self.shapes, str(files.weights))
 
-    def get(self, key: str) -> Tensor:
-        with safe_open(str(self.files.weights), framework="pt") as f:
+    def get(self, key: str, device: str | torch.device = "cpu") -> Tensor:
+        """One tensor, read straight to `device` (a GPU's copy passes no full CPU copy)."""
+        with safe_open(str(self.files.weights), framework="pt", device=str(device)) as f:
             return f.get_tensor(key)
 
 

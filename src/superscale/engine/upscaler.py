@@ -479,16 +479,17 @@ class Upscaler:
                 for task in _members(batch):
                     task.error = task.error or error
                 return finished
-            smaller = self._shrink_batch(len(batch))
-            for i in range(0, len(batch), smaller):
-                finished += self._start(batch[i : i + smaller], start, runner)
+            self._shrink_batch(len(batch))
+            while batch:  # at the size as it stands: a part that fails shrinks it further
+                part, batch = batch[: self.batch_size], batch[self.batch_size :]
+                finished += self._start(part, start, runner)
             return finished
         except Exception as exc:
             for task in _members(batch):
                 task.error = task.error or exc
             return []
 
-    def _shrink_batch(self, failed: int) -> int:
+    def _shrink_batch(self, failed: int) -> None:
         """After a batch of `failed` tiles ran out of memory: half as many from now on."""
         with self._fold_lock:
             smaller = max(1, failed // 2)
@@ -502,7 +503,6 @@ class Upscaler:
                 self.batch_size = smaller
                 for key in [k for k in self._compiled if k[1] > smaller]:
                     del self._compiled[key]
-            return min(smaller, self.batch_size)
 
 
 class TileTooLarge(RuntimeError):

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # Queued jobs of one checkpoint and seed a worker claims together and runs through shared
     # tile batches. None: 8 on a GPU, 1 on a CPU (one tile per forward there: no gain).
     max_batch_jobs: int | None = Field(default=None, ge=1)
+    # Workers claim, fetch and decode the next jobs and encode and store finished ones in
+    # threads beside the inference. None: where the device is not the CPU (on a CPU the
+    # inference already takes every core; those threads would take theirs).
+    pipeline: bool | None = None
     # Seconds running jobs may take to finish once `serve` or `worker` is told to stop
     # (SIGTERM, Ctrl-C); what still runs then goes back to the queue, not charged an attempt.
     shutdown_grace: float = Field(default=30.0, ge=0)

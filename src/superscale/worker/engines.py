@@ -44,6 +44,14 @@ def max_batch_jobs(settings: Settings) -> int:
     return 1 if resolve_device(settings.device).type == "cpu" else GPU_BATCH_JOBS
 
 
+def pipelined(settings: Settings) -> bool:
+    """Whether a worker claims, fetches and decodes the next jobs and stores the last ones
+    beside the inference (see `Settings.pipeline`)."""
+    if settings.pipeline is not None:
+        return settings.pipeline
+    return resolve_device(settings.device).type != "cpu"
+
+
 class TileProgress:
     """Turns the engine's progress calls into job log lines, throttled for big images."""
 

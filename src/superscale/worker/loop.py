@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from superscale.jobs.records import outage_delays
 from superscale.jobs.store import JobStore
 from superscale.schemas import DEFAULT_SEED
 from superscale.settings import Settings
-from superscale.worker.engines import TileProgress, get_upscaler, max_batch_jobs
+from superscale.worker.engines import TileProgress, get_upscaler, max_batch_jobs, pipelined
 from superscale.worker.failures import (
     job_error,
 )
@@ -70,6 +70,34 @@ BATCH_PIXELS = 2048 * 2048
 
 
 @dataclass
+class Claimed:
+    """A job this worker holds: its lease, and its input ready (or how it ended at intake)."""
+
+    job: Job
+    lease: Lease
+    prepared: Prepared | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def ready(self) -> Prepared:
+        assert self.prepared is not None
+        return self.prepared
+
+    @property
+    def pixels(self) -> int:
+        return self.ready.pixels
+
+
+@dataclass
+class Inferred:
+    """A claimed job on its way to delivery, with its upscale or what ended it."""
+
+    claimed: Claimed
+    result: Image.Image | BaseException | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
 class Outcome:
     """How a job ended here: an output or an error; neither when it must not be finished
     here (its lease was lost, or it went back to the queue because the worker is stopping)."""
@@ -104,37 +132,42 @@ class Worker:
         # Set when shutdown may not wait any longer: running jobs go back to the queue.
         self.abort = threading.Event()
         self.max_batch_jobs = max_batch_jobs(settings)
+        self.pipelined = pipelined(settings)
         # While the file store is full, no claims (jobs go back to the queue, uncharged).
         self._paused_until = 0.0
         self._full_backoff = FULL_BACKOFF_MIN
 
     # --- the loop --------------------------------------------------------------------------
     def run_once(self) -> bool:
-        """Claim and finish one job, or a batch of them. False when there was none to claim
-        (or the worker is waiting for space on a full file store)."""
-        if time.monotonic() < self._paused_until:
+        """Claim and finish one job, or a batch of them, one stage after the other. False when
+        there was none to claim (or the worker is waiting for space on a full file store)."""
+        claimed = self._claim()
+        if claimed is None:
             return False
-        jobs = self.job_store.claim_batch(
-            self.worker_id,
-            self.settings.lease_seconds,
-            list(self.settings.checkpoints),
-            self.max_batch_jobs,
-        )
-        if not jobs:
-            self._recover_when_idle()
-            return False
-        self._run(jobs)
+        for item in self._infer_all(claimed):
+            self._deliver(item)
         return True
 
     def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
-        """Work until `stop` is set; the running job is finished first. When idle, polls the
-        queue with a backoff up to `idle_max` s (the store interface has no wake-up call);
-        while passes fail (the store unreachable, say), backs off up to `FAILING_MAX` s and
-        logs the failure once, then a line a minute."""
+        """Work until `stop` is set; jobs already claimed are finished first. Pipelined (see
+        `Settings.pipeline`): the next jobs are claimed, fetched and decoded, and finished
+        ones encoded and stored, in threads beside the inference, so a GPU does not wait on
+        the CPU's parts; else `run_once` after `run_once`."""
+        if self.pipelined:
+            self._run_pipelined(stop, idle_max)
+        else:
+            self._repeat(self.run_once, stop, idle_max)
+        self.fetcher.close()
+
+    def _repeat(self, step: Callable[[], bool], stop: threading.Event, idle_max: float) -> None:
+        """`step` until `stop` is set. When it found nothing to do, polls with a backoff up to
+        `idle_max` s (the store interface has no wake-up call); while it fails (the store
+        unreachable, say), backs off up to `FAILING_MAX` s and logs the failure once, then a
+        line a minute."""
         idle, failures, next_report = 0.01, 0, 0.0
         while not stop.is_set():
             try:
-                worked = self.run_once()
+                worked = step()
             except Exception:
                 failures += 1
                 now = time.monotonic()
@@ -154,7 +187,43 @@ class Worker:
             else:
                 stop.wait(idle)
                 idle = min(idle_max, idle * 2)
-        self.fetcher.close()
+
+    def _run_pipelined(self, stop: threading.Event, idle_max: float) -> None:
+        """Intake (claim, fetch, decode) and delivery (encode, store, finish) in their own
+        threads; inference in this one. One claimed batch waits ready at most, and finished
+        jobs queue for delivery up to a batch's worth, so memory stays bounded."""
+        ready: queue.Queue[list[Claimed]] = queue.Queue(maxsize=1)
+        done: queue.Queue[Inferred | None] = queue.Queue(maxsize=self.max_batch_jobs)
+
+        def intake() -> bool:
+            claimed = self._claim()
+            if claimed is None:
+                return False
+            ready.put(claimed)  # waits while the previous batch is not yet taken
+            return True
+
+        def deliver() -> None:
+            while (item := done.get()) is not None:
+                self._deliver(item)
+
+        threads = [
+            threading.Thread(target=self._repeat, args=(intake, stop, idle_max), name="intake"),
+            threading.Thread(target=deliver, name="delivery"),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while threads[0].is_alive() or not ready.empty():
+                try:
+                    claimed = ready.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                for item in self._infer_all(claimed):
+                    done.put(item)
+        finally:
+            threads[0].join()
+            done.put(None)
+            threads[1].join()
 
     def _recover_when_idle(self) -> None:
         """Requeue jobs of dead workers (the API does it too; this covers worker-only setups).
@@ -164,10 +233,21 @@ class Worker:
             self._last_recovery = now
             self.job_store.recover_expired(self.settings.max_attempts)
 
-    # --- jobs ------------------------------------------------------------------------------
-    def _run(self, jobs: list[Job]) -> None:
-        """Each job is fetched, decoded, stored and finished on its own; the inferences of jobs
-        sharing a checkpoint and seed share tile batches."""
+    # --- the stages ------------------------------------------------------------------------
+    def _claim(self) -> list[Claimed] | None:
+        """Claim a batch of queued jobs, lease each and fetch and decode its input; None when
+        there was none (or claims are paused while the file store is full)."""
+        if time.monotonic() < self._paused_until:
+            return None
+        jobs = self.job_store.claim_batch(
+            self.worker_id,
+            self.settings.lease_seconds,
+            list(self.settings.checkpoints),
+            self.max_batch_jobs,
+        )
+        if not jobs:
+            self._recover_when_idle()
+            return None
         if len(jobs) == 1:
             log.info(
                 "worker %s: running %s (attempt %d)", self.worker_id, jobs[0].id, jobs[0].attempts
@@ -175,72 +255,90 @@ class Worker:
         else:
             ids = ", ".join(job.id for job in jobs)
             log.info("worker %s: running %d jobs together: %s", self.worker_id, len(jobs), ids)
-        outcomes: dict[str, Outcome] = {}
-        with ExitStack() as stack:
-            leases = {
-                job.id: stack.enter_context(
-                    Lease(self.job_store, job.id, self.worker_id, self.settings.lease_seconds)
+        # Every lease runs before the first fetch: a slow fetch must not let another expire.
+        claimed = [Claimed(job, self._lease(job)) for job in jobs]
+        for item in claimed:
+            try:
+                item.prepared = self.steps.prepare(
+                    item.job, self._cancel_check(item.job.id, item.lease.lost)
                 )
-                for job in jobs
-            }
-            groups: dict[tuple[str, int], list[list[Prepared]]] = {}
-            for job in jobs:
-                try:
-                    prepared = self.steps.prepare(
-                        job, self._cancel_check(job.id, leases[job.id].lost)
-                    )
-                except Exception as exc:
-                    outcomes[job.id] = self._failed(job.id, exc, leases[job.id])
-                    continue
-                seed = prepared.params.seed
-                chunks = groups.setdefault(
-                    (job.checkpoint, DEFAULT_SEED if seed is None else seed), []
-                )
-                # Outputs of one inference are all held at once: cap their pixels.
-                if not chunks or sum(p.pixels for p in chunks[-1]) + prepared.pixels > BATCH_PIXELS:
-                    chunks.append([])
-                chunks[-1].append(prepared)
-            for (checkpoint, seed), chunks in groups.items():
-                for chunk in chunks:
-                    outcomes.update(self._infer(checkpoint, seed, chunk, leases))
-        for job in jobs:
-            self._finish(job, outcomes[job.id])
+            except Exception as exc:
+                item.outcome = self._failed(item.job.id, exc, item.lease)
+        return claimed
 
-    def _infer(
-        self, checkpoint: str, seed: int, group: list[Prepared], leases: dict[str, Lease]
-    ) -> dict[str, Outcome]:
-        """Upscale a group of one checkpoint and seed in shared tile batches, then store each
-        output; every job's outcome."""
+    def _lease(self, job: Job) -> Lease:
+        lease = Lease(self.job_store, job.id, self.worker_id, self.settings.lease_seconds)
+        lease.__enter__()
+        return lease
+
+    def _infer_all(self, claimed: list[Claimed]) -> Iterator[Inferred]:
+        """Each claimed job with its upscale (or what ended it), group after group: jobs of
+        one checkpoint and seed share the engine's tile batches."""
+        groups: dict[tuple[str, int], list[list[Claimed]]] = {}
+        for item in claimed:
+            if item.prepared is None:  # ended at intake: straight to delivery
+                yield Inferred(item)
+                continue
+            seed = item.prepared.params.seed
+            chunks = groups.setdefault(
+                (item.job.checkpoint, DEFAULT_SEED if seed is None else seed), []
+            )
+            # Outputs of one inference are all held at once: cap their pixels.
+            pixels = item.prepared.pixels
+            if not chunks or sum(c.pixels for c in chunks[-1]) + pixels > BATCH_PIXELS:
+                chunks.append([])
+            chunks[-1].append(item)
+        for (checkpoint, seed), chunks in groups.items():
+            for chunk in chunks:
+                yield from self._infer(checkpoint, seed, chunk)
+
+    def _infer(self, checkpoint: str, seed: int, group: list[Claimed]) -> list[Inferred]:
+        """Upscale a group of one checkpoint and seed in shared tile batches."""
+        prepared = [item.ready for item in group]
         results: list[Image.Image | BaseException]
         try:
             upscaler = get_upscaler(self.settings, checkpoint)
             t = time.perf_counter()
             results = upscaler.upscale_many(
-                [p.decoded.image for p in group],
-                [p.params.overlapping_tiles for p in group],
+                [p.decoded.image for p in prepared],
+                [p.params.overlapping_tiles for p in prepared],
                 seed,
-                progress=[TileProgress(self.job_store, p.job.id) for p in group],
-                should_cancel=[p.should_cancel for p in group],
-                scale=[p.params.scale() for p in group],
-                tile_overlap=[p.params.tile_overlap or 0 for p in group],
+                progress=[TileProgress(self.job_store, p.job.id) for p in prepared],
+                should_cancel=[p.should_cancel for p in prepared],
+                scale=[p.params.scale() for p in prepared],
+                tile_overlap=[p.params.tile_overlap or 0 for p in prepared],
             )
             # Each job waited for the whole group: that is its inference time.
             elapsed = time.perf_counter() - t
         except Exception as exc:  # the model would not load, say: the group fails
             results, elapsed = [exc] * len(group), 0.0
-        outcomes = {}
-        for prepared, result in zip(group, results, strict=True):
-            request_id = prepared.job.id
-            try:
-                if isinstance(result, BaseException):
-                    raise result
-                prepared.timings["inference"] = elapsed
-                output = self.steps.store_output(prepared, result)
-                self._full_backoff = FULL_BACKOFF_MIN  # outputs are written again
-                outcomes[request_id] = Outcome(output, None, elapsed)
-            except Exception as exc:
-                outcomes[request_id] = self._failed(request_id, exc, leases[request_id])
-        return outcomes
+        return [Inferred(item, r, elapsed) for item, r in zip(group, results, strict=True)]
+
+    def _deliver(self, item: Inferred) -> None:
+        """Encode and store the output (or take the error), finish the job, end its lease.
+        Never raises: a job it could not finish is the lease's (it expires; the job runs
+        again)."""
+        try:
+            outcome = item.claimed.outcome or self._store(item)
+            self._finish(item.claimed.job, outcome)
+        except Exception:
+            log.exception("worker %s: could not finish %s", self.worker_id, item.claimed.job.id)
+        finally:
+            item.claimed.lease.__exit__(None, None, None)
+
+    def _store(self, item: Inferred) -> Outcome:
+        request_id, lease = item.claimed.job.id, item.claimed.lease
+        try:
+            if isinstance(item.result, BaseException):
+                raise item.result
+            assert item.result is not None
+            prepared = item.claimed.ready
+            prepared.timings["inference"] = item.elapsed
+            output = self.steps.store_output(prepared, item.result)
+            self._full_backoff = FULL_BACKOFF_MIN  # outputs are written again
+            return Outcome(output, None, item.elapsed)
+        except Exception as exc:
+            return self._failed(request_id, exc, lease)
 
     def _failed(self, request_id: str, exc: BaseException, lease: Lease) -> Outcome:
         if isinstance(exc, StorageFull):

@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         """What loads a served checkpoint: its path, or the published name."""
         return self.checkpoint_paths.get(name, name)
 
+    def devices(self) -> list[str]:
+        """The devices in `device`: `serve` starts one worker process per device in a
+        comma-separated list (`cuda:0,cuda:1`: one per GPU); other commands take one."""
+        return [d.strip() for d in self.device.split(",") if d.strip()] or ["auto"]
+
     def engine_options(self) -> EngineOptions:
         from superscale.engine.options import EngineOptions  # torch: only where it runs
 

@@ -197,7 +197,12 @@ model_options = combine(
         help="Checkpoint to serve: v1, v2, or NAME=PATH for one of your own (a folder "
         "`superscale train` wrote); repeat for several (default: v1 and v2).",
     ),
-    click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps …"),
+    click.option(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda, cuda:1, mps … (serve: a comma list, cuda:0,cuda:1, starts one "
+        "worker process per device)",
+    ),
     click.option("--dtype", default=None, help="auto, float32, float16, bfloat16"),
 )
 

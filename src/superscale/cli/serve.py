@@ -126,9 +126,7 @@ def serve(
         )
         for i, sock in enumerate(sockets)
     ]
-    children.append(
-        processes.ChildSpec("workers", processes.run_workers, (settings, log_level, parent))
-    )
+    children += worker_processes(settings, log_level, parent)
     scheme = "https" if ssl_certfile else "http"
     log.info(
         "serving on %s://%s:%d: %d API process(es); %s",
@@ -136,7 +134,8 @@ def serve(
         settings.host,
         sockets[0].getsockname()[1],
         api_processes,
-        f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own"
+        f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own "
+        f"per device ({', '.join(settings.devices())})"
         if settings.workers
         else "no workers: run `superscale worker` against the same store",
     )
@@ -146,6 +145,23 @@ def serve(
         sock.close()
     if code:
         raise SystemExit(code)
+
+
+def worker_processes(settings: Settings, log_level: str, parent: int) -> list[processes.ChildSpec]:
+    """The worker process, or one per device where `--device` lists several (one per GPU:
+    each loads its own copy of the weights and keeps its GPU busy alone)."""
+    devices = settings.devices()
+    if len(devices) == 1:
+        args = (settings, log_level, parent)
+        return [processes.ChildSpec("workers", processes.run_workers, args)]
+    return [
+        processes.ChildSpec(
+            f"workers-{device}",
+            processes.run_workers,
+            (settings.model_copy(update={"device": device}), log_level, parent),
+        )
+        for device in devices
+    ]
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:

@@ -25,4 +25,11 @@ from superscale.cli import options
 def worker(worker_id: str | None, log_level: str, **flags: Any) -> None:
     """Run one worker (and webhook delivery) against the shared stores."""
     options.setup_logging(log_level)
-    options.run_service(options.build_settings(**flags), workers=1, worker_id=worker_id)
+    settings = options.build_settings(**flags)
+    if len(settings.devices()) > 1:
+        raise click.BadParameter(
+            "one device per worker: start one `superscale worker --device cuda:N` per GPU "
+            "(`superscale serve` takes a list)",
+            param_hint="--device",
+        )
+    options.run_service(settings, workers=1, worker_id=worker_id)

@@ -38,9 +38,8 @@ class CompiledNetwork:
 
     def __call__(self, x: Tensor) -> Tensor:
         n = x.shape[0]
-        if not 1 <= n <= self.batch:
-            raise ValueError(f"{self.label}: compiled for {self.batch} tiles, called with {n}")
-        if self.failed is not None:
+        # A batch formed before another thread shrank the batch size runs eagerly.
+        if self.failed is not None or n > self.batch:
             return self.net(x)
         if n < self.batch:
             padded = x.new_zeros((self.batch, *x.shape[1:]))

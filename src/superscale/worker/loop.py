@@ -272,8 +272,21 @@ class Worker:
         return lease
 
     def _infer_all(self, claimed: list[Claimed]) -> Iterator[Inferred]:
-        """Each claimed job with its upscale (or what ended it), group after group: jobs of
-        one checkpoint and seed share the engine's tile batches."""
+        """Each claimed job with its upscale (or what ended it), exactly once, even where
+        something unforeseen breaks the grouping: every lease then still ends in delivery."""
+        sent: set[int] = set()
+        try:
+            for item in self._infer_groups(claimed):
+                sent.add(id(item.claimed))
+                yield item
+        except Exception as exc:
+            log.exception("worker %s: inference pass failed", self.worker_id)
+            for job in claimed:
+                if id(job) not in sent:
+                    yield Inferred(job, exc)
+
+    def _infer_groups(self, claimed: list[Claimed]) -> Iterator[Inferred]:
+        """Group after group: jobs of one checkpoint and seed share the engine's batches."""
         groups: dict[tuple[str, int], list[list[Claimed]]] = {}
         for item in claimed:
             if item.prepared is None:  # ended at intake: straight to delivery

@@ -35,6 +35,11 @@ def _png(seed: int) -> bytes:
     return encode(Image.fromarray(rng.integers(0, 256, (128, 192, 3), dtype=np.uint8), "RGB"))
 
 
+def _submit(store: SqliteJobStore, job_input: dict[str, object]) -> str:
+    job = NewJob(endpoint=ENDPOINT_ID, owner="key-1", input=job_input, checkpoint="v1")
+    return store.submit(job).id
+
+
 def _run_all(
     settings: Settings, server: FixtureServer, pipeline: bool
 ) -> tuple[float, list[Job], FileStore]:
@@ -42,17 +47,8 @@ def _run_all(
     settings = settings.model_copy(update={"pipeline": pipeline})
     store = SqliteJobStore(settings.data_dir / "superscale.db")
     files = open_file_store(settings.resolved_storage_url())
-    ids = [
-        store.submit(
-            NewJob(
-                endpoint=ENDPOINT_ID,
-                owner="key-1",
-                input={"image_url": f"{server.url}/in/{i}.png", "seed": 3},
-                checkpoint="v1",
-            )
-        ).id
-        for i in range(JOBS)
-    ]
+    urls = [f"{server.url}/in/{i}.png" for i in range(JOBS)]
+    ids = [_submit(store, {"image_url": url, "seed": 3}) for url in urls]
     worker = Worker(settings, store, files, worker_id=f"pipeline-{pipeline}")
     assert worker.pipelined is pipeline
     stop = threading.Event()
@@ -133,17 +129,7 @@ def test_stop_finishes_what_was_claimed(
     )
     store = SqliteJobStore(settings.data_dir / "superscale.db")
     files = open_file_store(settings.resolved_storage_url())
-    ids = [
-        store.submit(
-            NewJob(
-                endpoint=ENDPOINT_ID,
-                owner="key-1",
-                input={"image_url": f"{server.url}/in.png"},
-                checkpoint="v1",
-            )
-        ).id
-        for _ in range(6)
-    ]
+    ids = [_submit(store, {"image_url": f"{server.url}/in.png"}) for _ in range(6)]
     worker = Worker(settings, store, files)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run_forever, args=(stop, 0.02), daemon=True)

@@ -119,7 +119,7 @@ class Upscaler:
         if self.compile and self.prepack:
             raise ValueError("compile and prepack exclude each other: turn one off")
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
-        self._compiled: dict[tuple[int, int], CompiledNetwork] = {}  # (seed, batch) →
+        self._compiled: dict[tuple[int, int], CompiledNetwork] = {}  # by (seed, batch size)
         self._fold_lock = threading.Lock()
         # Tests raise torch.OutOfMemoryError from it (see `runner.FaultHook`).
         self.fault_hook: FaultHook | None = None

@@ -238,3 +238,29 @@ def test_reader_reads_one_tensor_to_the_device_asked(small_model_dir: Path) -> N
     key = "init_conv.weight"
     tensor = reader.get(key, device=torch.device("cpu"))
     assert tensor.device.type == "cpu" and tuple(tensor.shape) == reader.shapes[key]
+
+
+# Rounding to 8 bits on the device ------------------------------------------------------------
+
+
+def test_tiles_rounded_on_the_device_give_the_same_bytes(small_model_dir: Path) -> None:
+    """An image whose tiles do not overlap comes back from the runner in 8 bits when its batch
+    holds no blended image, in float (rounded on the CPU) when it shares a batch with one:
+    the same bytes either way."""
+    upscaler = _eager(small_model_dir, batch_size=8)
+    plain, blended = _image(100, 150, 4), _image(90, 70, 5)
+    alone = upscaler.upscale(plain, seed=9)  # uint8 from the runner
+    mixed = upscaler.upscale_many([plain, blended], [False, True], seed=9)
+    assert isinstance(mixed[0], Image.Image) and isinstance(mixed[1], Image.Image)
+    assert mixed[0].tobytes() == alone.tobytes()
+    assert mixed[1].tobytes() == upscaler.upscale(blended, overlapping_tiles=True, seed=9).tobytes()
+
+
+def test_rounded_tiles_refused_where_tiles_overlap() -> None:
+    from superscale.engine.tiling import BandAssembler, TilePlan
+
+    plan = TilePlan(64, 64, 64, 4, True)
+    assembler = BandAssembler(plan, np.zeros((256, 256, 3), np.uint8))
+    tile = next(iter(plan.tiles()))
+    with pytest.raises(ValueError, match="blended in float"):
+        assembler.add_rounded(tile, torch.zeros(256, 256, 3, dtype=torch.uint8))

@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 import torch
 from torch import Tensor
 
+from .tiling import to_bytes
+
 K = TypeVar("K")
 Forward = Callable[[Tensor], Tensor]
 # Called with each batch's tile count before its forward: tests raise a real
@@ -44,15 +46,21 @@ class DeviceRunner(Generic[K]):
         torch's host allocator keeps a block until the copies that read it have run."""
         return torch.empty(shape, pin_memory=self.asynchronous)
 
-    def run(self, key: K, x: Tensor, forward: Forward) -> list[tuple[K, Tensor]]:
+    def run(
+        self, key: K, x: Tensor, forward: Forward, as_bytes: bool = False
+    ) -> list[tuple[K, Tensor]]:
         """Start batch `key` (`x`: its host input, float32 (n, C, T, T)); the batches that
-        finished meanwhile, oldest first, each as (key, float32 host output in [0, 1]).
+        finished meanwhile, oldest first, each as (key, host output): float32 (n, C, T', T')
+        in [0, 1], or with `as_bytes` rounded to uint8 (n, T', T', C) on the device (a quarter
+        of the bytes to copy back, and no conversion left for the CPU).
         An error of this batch's forward (out of memory, say) is raised here, before anything
         of it is in flight; the batches already in flight are unaffected."""
         if self.fault_hook is not None:
             self.fault_hook(x.shape[0])
         y = forward(self._to_device(x))
         y = torch.clamp(y.float(), 0, 1)  # not in place: a CUDA graph owns its output
+        if as_bytes:
+            y = to_bytes(y)
         if not self.asynchronous:
             return [(key, y.cpu())]
         out = torch.empty(y.shape, pin_memory=True)

@@ -114,7 +114,12 @@ class ImageTask:
         return source[:, y : y + self.tile_size, x : x + self.tile_size]
 
     def add(self, tile: Tile, pixels: Tensor) -> None:
-        self.assembler.add(tile, pixels)
+        """The tile's upscale: (C, T, T) float in [0, 1], or (T, T, C) uint8 already rounded
+        (`tiling.to_bytes`, where the image's tiles do not overlap)."""
+        if pixels.dtype == torch.uint8:
+            self.assembler.add_rounded(tile, pixels)
+        else:
+            self.assembler.add(tile, pixels)
         self.done += 1
 
     def finish(self) -> Image.Image:

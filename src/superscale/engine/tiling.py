@@ -118,6 +118,12 @@ class TilePlan:
         """Width of the padded output the tiles cover."""
         return ((self.cols - 1) * self.stride + self.tile) * self.scale
 
+    @property
+    def blended(self) -> bool:
+        """Whether tiles overlap (and are blended): else each output pixel comes from one tile,
+        which can be rounded to 8 bits on its own (on the device, say)."""
+        return self.overlap or self.margin > 0
+
     def band_height(self, band: int) -> int:
         """A band is a stride of output rows; the last takes its tile row's whole height."""
         return self.out_tile if band == self.rows - 1 else self.out_stride
@@ -215,6 +221,9 @@ class BandAssembler:
     def add(self, tile: Tile, pixels: Tensor) -> None:
         """`pixels`: (C, T, T) float32 in [0, 1], the upscale of `tile`."""
         plan = self.plan
+        if not plan.blended:  # one tile per pixel: no band to sum into
+            self.add_rounded(tile, to_bytes(pixels.unsqueeze(0))[0])
+            return
         t, step = plan.out_tile, plan.out_stride
         window = self.weights if self.weights is not None else plan.window(tile)
         if window is not None:
@@ -234,19 +243,40 @@ class BandAssembler:
             self.pending[b] -= 1
         self._flush()
 
+    def add_rounded(self, tile: Tile, pixels: Tensor) -> None:
+        """`pixels`: (T, T, C) uint8, the upscale of `tile` already in 8 bits (`to_bytes`),
+        written straight into the image; only where tiles do not overlap."""
+        plan = self.plan
+        if plan.blended:
+            raise ValueError("overlapping tiles are blended in float: use add()")
+        t = plan.out_tile
+        y0, x0 = tile.row * t, tile.col * t
+        out_h, out_w = self.out.shape[:2]
+        self.out[y0 : y0 + t, x0 : x0 + t] = pixels[: out_h - y0, : out_w - x0].numpy()
+        self.pending[tile.row] -= 1
+        self._flush()
+
     def _flush(self) -> None:
         step = self.plan.out_stride
         out_h, out_w = self.out.shape[:2]
         while self.next_band < self.plan.rows and self.pending[self.next_band] == 0:
             b = self.next_band
-            band = self.bands.pop(b)
+            band = self.bands.pop(b, None)
+            self.next_band += 1
+            if band is None:  # its tiles were written as they came (`add_rounded`)
+                continue
             top = b * step
             rows = max(0, min(self.plan.band_height(b), out_h - top))
-            # Round to the nearest 8-bit level (the reference truncates, a bias of half a level).
-            pixels = band[:, :rows, :out_w].mul(255).round_().clamp_(0, 255).to(torch.uint8)
-            self.out[top : top + rows] = pixels.permute(1, 2, 0).numpy()
-            self.next_band += 1
+            pixels = to_bytes(band[None, :, :rows, :out_w])[0]
+            self.out[top : top + rows] = pixels.numpy()
 
     @property
     def done(self) -> bool:
         return self.next_band == self.plan.rows
+
+
+def to_bytes(pixels: Tensor) -> Tensor:
+    """(N, C, H, W) float in [0, 1] → (N, H, W, C) uint8, rounded to the nearest level (the
+    reference truncates: a bias of half a level). The one conversion, on whichever device."""
+    levels = pixels.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return levels.permute(0, 2, 3, 1).contiguous()

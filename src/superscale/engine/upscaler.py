@@ -411,7 +411,9 @@ class Upscaler:
                 x = runner.host_buffer((len(batch), c, size, size))
                 for i, (task, t) in enumerate(batch):
                     torch.add(task.cut(t), shared.input_noise(t), out=x[i])
-                return runner.run(batch, x.clamp_(0, 1), self._network(seed))
+                # Tiles of images whose tiles do not overlap come back already in 8 bits.
+                as_bytes = not any(task.plan.blended for task, _ in batch)
+                return runner.run(batch, x.clamp_(0, 1), self._network(seed), as_bytes)
         else:  # the adaptive network, in its stored layout and dtype
             runner = DeviceRunner(self.device, False, fault_hook=self.fault_hook)
             adaptive = self.adaptive_model()

@@ -305,10 +305,18 @@ def whole_images(
     up = upscaler(files, device, "auto")  # the engine as the service runs it
     up.warm_up(SEED)
 
+    parts: dict[str, list[float]] = {"decode": [], "upscale": [], "encode": []}
+
     def end_to_end() -> None:
+        t0 = time.perf_counter()
         decoded = images.decode(png, 10**9)
+        t1 = time.perf_counter()
         out = up.upscale(decoded.image, seed=SEED)
+        t2 = time.perf_counter()
         images.encode(out, "png")
+        t3 = time.perf_counter()
+        for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            parts[name].append(seconds)
 
     up.upscale(image, seed=SEED)  # compiles, where compiling is on
     ours = rate(lambda: up.upscale(image, seed=SEED), device, 3.0, 3)
@@ -330,6 +338,8 @@ def whole_images(
         ok,
     )
     report.data["e2e_s"] = latencies
+    split = ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in parts.items())
+    report.row("end to end: median split (s)", f"{split}; PNG: {images.png_encoder_name()}")
     if not reference:
         return
     from safetensors.torch import load_file

@@ -77,6 +77,16 @@ def encoders() -> dict[str, Callable[[Image.Image], bytes]]:
     except ImportError:
         pass
     try:
+        from superscale import png_strips
+        from superscale.cpus import usable_cpus
+
+        for threads in sorted({1, 2, usable_cpus()}):
+            found[f"superscale strips, {threads} thread(s)"] = lambda im, n=threads: (
+                png_strips.encode(np.asarray(im), n)
+            )
+    except ImportError:
+        pass
+    try:
         from superscale import images
 
         found[f"superscale.images.encode ({images.png_encoder_name()})"] = images.encode

@@ -6,7 +6,8 @@ header, before any pixel is decoded), zero-size images. It applies the EXIF orie
 the ICC profile of RGB-family images and takes the first frame of animations.
 
 `encode` writes PNG through fpng where it is installed (about 10× faster than zlib at the same
-size, see `benchmarks/png_encode.py`), Pillow at compression level 1 otherwise; JPEG flattens
+size, see `benchmarks/png_encode.py`), Pillow at compression level 1 otherwise, and large
+images in strips on many threads where there are many cores (`png_strips`); JPEG flattens
 alpha onto white; WebP keeps alpha.
 """
 
@@ -20,6 +21,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
+
+from . import png_strips
+from .cpus import usable_cpus
 
 try:  # Optional fast PNG writer; Pillow's zlib does the job (slower) without it.
     import fpng as _fpng
@@ -224,7 +228,10 @@ def extension(fmt: str) -> str:
 
 def png_encoder_name() -> str:
     """Which PNG writer `encode` uses here (for logs and benchmarks)."""
-    return "fpng" if _fpng is not None else f"pillow level {PNG_FALLBACK_LEVEL}"
+    single = "fpng" if _fpng is not None else f"pillow level {PNG_FALLBACK_LEVEL}"
+    if png_strips.worth_it(png_strips.MIN_PIXELS, 1):
+        return f"strips on {usable_cpus()} threads (large images), else {single}"
+    return single
 
 
 def check_size(width: int, height: int, fmt: str) -> None:
@@ -276,6 +283,9 @@ def encode(
 
 
 def _encode_png(image: Image.Image, icc_profile: bytes | None) -> bytes:
+    if png_strips.worth_it(*image.size):
+        data = png_strips.encode(np.asarray(image))
+        return _with_icc(data, icc_profile) if icc_profile else data
     if _fpng is None:
         return _encode_png_pillow(image, icc_profile)
     data = bytes(_fpng.from_ndarray(np.ascontiguousarray(np.asarray(image))))

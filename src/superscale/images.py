@@ -247,14 +247,23 @@ def check_size(width: int, height: int, fmt: str) -> None:
         )
 
 
+def size_of(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(width, height) of an image or of (H, W, C) pixels."""
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    return image.size
+
+
 def encode(
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     fmt: str = "png",
     icc_profile: bytes | None = None,
     quality: int | None = None,
     lossless: bool = False,
 ) -> bytes:
-    """Encode an image as png, jpeg or webp, embedding `icc_profile` when given.
+    """Encode an image, or its (H, W, 3 or 4) uint8 pixels, as png, jpeg or webp, embedding
+    `icc_profile` when given. Pixels go to the PNG writers as they are (no copy into PIL's
+    layout and back: ~0.15 s per 4096² RGB).
 
     JPEG has no alpha: RGBA images are composited onto white, as viewers show them.
     `quality` (1–100) is JPEG's and WebP's (default 90 each); `lossless` is WebP's. PNG is
@@ -262,7 +271,13 @@ def encode(
     `ImageError`.
     """
     name = _canonical(fmt)
-    check_size(image.width, image.height, name)
+    check_size(*size_of(image), name)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError("pixels must be (height, width, 3 or 4) uint8")
+        if name == "png":
+            return _encode_png(image, icc_profile)
+        image = Image.fromarray(image, "RGB" if image.shape[2] == 3 else "RGBA")
     if image.mode not in ("RGB", "RGBA"):
         image = normalize(image)
     if name == "png":
@@ -282,16 +297,20 @@ def encode(
     return buf.getvalue()
 
 
-def _encode_png(image: Image.Image, icc_profile: bytes | None) -> bytes:
-    if png_strips.worth_it(*image.size):
+def _encode_png(image: Image.Image | np.ndarray, icc_profile: bytes | None) -> bytes:
+    if png_strips.worth_it(*size_of(image)):
         data = png_strips.encode(np.asarray(image))
         return _with_icc(data, icc_profile) if icc_profile else data
     if _fpng is None:
-        return _encode_png_pillow(image, icc_profile)
+        return _encode_png_pillow(_as_image(image), icc_profile)
     data = bytes(_fpng.from_ndarray(np.ascontiguousarray(np.asarray(image))))
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):  # fpng answers b"" past its own limits
-        return _encode_png_pillow(image, icc_profile)
+        return _encode_png_pillow(_as_image(image), icc_profile)
     return _with_icc(data, icc_profile) if icc_profile else data
+
+
+def _as_image(image: Image.Image | np.ndarray) -> Image.Image:
+    return Image.fromarray(image) if isinstance(image, np.ndarray) else image
 
 
 def _encode_png_pillow(image: Image.Image, icc_profile: bytes | None) -> bytes:

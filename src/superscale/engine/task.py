@@ -122,11 +122,19 @@ class ImageTask:
             self.assembler.add(tile, pixels)
         self.done += 1
 
-    def finish(self) -> Image.Image:
+    def finish(self, as_array: bool = False) -> Image.Image | np.ndarray:
+        """The upscale: a PIL image, or with `as_array` its (H, W, 3 or 4) uint8 pixels (no
+        copy into PIL's own layout, none back out for an encoder: ~0.15 s per 4096² RGB)."""
         assert self.assembler.done
-        result = Image.fromarray(self.out, "RGB")
+        alpha = None
         if self.alpha is not None:
             # Alpha is not what the model was trained on, and running it through the network
             # would double the cost; Lanczos keeps edges sharp at a negligible cost.
-            result.putalpha(self.alpha.resize(result.size, Image.Resampling.LANCZOS))
+            size = (self.out.shape[1], self.out.shape[0])
+            alpha = self.alpha.resize(size, Image.Resampling.LANCZOS)
+        if as_array:
+            return self.out if alpha is None else np.dstack([self.out, np.asarray(alpha)])
+        result = Image.fromarray(self.out, "RGB")
+        if alpha is not None:
+            result.putalpha(alpha)
         return result

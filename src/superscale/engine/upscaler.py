@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -297,7 +298,7 @@ class Upscaler:
         )
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
+        return cast(Image.Image, outcome)  # as_arrays is off
 
     @torch.inference_mode()
     def upscale_many(
@@ -310,7 +311,8 @@ class Upscaler:
         should_cancel: Sequence[CancelFn | None] | None = None,
         scale: Scale | Sequence[Scale] = MODEL_SCALE,
         tile_overlap: int | Sequence[int] = 0,
-    ) -> list[Image.Image | BaseException]:
+        as_arrays: bool = False,
+    ) -> list[Image.Image | np.ndarray | BaseException]:
         """Each image's upscale (as `upscale` gives it alone, to the byte), or the exception
         that ended it: `Cancelled` when its `should_cancel()` said so (polled before each batch
         holding its tiles), ValueError for an unusable image. Images of one seed share the
@@ -320,7 +322,8 @@ class Upscaler:
         shared forward fails the images in that batch. `overlapping_tiles`, `progress`,
         `should_cancel`, `scale` (a factor or a `scaling.Target` size) and `tile_overlap` are
         one value or one per image; `progress` counts the tiles of both passes of a factor
-        above 4."""
+        above 4. `as_arrays`: each upscale as (H, W, 3 or 4) uint8 pixels instead of a PIL
+        image (what an encoder takes: no round trip through PIL's layout)."""
         seed = DEFAULT_SEED if seed is None else seed
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
@@ -365,7 +368,15 @@ class Upscaler:
                 tasks.append(prepare(i, image, 0))
             except Exception as exc:  # this image only: the others still run
                 tasks.append(exc)
-        results = self._run_pass(tasks, seed, noise)
+
+        def final_array(i: int, task: ImageTask | BaseException) -> bool:
+            """Whether this pass's output is image i's upscale as it will be returned."""
+            if not as_arrays or not isinstance(task, ImageTask):
+                return False
+            return (task.plan.width * m, task.plan.height * m) == plans[i][1]
+
+        arrays = [final_array(i, t) for i, t in enumerate(tasks)]
+        results = self._run_pass(tasks, seed, noise, arrays)
         again = [
             i for i, r in enumerate(results) if isinstance(r, Image.Image) and plans[i][0] == 2
         ]
@@ -378,22 +389,32 @@ class Upscaler:
                     second.append(prepare(i, cast(Image.Image, results[i]), first.plan.total))
                 except Exception as exc:
                     second.append(exc)
-            for i, r in zip(again, self._run_pass(second, seed, noise), strict=True):
+            arrays = [final_array(i, t) for i, t in zip(again, second, strict=True)]
+            for i, r in zip(again, self._run_pass(second, seed, noise, arrays), strict=True):
                 results[i] = r
         for i, r in enumerate(results):
             if isinstance(r, Image.Image):
-                results[i] = resize_to(r, plans[i][1])
+                resized = resize_to(r, plans[i][1])
+                results[i] = np.asarray(resized) if as_arrays else resized
         return results
 
     def _run_pass(
-        self, tasks: list[ImageTask | BaseException], seed: int, noise: NoiseMode
-    ) -> list[Image.Image | BaseException]:
-        """One pass of the network over each image: its output, or what ended it."""
+        self,
+        tasks: list[ImageTask | BaseException],
+        seed: int,
+        noise: NoiseMode,
+        arrays: list[bool],
+    ) -> list[Image.Image | np.ndarray | BaseException]:
+        """One pass of the network over each image: its output (as pixels where `arrays`
+        says), or what ended it."""
         # Polled before folding, which takes seconds.
         live = [t for t in tasks if isinstance(t, ImageTask) and not t.cancelled()]
         if live:
             self._run_tiles(live, seed, noise)
-        return [t if isinstance(t, BaseException) else t.error or t.finish() for t in tasks]
+        return [
+            t if isinstance(t, BaseException) else t.error or t.finish(array)
+            for t, array in zip(tasks, arrays, strict=True)
+        ]
 
     def _run_tiles(self, tasks: list[ImageTask], seed: int, noise: NoiseMode) -> None:
         """Every tile of `tasks` through the network, `batch_size` at a time; on CUDA the

@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
@@ -59,7 +60,7 @@ def unreadable_input(exc: images.ImageError) -> InputError:
 
 
 def encode_output(
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     fmt: str,
     icc_profile: bytes | None,
     quality: int | None = None,

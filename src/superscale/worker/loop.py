@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 from PIL import Image
 
 from superscale import netguard
@@ -93,7 +94,7 @@ class Inferred:
     """A claimed job on its way to delivery, with its upscale or what ended it."""
 
     claimed: Claimed
-    result: Image.Image | BaseException | None = None
+    result: Image.Image | np.ndarray | BaseException | None = None
     elapsed: float = 0.0
 
 
@@ -308,7 +309,7 @@ class Worker:
     def _infer(self, checkpoint: str, seed: int, group: list[Claimed]) -> list[Inferred]:
         """Upscale a group of one checkpoint and seed in shared tile batches."""
         prepared = [item.ready for item in group]
-        results: list[Image.Image | BaseException]
+        results: list[Image.Image | np.ndarray | BaseException]
         try:
             upscaler = get_upscaler(self.settings, checkpoint)
             t = time.perf_counter()
@@ -320,6 +321,7 @@ class Worker:
                 should_cancel=[p.should_cancel for p in prepared],
                 scale=[p.params.scale() for p in prepared],
                 tile_overlap=[p.params.tile_overlap or 0 for p in prepared],
+                as_arrays=True,  # straight to the encoder
             )
             # Each job waited for the whole group: that is its inference time.
             elapsed = time.perf_counter() - t

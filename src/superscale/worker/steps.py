@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
@@ -104,9 +105,11 @@ class JobSteps:
             raise Cancelled()
         return Prepared(job, params, decoded, timings, should_cancel)
 
-    def store_output(self, prepared: Prepared, result: Image.Image) -> dict[str, Any]:
-        """Encode and store the upscale; the job's output (its timings included)."""
+    def store_output(self, prepared: Prepared, result: Image.Image | np.ndarray) -> dict[str, Any]:
+        """Encode and store the upscale (an image, or its pixels); the job's output (its
+        timings included)."""
         job, params, timings = prepared.job, prepared.params, prepared.timings
+        width, height = images.size_of(result)
         t = time.perf_counter()
         encoded = encode_output(
             result,
@@ -131,8 +134,8 @@ class JobSteps:
             content_type=content_type,
             file_name=key.rsplit("/", 1)[-1],
             file_size=len(encoded),
-            width=result.size[0],
-            height=result.size[1],
+            width=width,
+            height=height,
             file_data=None,
         )
         self.log(

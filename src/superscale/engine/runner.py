@@ -63,10 +63,10 @@ class DeviceRunner(Generic[K]):
             y = to_bytes(y)
         if not self.asynchronous:
             return [(key, y.cpu())]
-        out = torch.empty(y.shape, pin_memory=True)
+        out = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
         out.copy_(y, non_blocking=True)
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(self.device))
         self._in_flight.append((key, out, done))
         finished = []
         while len(self._in_flight) > self.depth:

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -329,6 +330,32 @@ class Upscaler:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
         if noise not in ("shared", "per_tile"):
             raise ValueError(f"noise must be 'shared' or 'per_tile', not {noise!r}")
+        # cuda:1's work on cuda:1's streams (events, the allocator's cache, CUDA graphs).
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+            return self._upscale_many(
+                images_in,
+                overlapping_tiles,
+                seed,
+                noise,
+                progress,
+                should_cancel,
+                scale,
+                tile_overlap,
+                as_arrays,
+            )
+
+    def _upscale_many(
+        self,
+        images_in: Sequence[Image.Image],
+        overlapping_tiles: bool | Sequence[bool],
+        seed: int,
+        noise: NoiseMode,
+        progress: Sequence[ProgressFn | None] | None,
+        should_cancel: Sequence[CancelFn | None] | None,
+        scale: Scale | Sequence[Scale],
+        tile_overlap: int | Sequence[int],
+        as_arrays: bool,
+    ) -> list[Image.Image | np.ndarray | BaseException]:
         n = len(images_in)
         overlaps = _per_image(overlapping_tiles, n, "overlapping_tiles")
         progresses = _per_image(progress, n, "progress")

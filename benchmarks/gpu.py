@@ -123,7 +123,7 @@ class Report:
 
     def table(self) -> None:
         for r in self.rows:
-            r.value = r.value if len(r.value) <= 64 else r.value[:61] + "..."
+            r.value = r.value if len(r.value) <= 100 else r.value[:97] + "..."
         width = max(len(r.check) for r in self.rows)
         vwidth = max(len(r.value) for r in self.rows)
         self.say("\n" + "=" * (width + vwidth + 30))
@@ -311,7 +311,8 @@ def whole_images(
         t0 = time.perf_counter()
         decoded = images.decode(png, 10**9)
         t1 = time.perf_counter()
-        out = up.upscale(decoded.image, seed=SEED)
+        (out,) = up.upscale_many([decoded.image], seed=SEED, as_arrays=True)  # as the worker
+        assert not isinstance(out, BaseException)
         t2 = time.perf_counter()
         images.encode(out, "png")
         t3 = time.perf_counter()
@@ -363,6 +364,49 @@ def whole_images(
         f"{theirs:.2f} s, {n_tiles / theirs:,.1f} tiles/s",
     )
     report.row("ours vs reference, tiles/s, same image", f"{ratio:.1f}×", "≥ 10×", ok)
+
+
+# The host's share ------------------------------------------------------------------------------
+
+
+def host_side(report: Report, size: int) -> None:
+    """The CPU work the GPU path does per image, without the network: the time a GPU's
+    batches must cover for the host never to hold them up (on the thread the worker uses)."""
+    from superscale.engine.noise import SharedNoise
+    from superscale.engine.task import ImageTask
+
+    image = photo(size)
+    config = RELEASED_CONFIG
+    png = images.encode(image, "png")
+    started = time.perf_counter()
+    decoded = images.decode(png, 10**9)
+    task = ImageTask.prepare(decoded.image, config, False)
+    prepared = time.perf_counter()
+    shared = SharedNoise(SEED, config.style_network.dim_in, 3, config.input_image_size)
+    x = torch.empty(1, 3, config.input_image_size, config.input_image_size)
+    for tile in task.tiles:
+        torch.add(task.cut(tile), shared.input_noise(tile), out=x[0])
+    inputs = time.perf_counter()
+    side = config.input_image_size * config.scale
+    tile_out = torch.from_numpy(np.asarray(photo(side).convert("RGB"))).contiguous()
+    for tile in task.tiles:
+        task.add(tile, tile_out)
+    assembled = time.perf_counter()
+    pixels = task.finish(as_array=True)
+    images.encode(pixels, "png")
+    encoded = time.perf_counter()
+    n = len(task.tiles)
+    report.row(
+        f"host side of a {size}² image ({n} tiles)",
+        f"decode+split {prepared - started:.3f}, tile inputs {inputs - prepared:.3f}, "
+        f"assembly {assembled - inputs:.3f}, encode {encoded - assembled:.3f} s",
+    )
+    report.data["host_side_s"] = {
+        "decode_split": prepared - started,
+        "inputs": inputs - prepared,
+        "assembly": assembled - inputs,
+        "encode": encoded - assembled,
+    }
 
 
 # 5. The service ------------------------------------------------------------------------------
@@ -533,6 +577,9 @@ def main() -> None:
     if "images" not in skip:
         with report.section(f"whole images ({name} config)"):
             whole_images(report, main_files, device, size, "reference" not in skip)
+    if "host" not in skip:
+        with report.section("host side"):
+            host_side(report, 1024)
     if "service" not in skip:
         with report.section(f"service ({name} config)"):
             jobs = 4 if args.quick else 32

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -566,27 +567,40 @@ def main() -> None:
     name = "small" if args.quick else "released"
     size = 128 if args.quick else 1024
 
-    if "correctness" not in skip:
-        with report.section("correctness"):
-            correctness(report, small, "small", device)
-            if not args.quick:
-                correctness(report, main_files, name, device)
-    if "engine" not in skip:
-        with report.section(f"engine ({name} config)"):
-            engine(report, main_files, device, args.quick)
-    if "images" not in skip:
-        with report.section(f"whole images ({name} config)"):
-            whole_images(report, main_files, device, size, "reference" not in skip)
-    if "host" not in skip:
-        with report.section("host side"):
-            host_side(report, 1024)
-    if "service" not in skip:
-        with report.section(f"service ({name} config)"):
-            jobs = 4 if args.quick else 32
-            for batch_jobs in (8, 1):
-                service(report, model_dir, device, size, jobs, batch_jobs)
-    report.say(f"\ntotal {time.perf_counter() - started:.0f} s")
-    report.table()
+    def correctness_part() -> None:
+        correctness(report, small, "small", device)
+        if not args.quick:
+            correctness(report, main_files, name, device)
+
+    def service_part() -> None:
+        for batch_jobs in (8, 1):
+            service(report, model_dir, device, size, 4 if args.quick else 32, batch_jobs)
+
+    parts: list[tuple[str, str, Callable[[], Any]]] = [
+        ("host", "host side", lambda: host_side(report, 1024)),
+        ("correctness", "correctness", correctness_part),
+        (
+            "engine",
+            f"engine ({name} config)",
+            lambda: engine(report, main_files, device, args.quick),
+        ),
+        (
+            "images",
+            f"whole images ({name} config)",
+            lambda: whole_images(report, main_files, device, size, "reference" not in skip),
+        ),
+        ("service", f"service ({name} config)", service_part),
+    ]
+    # Stopped by a time limit (SIGTERM): the table of what ran still comes out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
+    try:
+        for key, title, run in parts:
+            if key not in skip:
+                with report.section(title):
+                    run()
+    finally:
+        report.say(f"\ntotal {time.perf_counter() - started:.0f} s")
+        report.table()
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ def test_compiled_upscale_equals_eager(compiled: Upscaler, small_model_dir: Path
 
 
 def test_compile_and_prepack_exclude_each_other(small_model_dir: Path) -> None:
+    # Compiling asked for on a CPU turns the default prepacking off.
+    asked = Upscaler.from_checkpoint("v2", model_dir=small_model_dir, device="cpu", compile=True)
+    assert asked.compile and not asked.prepack and not asked.cuda_graphs
     with pytest.raises(ValueError, match="exclude each other"):
         Upscaler.from_checkpoint(
             "v2", model_dir=small_model_dir, device="cpu", prepack=True, compile=True

@@ -103,8 +103,14 @@ class Upscaler:
         # Chosen from free memory once a folded network can be measured (`_fit_batch`).
         self._batch_from_memory = batch_size is None and self.device.type == "cuda"
         self.fold_cache_size = max(1, fold_cache_size)
+        on_cuda = self.device.type == "cuda"
+        self.compile = on_cuda if compile is None else compile
+        self.cuda_graphs = self.compile and on_cuda if cuda_graphs is None else cuda_graphs
+        # Compiling asked for on a CPU: inductor's kernels instead of prepacked oneDNN ones.
         self.prepack = (
-            self.device.type == "cpu" and prepacking.available() if prepack is None else prepack
+            self.device.type == "cpu" and prepacking.available() and not self.compile
+            if prepack is None
+            else prepack
         )
         self.winograd = (
             self.prepack and self.dtype == torch.float32 if winograd is None else winograd
@@ -115,9 +121,6 @@ class Upscaler:
             if channels_last is None
             else channels_last
         )
-        on_cuda = self.device.type == "cuda"
-        self.compile = on_cuda if compile is None else compile
-        self.cuda_graphs = self.compile and on_cuda if cuda_graphs is None else cuda_graphs
         if self.compile and self.prepack:
             raise ValueError("compile and prepack exclude each other: turn one off")
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
@@ -213,7 +216,13 @@ class Upscaler:
     def _fit_batch(self, net: AuraSR) -> None:
         """The tile batch from the free device memory and what one tile's activations take."""
         c, t = self.config.channels, self.config.input_image_size
-        tile_bytes = measure_tile_bytes(net, (c, t, t), self.device, self.channels_last)
+        try:
+            tile_bytes = measure_tile_bytes(net, (c, t, t), self.device, self.channels_last)
+        except out_of_memory_error():
+            release_cached_memory(self.device)
+            self.batch_size = 1
+            log.warning("%s: out of memory measuring a tile; batches of 1", self.device)
+            return
         free, _ = torch.cuda.mem_get_info(self.device)
         self.batch_size = batch_size_for_memory(free, tile_bytes)
         log.info(

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from superscale.cli import options, processes
+from superscale.gpus import visible_gpus
 from superscale.settings import Settings
 
 log = logging.getLogger("superscale.serve")
@@ -126,7 +127,8 @@ def serve(
         )
         for i, sock in enumerate(sockets)
     ]
-    children += worker_processes(settings, log_level, parent)
+    workers = worker_processes(settings, log_level, parent)
+    children += workers
     scheme = "https" if ssl_certfile else "http"
     log.info(
         "serving on %s://%s:%d: %d API process(es); %s",
@@ -135,7 +137,7 @@ def serve(
         sockets[0].getsockname()[1],
         api_processes,
         f"{settings.workers} worker(s) for {settings.checkpoints} in a process of their own "
-        f"per device ({', '.join(settings.devices())})"
+        f"per device ({', '.join(c.args[0].device for c in workers)})"
         if settings.workers
         else "no workers: run `superscale worker` against the same store",
     )
@@ -147,10 +149,16 @@ def serve(
         raise SystemExit(code)
 
 
-def worker_processes(settings: Settings, log_level: str, parent: int) -> list[processes.ChildSpec]:
-    """The worker process, or one per device where `--device` lists several (one per GPU:
-    each loads its own copy of the weights and keeps its GPU busy alone)."""
+def worker_processes(
+    settings: Settings, log_level: str, parent: int, gpus: int | None = None
+) -> list[processes.ChildSpec]:
+    """The worker process, or one per device where `--device` lists several, or one per GPU
+    where it is `auto` or `cuda` and there are several (`gpus`: default, those this process
+    may use). Each loads its own copy of the weights and keeps its GPU busy alone."""
     devices = settings.devices()
+    gpus = visible_gpus() if gpus is None else gpus
+    if devices in (["auto"], ["cuda"]) and gpus > 1 and settings.workers > 0:
+        devices = [f"cuda:{i}" for i in range(gpus)]
     if len(devices) == 1:
         args = (settings, log_level, parent)
         return [processes.ChildSpec("workers", processes.run_workers, args)]

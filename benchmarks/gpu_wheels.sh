@@ -13,5 +13,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 -d .whl \
     pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types==0.8.0 \
     typing-inspection==0.4.5 python-dotenv==1.2.4 fpng==0.1.0 cryptography==51.0.1 \
-    cffi==2.1.1 pycparser==3.12 httpx-sse==0.4.3 aura-sr==0.0.4
+    cffi==2.1.1 pycparser==3.12 httpx-sse==0.4.3 aura-sr==0.0.4 typing-extensions==4.16.0
 ls .whl

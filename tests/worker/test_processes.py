@@ -5,6 +5,7 @@ restarts its worker process when that dies, shares its port and metrics between 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -277,3 +278,34 @@ def test_serve_with_two_api_processes_shares_its_port_and_its_metrics(
         assert float(line.rsplit(" ", 1)[1]) == 40
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
+
+
+@pytest.mark.slow
+def test_serve_runs_one_worker_process_per_listed_device(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--device cpu,cpu` (as `cuda:0,cuda:1` on a machine with two GPUs): two worker
+    processes, each claiming jobs from the one queue."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "data"
+    args = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--checkpoint", "v1"]
+    env = {**env, "SUPERSCALE_DEVICE": "cpu,cpu", "SUPERSCALE_API_PROCESSES": "1"}
+    log = tmp_path / "serve.log"
+    with process(args, env, log) as serve:
+        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 60, "start")
+        wait_for(lambda: len(descendants(serve.pid)) >= 3, 30, "1 API and 2 worker processes")
+        wait_for(lambda: log.read_text().count(" serving ['v1'] on cpu") == 2, 60, "2 workers")
+        assert "per device (cpu, cpu)" in log.read_text()
+        ids = [submit(url, png_data_uri(256, 256)) for _ in range(6)]
+        wait_for(
+            lambda: all(status(url, i)["status"] == "COMPLETED" for i in ids),
+            240,
+            f"the jobs to complete ({log.read_text()[-2000:]})",
+        )
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    # Each worker logs the jobs it runs: "worker <id>: running <request id> (attempt 1)".
+    ran = re.findall(r"worker (\S+): running (\S+) \(attempt", log.read_text())
+    assert {request for _, request in ran} == set(ids)
+    assert len({worker for worker, _ in ran}) == 2, ran

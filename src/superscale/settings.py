@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # threads beside the inference. None: where the device is not the CPU (on a CPU the
     # inference already takes every core; those threads would take theirs).
     pipeline: bool | None = None
+    # Workers load, fold and (on CUDA) compile their checkpoints' default-seed networks before
+    # claiming the first job, so that it does not wait for that. None: where the device is not
+    # the CPU (there loading all served checkpoints up front would hold memory for nothing).
+    warm_up: bool | None = None
     # Seconds running jobs may take to finish once `serve` or `worker` is told to stop
     # (SIGTERM, Ctrl-C); what still runs then goes back to the queue, not charged an attempt.
     shutdown_grace: float = Field(default=30.0, ge=0)

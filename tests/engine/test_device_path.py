@@ -267,3 +267,10 @@ def test_rounded_tiles_refused_where_tiles_overlap() -> None:
     tile = next(iter(plan.tiles()))
     with pytest.raises(ValueError, match="blended in float"):
         assembler.add_rounded(tile, torch.zeros(256, 256, 3, dtype=torch.uint8))
+
+
+def test_warm_up_folds_and_compiles_ahead(compiled: Upscaler) -> None:
+    compiled.warm_up(11)
+    forward = compiled._compiled[(11, compiled.batch_size)]
+    assert forward.compile_seconds is not None and forward.failed is None
+    assert 11 in compiled._folded

@@ -52,6 +52,7 @@ def test_loads_and_folds_on_the_gpu_in_bf16(model_dir: Path) -> None:
     if torch.cuda.get_device_capability()[0] >= 8:
         assert up.dtype == torch.bfloat16
     assert up.compile and up.cuda_graphs and up.channels_last
+    assert torch.backends.cudnn.benchmark  # fixed shapes: cuDNN's fastest algorithms
     net = up.folded(1)
     assert all(p.is_cuda for p in net.parameters())
     # Chosen from free memory once folded: between 1 and the cap.

@@ -5,6 +5,7 @@ origin does)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from superscale.jobs.sqlite import SqliteJobStore
 from superscale.schemas import ENDPOINT_ID
 from superscale.settings import Settings
 from superscale.worker import Worker
-from superscale.worker.engines import get_upscaler, pipelined
+from superscale.worker.engines import get_upscaler, pipelined, warms_up
 
 JOBS = 4
 FETCH_DELAY = 0.4  # the origin's answer time: I/O the pipeline overlaps with inference
@@ -144,3 +145,36 @@ def test_stop_finishes_what_was_claimed(
     # Nothing left half-done: every job is finished or still queued (never IN_PROGRESS).
     assert set(states) <= {"COMPLETED", "IN_QUEUE"}, states
     assert "IN_QUEUE" in states, states  # the stop came before the queue was drained
+
+
+def test_worker_readies_its_checkpoints_before_claiming(
+    worker_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With warm_up on (the default off the CPU), the served checkpoints are loaded and folded
+    before the first claim; a checkpoint that cannot load is logged, and the worker runs on."""
+    assert not warms_up(worker_settings)  # the CPU: nothing held for checkpoints unused
+    own = tmp_path / "not-a-checkpoint"
+    own.mkdir()
+    settings = worker_settings.model_copy(
+        update={
+            "warm_up": True,
+            "checkpoints": ["v1", "broken"],
+            "checkpoint_paths": {"broken": str(own)},
+        }
+    )
+    assert warms_up(settings)
+    store = SqliteJobStore(settings.data_dir / "superscale.db")
+    worker = Worker(settings, store, open_file_store(settings.resolved_storage_url()))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop, 0.02), daemon=True)
+    with caplog.at_level(logging.INFO, logger="superscale.worker.engines"):
+        thread.start()
+        deadline = time.monotonic() + 60
+        while "v1 ready in" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        thread.join(30)
+    store.close()
+    assert "v1 ready in" in caplog.text
+    assert "could not warm up broken" in caplog.text
+    assert not thread.is_alive()

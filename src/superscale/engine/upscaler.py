@@ -123,6 +123,8 @@ class Upscaler:
         )
         if self.compile and self.prepack:
             raise ValueError("compile and prepack exclude each other: turn one off")
+        if on_cuda:  # fixed tile shapes: let cuDNN time its algorithms once and keep the best
+            torch.backends.cudnn.benchmark = True
         self._folded: OrderedDict[int, AuraSR] = OrderedDict()
         self._compiled: dict[tuple[int, int], CompiledNetwork] = {}  # by (seed, batch size)
         self._fold_lock = threading.Lock()
@@ -254,8 +256,21 @@ class Upscaler:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def warm_up(self, seed: int | None = None) -> None:
-        """Fold the weights for `seed` (default: the default seed) ahead of the first request."""
-        self.folded(DEFAULT_SEED if seed is None else seed)
+        """Fold the weights for `seed` (default: the default seed) ahead of the first request
+        and, where the network is compiled, compile it for the batch shape and record its
+        CUDA graph (two batches of blank tiles): the first job then pays none of it."""
+        seed = DEFAULT_SEED if seed is None else seed
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+            forward = self._network(seed)
+            if not self.compile:
+                return
+            c, t = self.config.channels, self.config.input_image_size
+            x = torch.zeros(self.batch_size, c, t, t, device=self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                for _ in range(2):  # CUDA graphs: the first call warms, the second records
+                    forward(x)
 
     def adaptive_model(self) -> AuraSR:
         """The adaptive network (per_tile mode). Loaded from the checkpoint for each call when

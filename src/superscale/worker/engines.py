@@ -52,6 +52,28 @@ def pipelined(settings: Settings) -> bool:
     return resolve_device(settings.device).type != "cpu"
 
 
+def warms_up(settings: Settings) -> bool:
+    """Whether a worker readies its checkpoints before its first claim (`Settings.warm_up`)."""
+    if settings.warm_up is not None:
+        return settings.warm_up
+    return resolve_device(settings.device).type != "cpu"
+
+
+def warm_up(settings: Settings, stop: threading.Event) -> None:
+    """Load, fold and compile each served checkpoint's default network (until `stop`); one
+    that fails is logged and left to fail its jobs with the error then."""
+    for checkpoint in settings.checkpoints:
+        if stop.is_set():
+            return
+        started = time.perf_counter()
+        try:
+            get_upscaler(settings, checkpoint).warm_up()
+        except Exception:
+            log.warning("could not warm up %s", checkpoint, exc_info=True)
+            continue
+        log.info("%s ready in %.1f s", checkpoint, time.perf_counter() - started)
+
+
 class TileProgress:
     """Turns the engine's progress calls into job log lines, throttled for big images."""
 

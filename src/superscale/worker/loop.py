@@ -31,7 +31,14 @@ from superscale.jobs.records import outage_delays
 from superscale.jobs.store import JobStore
 from superscale.schemas import DEFAULT_SEED
 from superscale.settings import Settings
-from superscale.worker.engines import TileProgress, get_upscaler, max_batch_jobs, pipelined
+from superscale.worker.engines import (
+    TileProgress,
+    get_upscaler,
+    max_batch_jobs,
+    pipelined,
+    warm_up,
+    warms_up,
+)
 from superscale.worker.failures import (
     job_error,
 )
@@ -150,10 +157,13 @@ class Worker:
         return True
 
     def run_forever(self, stop: threading.Event, idle_max: float = 0.1) -> None:
-        """Work until `stop` is set; jobs already claimed are finished first. Pipelined (see
+        """Work until `stop` is set; jobs already claimed are finished first. Ready the served
+        checkpoints first where `Settings.warm_up` says. Pipelined (see
         `Settings.pipeline`): the next jobs are claimed, fetched and decoded, and finished
         ones encoded and stored, in threads beside the inference, so a GPU does not wait on
         the CPU's parts; else `run_once` after `run_once`."""
+        if warms_up(self.settings):
+            warm_up(self.settings, stop)
         if self.pipelined:
             self._run_pipelined(stop, idle_max)
         else:

@@ -36,6 +36,7 @@ The log and the table go to stdout and, when $OUT is set, to $OUT/gpu.log, $OUT/
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -598,6 +599,11 @@ def main() -> None:
             if key not in skip:
                 with report.section(title):
                     run()
+                # What a part left in this process's allocator is not free for the next one
+                # (the service's worker process measures the device's free memory).
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     finally:
         report.say(f"\ntotal {time.perf_counter() - started:.0f} s")
         report.table()

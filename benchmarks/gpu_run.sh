@@ -10,6 +10,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 OUT="${OUT:-/tmp/gpu-out}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-smi.txt"
-timeout 120 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/gpu tests/gpu -rs \
+timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/gpu tests/gpu -rs \
     2>&1 | tee "$OUT/gpu-tests.log" | tail -25
-timeout 440 python3 benchmarks/gpu.py "$@"
+timeout 420 python3 benchmarks/gpu.py "$@"

@@ -178,3 +178,35 @@ def test_worker_readies_its_checkpoints_before_claiming(
     assert "v1 ready in" in caplog.text
     assert "could not warm up broken" in caplog.text
     assert not thread.is_alive()
+
+
+def test_pipelined_worker_holds_one_batch_ahead_at_most(
+    worker_settings: Settings, http_server: Callable[[], FixtureServer], tmp_path: Path
+) -> None:
+    """While one batch runs the next is claimed and prepared, but no further one: the rest of
+    the queue stays for other workers."""
+    server = http_server()
+    server.routes["/in.png"] = Reply(200, _png(0), {"Content-Type": "image/png"}, delay=0.2)
+    settings = worker_settings.model_copy(
+        update={"data_dir": tmp_path, "pipeline": True, "max_batch_jobs": 1}
+    )
+    store = SqliteJobStore(settings.data_dir / "superscale.db")
+    ids = [_submit(store, {"image_url": f"{server.url}/in.png"}) for _ in range(6)]
+    worker = Worker(settings, store, open_file_store(settings.resolved_storage_url()))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop, 0.02), daemon=True)
+    thread.start()
+    held: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = [j.state for i in ids if (j := store.get(i)) is not None]
+        held.append(states.count("IN_PROGRESS"))
+        if states.count("COMPLETED") == len(ids):
+            break
+        time.sleep(0.005)
+    stop.set()
+    thread.join(30)
+    store.close()
+    # Never more than the one being stored, the one running and the one prepared beside it;
+    # at least the running one and the next, prepared beside it.
+    assert 2 <= max(held) <= 3, held

@@ -201,16 +201,21 @@ class Worker:
 
     def _run_pipelined(self, stop: threading.Event, idle_max: float) -> None:
         """Intake (claim, fetch, decode) and delivery (encode, store, finish) in their own
-        threads; inference in this one. One claimed batch waits ready at most, and finished
-        jobs queue for delivery up to a batch's worth, so memory stays bounded."""
+        threads; inference in this one. The next batch is claimed only once the inference has
+        taken the last one, so at most one waits (other workers get the rest of the queue),
+        and finished jobs queue for delivery up to a batch's worth: memory stays bounded."""
         ready: queue.Queue[list[Claimed]] = queue.Queue(maxsize=1)
         done: queue.Queue[Inferred | None] = queue.Queue(maxsize=self.max_batch_jobs)
+        slot = threading.Semaphore(1)  # held from a claim until the inference takes it
 
         def intake() -> bool:
+            if not slot.acquire(timeout=idle_max):
+                return False  # the last batch still waits: nothing to do yet
             claimed = self._claim()
             if claimed is None:
+                slot.release()
                 return False
-            ready.put(claimed)  # waits while the previous batch is not yet taken
+            ready.put(claimed)
             return True
 
         def deliver() -> None:
@@ -229,6 +234,7 @@ class Worker:
                     claimed = ready.get(timeout=0.05)
                 except queue.Empty:
                     continue
+                slot.release()
                 for item in self._infer_all(claimed):
                     done.put(item)
         finally:

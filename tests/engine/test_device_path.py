@@ -54,7 +54,7 @@ def test_batch_size_from_memory() -> None:
     assert batch_size_for_memory(1 * GiB, 100 * MiB, reserve=0.5) == 5
     # Less than a tile's worth: still one (it fails as out of memory, then clearly).
     assert batch_size_for_memory(10 * MiB, 100 * MiB) == 1
-    # The H200 and the released config at bf16, the figures benchmarks/gpu.py prints.
+    # An H200's memory, at an assumed 60 MiB a tile: the cap.
     assert batch_size_for_memory(139 * GiB, 60 * MiB) == MAX_MEMORY_BATCH
     with pytest.raises(ValueError):
         batch_size_for_memory(GiB, 0)

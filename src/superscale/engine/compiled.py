@@ -54,7 +54,7 @@ class CompiledNetwork:
                 return self._compiled(x)[:n]
             torch.compiler.cudagraph_mark_step_begin()
             # The graph's output buffer is overwritten by its next replay, which another
-            # thread may start as soon as the lock is free: a copy of it leaves (~25 µs).
+            # thread may start as soon as the lock is free: a copy of it leaves.
             return self._compiled(x)[:n].clone()
 
     def _first_call(self, x: Tensor) -> Tensor:

@@ -92,8 +92,9 @@ def default_batch_size(device: torch.device) -> int:
     return 1
 
 
-# Past this many 64² tiles a forward pass gains nothing on the GPUs measured (benchmarks/gpu.py
-# prints tiles/s over batch sizes) and a lone image waits longer for its batch to fill.
+# The most tiles one forward pass takes whatever the free memory: a lone image's tiles wait for
+# their batch to fill. Not yet measured on a GPU: benchmarks/gpu.py prints tiles/s for batches
+# of 8 to 128, the figures to set it by.
 MAX_MEMORY_BATCH = 64
 # The share of free device memory left to others: the allocator's fragmentation, cuDNN's
 # workspaces, a second checkpoint's folded weights, the pinned-memory copies.

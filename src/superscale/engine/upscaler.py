@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -260,17 +260,18 @@ class Upscaler:
         and, where the network is compiled, compile it for the batch shape and record its
         CUDA graph (two batches of blank tiles): the first job then pays none of it."""
         seed = DEFAULT_SEED if seed is None else seed
-        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+        with self._device_current():
             forward = self._network(seed)
             if not self.compile:
                 return
-            c, t = self.config.channels, self.config.input_image_size
-            x = torch.zeros(self.batch_size, c, t, t, device=self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._example_batch()
             with torch.inference_mode():
                 for _ in range(2):  # CUDA graphs: the first call warms, the second records
                     forward(x)
+
+    def _device_current(self) -> AbstractContextManager[object]:
+        """cuda:N current while inside: its streams, allocator cache and CUDA graphs."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
 
     def adaptive_model(self) -> AuraSR:
         """The adaptive network (per_tile mode). Loaded from the checkpoint for each call when
@@ -354,8 +355,7 @@ class Upscaler:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]")
         if noise not in ("shared", "per_tile"):
             raise ValueError(f"noise must be 'shared' or 'per_tile', not {noise!r}")
-        # cuda:1's work on cuda:1's streams (events, the allocator's cache, CUDA graphs).
-        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+        with self._device_current():
             return self._upscale_many(
                 images_in,
                 overlapping_tiles,

@@ -47,16 +47,17 @@ def max_batch_jobs(settings: Settings) -> int:
 def pipelined(settings: Settings) -> bool:
     """Whether a worker claims, fetches and decodes the next jobs and stores the last ones
     beside the inference (see `Settings.pipeline`)."""
-    if settings.pipeline is not None:
-        return settings.pipeline
-    return resolve_device(settings.device).type != "cpu"
+    return _as_set_else_off_the_cpu(settings.pipeline, settings)
 
 
 def warms_up(settings: Settings) -> bool:
     """Whether a worker readies its checkpoints before its first claim (`Settings.warm_up`)."""
-    if settings.warm_up is not None:
-        return settings.warm_up
-    return resolve_device(settings.device).type != "cpu"
+    return _as_set_else_off_the_cpu(settings.warm_up, settings)
+
+
+def _as_set_else_off_the_cpu(value: bool | None, settings: Settings) -> bool:
+    """A worker switch as set, or by default on where the device is not the CPU."""
+    return value if value is not None else resolve_device(settings.device).type != "cpu"
 
 
 def warm_up(settings: Settings, stop: threading.Event) -> None:

@@ -47,7 +47,7 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
-def _image(height: int, width: int) -> Image.Image:
+def photo(height: int, width: int) -> Image.Image:
     """A smooth gradient with texture: stands in for a photo."""
     yy, xx = np.mgrid[0:height, 0:width]
     rng = np.random.default_rng(0)
@@ -253,7 +253,7 @@ def main() -> None:
                 f"random checkpoint (released config) written in {time.perf_counter() - t0:.1f} s"
             )
         image_path = work / "input.png"
-        _image(height, width).save(image_path)
+        photo(height, width).save(image_path)
 
         print(
             f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "

@@ -61,8 +61,10 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
-sys.path.insert(0, str(HERE.parent / "tests"))  # oracle.py: the reference, importable
+# oracle.py: the reference, importable. Last: `engine` is benchmarks/engine.py, not tests/engine.
+sys.path.append(str(HERE.parent / "tests"))
 
+from engine import photo  # noqa: E402  (benchmarks/engine.py: the same test picture)
 from superscale import images  # noqa: E402
 from superscale.engine import Upscaler  # noqa: E402
 from superscale.engine.compiled import CompiledNetwork  # noqa: E402
@@ -146,13 +148,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def photo(size: int, seed: int = 0) -> Image.Image:
-    """A smooth gradient with texture: stands in for a photo."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    rng = np.random.default_rng(seed)
-    base = np.stack([xx / size, yy / size, (xx + yy) / (2 * size)], -1) * 180 + 30
-    texture = rng.normal(0, 12, (size, size, 3))
-    return Image.fromarray(np.clip(base + texture, 0, 255).astype(np.uint8))
+def square_photo(size: int) -> Image.Image:
+    """The engine benchmark's stand-in for a photo, square."""
+    return photo(size, size)
 
 
 def tiles(n: int, config: AuraSRConfig) -> torch.Tensor:
@@ -301,7 +299,7 @@ def engine(report: Report, files: CheckpointFiles, device: torch.device, quick: 
 def whole_images(
     report: Report, files: CheckpointFiles, device: torch.device, size: int, reference: bool
 ) -> None:
-    image = photo(size)
+    image = square_photo(size)
     n_tiles = (size // 64) ** 2
     png = images.encode(image, "png")
     up = upscaler(files, device, "auto")  # the engine as the service runs it
@@ -353,7 +351,7 @@ def whole_images(
     ref = aura_sr.AuraSR(json.loads(files.config.read_text()), device=str(device))
     ref.upsampler.load_state_dict(load_file(str(files.weights)), strict=True)
     ref.upsampler.eval()
-    ref.upscale_4x(photo(64), max_batch_size=8)  # warm-up
+    ref.upscale_4x(square_photo(64), max_batch_size=8)  # warm-up
     sync(device)
     started = time.perf_counter()
     ref.upscale_4x(image, max_batch_size=8)
@@ -377,7 +375,7 @@ def host_side(report: Report, size: int) -> None:
     from superscale.engine.noise import SharedNoise
     from superscale.engine.task import ImageTask
 
-    image = photo(size)
+    image = square_photo(size)
     config = RELEASED_CONFIG
     png = images.encode(image, "png")
     started = time.perf_counter()
@@ -390,7 +388,7 @@ def host_side(report: Report, size: int) -> None:
         torch.add(task.cut(tile), shared.input_noise(tile), out=x[0])
     inputs = time.perf_counter()
     side = config.input_image_size * config.scale
-    tile_out = torch.from_numpy(np.asarray(photo(side).convert("RGB"))).contiguous()
+    tile_out = torch.from_numpy(np.asarray(square_photo(side).convert("RGB"))).contiguous()
     for tile in task.tiles:
         task.add(tile, tile_out)
     assembled = time.perf_counter()
@@ -465,7 +463,7 @@ def service(
     store = SqliteJobStore(data / "superscale.db")
     files = open_file_store(f"file://{data / 'files'}")
     key = new_key("in.png")
-    files.put(key, images.encode(photo(size), "png"), "image/png")
+    files.put(key, images.encode(square_photo(size), "png"), "image/png")
     url = f"{public}/files/{key}"
 
     def submit() -> str:

@@ -1,5 +1,5 @@
-"""Image bytes for tests, built in memory: encoded by Pillow, or PNG chunks by hand where
-Pillow cannot write the kind (a header that claims an absurd size)."""
+"""Images and image bytes for tests, built in memory: random pixels, encoded by Pillow, or PNG
+chunks by hand where Pillow cannot write the kind (a header that claims an absurd size)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import struct
 import zlib
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def noise_image(h: int, w: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """An RGB or RGBA image of uniform random pixels (the hardest case for seams and codecs)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8), mode)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pngs import noise_image
 from superscale import images
 from superscale.engine import Upscaler
 
@@ -21,9 +22,7 @@ def upscaler(small_model_dir: Path) -> Upscaler:
 
 
 def _image(h: int, w: int, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(h * w)
-    channels = len(mode)
-    return Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode)
+    return noise_image(h, w, mode, seed=h * w)
 
 
 CASES = [

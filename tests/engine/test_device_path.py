@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pngs import noise_image
 from superscale.engine import Upscaler
 from superscale.engine.compiled import CompiledNetwork
 from superscale.engine.devices import MAX_MEMORY_BATCH, batch_size_for_memory
@@ -19,11 +20,6 @@ from superscale.engine.upscaler import TileTooLarge
 from superscale.model import CheckpointReader, resolve_checkpoint
 
 GiB, MiB = 2**30, 2**20
-
-
-def _image(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
 
 def _eager(model_dir: Path, batch_size: int = 4) -> Upscaler:
@@ -114,7 +110,7 @@ def test_compiled_upscale_equals_eager(compiled: Upscaler, small_model_dir: Path
     """Whole images (5 and 9 tiles: the last batch padded) come out as the eager path's,
     within one 8-bit level on a few pixels."""
     eager = _eager(small_model_dir)
-    for image in (_image(64, 320, 1), _image(150, 150, 2)):
+    for image in (noise_image(64, 320, seed=1), noise_image(150, 150, seed=2)):
         a = _pixels(compiled.upscale(image, seed=5))
         b = _pixels(eager.upscale(image, seed=5))
         assert a.shape == b.shape
@@ -154,7 +150,7 @@ def test_a_network_that_will_not_compile_runs_eagerly(caplog: pytest.LogCaptureF
 def test_out_of_memory_retries_smaller_and_stays_smaller(
     small_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    image = _image(150, 200, 3)  # 3 × 4 = 12 tiles
+    image = noise_image(150, 200, seed=3)  # 3 × 4 = 12 tiles
     want = _pixels(_eager(small_model_dir, batch_size=1).upscale(image, seed=2))
     upscaler = _eager(small_model_dir, batch_size=8)
     seen: list[int] = []
@@ -180,7 +176,7 @@ def test_out_of_memory_retries_smaller_and_stays_smaller(
     assert np.abs(got - want).max() <= 1 and (got != want).mean() < 1e-3
     # Later images start at the smaller size.
     seen.clear()
-    upscaler.upscale(_image(64, 64), seed=2)
+    upscaler.upscale(noise_image(64, 64), seed=2)
     assert seen == [1]
 
 
@@ -194,7 +190,7 @@ def test_odd_batch_splits_within_the_smaller_size(small_model_dir: Path) -> None
             raise torch.OutOfMemoryError("test hook")
 
     upscaler.fault_hook = hook
-    out = upscaler.upscale(_image(64, 320), seed=1)  # 5 tiles
+    out = upscaler.upscale(noise_image(64, 320), seed=1)  # 5 tiles
     assert out.size == (1280, 256)
     assert seen == [5, 2, 2, 1]
 
@@ -212,7 +208,8 @@ def test_one_tile_that_does_not_fit_fails_its_image_only(small_model_dir: Path) 
             raise torch.OutOfMemoryError("test hook: the device is full")
 
     upscaler.fault_hook = hook
-    first, second = upscaler.upscale_many([_image(64, 64), _image(64, 64, 1)], seed=1)
+    images = [noise_image(64, 64), noise_image(64, 64, seed=1)]
+    first, second = upscaler.upscale_many(images, seed=1)
     assert isinstance(first, TileTooLarge)
     assert "out of memory on cpu with a single tile" in str(first)
     assert "the device is full" in str(first)
@@ -228,7 +225,7 @@ def test_other_errors_fail_the_batch_without_retrying(small_model_dir: Path) -> 
         raise RuntimeError("a broken kernel")
 
     upscaler.fault_hook = hook
-    (result,) = upscaler.upscale_many([_image(64, 128)], seed=1)
+    (result,) = upscaler.upscale_many([noise_image(64, 128)], seed=1)
     assert isinstance(result, RuntimeError) and str(result) == "a broken kernel"
     assert seen == [2] and upscaler.batch_size == 4
 
@@ -251,7 +248,7 @@ def test_tiles_rounded_on_the_device_give_the_same_bytes(small_model_dir: Path) 
     holds no blended image, in float (rounded on the CPU) when it shares a batch with one:
     the same bytes either way."""
     upscaler = _eager(small_model_dir, batch_size=8)
-    plain, blended = _image(100, 150, 4), _image(90, 70, 5)
+    plain, blended = noise_image(100, 150, seed=4), noise_image(90, 70, seed=5)
     alone = upscaler.upscale(plain, seed=9)  # uint8 from the runner
     mixed = upscaler.upscale_many([plain, blended], [False, True], seed=9)
     assert isinstance(mixed[0], Image.Image) and isinstance(mixed[1], Image.Image)

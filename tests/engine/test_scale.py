@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from pngs import noise_image
 from superscale.engine import Cancelled, Upscaler
 from superscale.scaling import check_output_size, model_output_size, output_size
 
-from .test_upscale import _noise_image, upscaler  # noqa: F401 (fixture)
+from .test_upscale import upscaler  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize(
@@ -28,12 +29,12 @@ from .test_upscale import _noise_image, upscaler  # noqa: F401 (fixture)
 )
 def test_output_size_is_exact(upscaler: Upscaler, scale: float, size: tuple[int, int]) -> None:  # noqa: F811
     assert output_size(33, 17, scale) == size  # round(w·f) × round(h·f), halves up
-    out = upscaler.upscale(_noise_image(17, 33), scale=scale)
+    out = upscaler.upscale(noise_image(17, 33), scale=scale)
     assert out.size == size and out.mode == "RGB"
 
 
 def test_below_four_is_the_4x_output_resized_down(upscaler: Upscaler) -> None:  # noqa: F811
-    image = _noise_image(20, 24, seed=3)
+    image = noise_image(20, 24, seed=3)
     four = upscaler.upscale(image, seed=5)
     two = upscaler.upscale(image, seed=5, scale=2)
     expected = four.resize((48, 40), Image.Resampling.LANCZOS)
@@ -42,7 +43,7 @@ def test_below_four_is_the_4x_output_resized_down(upscaler: Upscaler) -> None:  
 
 
 def test_above_four_runs_the_model_twice(upscaler: Upscaler) -> None:  # noqa: F811
-    image = _noise_image(6, 5, seed=4)
+    image = noise_image(6, 5, seed=4)
     first = upscaler.upscale(image, seed=2)
     sixteen = upscaler.upscale(image, seed=2, scale=16)
     assert sixteen.tobytes() == upscaler.upscale(first, seed=2).tobytes()
@@ -52,7 +53,7 @@ def test_above_four_runs_the_model_twice(upscaler: Upscaler) -> None:  # noqa: F
 
 def test_progress_counts_the_tiles_of_both_passes(upscaler: Upscaler) -> None:  # noqa: F811
     seen: list[tuple[int, int]] = []
-    upscaler.upscale(_noise_image(70, 65), scale=5, progress=lambda d, t: seen.append((d, t)))
+    upscaler.upscale(noise_image(70, 65), scale=5, progress=lambda d, t: seen.append((d, t)))
     # Pass 1: 2×2 tiles of 64; pass 2 on 280×260: 5×5 tiles.
     assert {t for _, t in seen} == {4 + 25}
     assert seen[0] == (0, 29) and seen[-1] == (29, 29)
@@ -60,7 +61,7 @@ def test_progress_counts_the_tiles_of_both_passes(upscaler: Upscaler) -> None:  
 
 
 def test_alpha_and_one_pixel_at_any_factor(upscaler: Upscaler) -> None:  # noqa: F811
-    rgba = _noise_image(9, 7, "RGBA", seed=1)
+    rgba = noise_image(9, 7, "RGBA", seed=1)
     for scale in (1, 2.5, 6):
         out = upscaler.upscale(rgba, scale=scale)
         assert out.mode == "RGBA" and out.size == output_size(7, 9, scale)
@@ -70,7 +71,7 @@ def test_alpha_and_one_pixel_at_any_factor(upscaler: Upscaler) -> None:  # noqa:
 
 
 def test_same_seed_same_bytes_and_overlap_at_any_factor(upscaler: Upscaler) -> None:  # noqa: F811
-    image = _noise_image(30, 20, seed=9)
+    image = noise_image(30, 20, seed=9)
     for scale in (3, 6.5):
         a = upscaler.upscale(image, seed=1, scale=scale, overlapping_tiles=True)
         b = upscaler.upscale(image, seed=1, scale=scale, overlapping_tiles=True)
@@ -78,7 +79,7 @@ def test_same_seed_same_bytes_and_overlap_at_any_factor(upscaler: Upscaler) -> N
 
 
 def test_many_images_each_with_its_factor(upscaler: Upscaler) -> None:  # noqa: F811
-    images = [_noise_image(10, 12, seed=s) for s in range(3)]
+    images = [noise_image(10, 12, seed=s) for s in range(3)]
     outs = upscaler.upscale_many(images, seed=4, scale=[1.5, 4, 9])
     alone = [
         upscaler.upscale(im, seed=4, scale=f) for im, f in zip(images, [1.5, 4, 9], strict=True)
@@ -96,13 +97,13 @@ def test_cancel_in_the_second_pass(upscaler: Upscaler) -> None:  # noqa: F811
         return calls > 3  # past the first pass's polls
 
     with pytest.raises(Cancelled):
-        upscaler.upscale(_noise_image(8, 8), scale=8, should_cancel=cancel)
+        upscaler.upscale(noise_image(8, 8), scale=8, should_cancel=cancel)
 
 
 @pytest.mark.parametrize("scale", [0, 0.99, 16.01, float("nan"), float("inf"), True])
 def test_factors_out_of_range_are_refused(upscaler: Upscaler, scale: float) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="scale"):
-        upscaler.upscale(_noise_image(4, 4), scale=scale)
+        upscaler.upscale(noise_image(4, 4), scale=scale)
 
 
 def test_output_limit_counts_the_models_own_output() -> None:

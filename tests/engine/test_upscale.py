@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pngs import noise_image
 from superscale.engine import Cancelled, Upscaler
 
 
@@ -16,26 +17,20 @@ def upscaler(small_model_dir: Path) -> Upscaler:
     return Upscaler.from_checkpoint("v2", model_dir=small_model_dir, device="cpu", dtype="fp32")
 
 
-def _noise_image(h: int, w: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4}[mode]
-    return Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode)
-
-
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (17, 33), (64, 64), (65, 130), (1000, 40)])
 def test_output_is_exactly_4x(upscaler: Upscaler, h: int, w: int) -> None:
-    out = upscaler.upscale(_noise_image(h, w))
+    out = upscaler.upscale(noise_image(h, w))
     assert out.mode == "RGB"
     assert out.size == (4 * w, 4 * h)
 
 
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (17, 33), (65, 130)])
 def test_overlapping_tiles_any_size(upscaler: Upscaler, h: int, w: int) -> None:
-    assert upscaler.upscale(_noise_image(h, w), overlapping_tiles=True).size == (4 * w, 4 * h)
+    assert upscaler.upscale(noise_image(h, w), overlapping_tiles=True).size == (4 * w, 4 * h)
 
 
 def test_same_seed_same_bytes_other_seed_differs(upscaler: Upscaler) -> None:
-    image = _noise_image(40, 70)
+    image = noise_image(40, 70)
     a = upscaler.upscale(image, seed=7).tobytes()
     assert upscaler.upscale(image, seed=7).tobytes() == a
     assert upscaler.upscale(image, seed=8).tobytes() != a
@@ -48,7 +43,7 @@ def test_same_seed_same_bytes_other_seed_differs(upscaler: Upscaler) -> None:
 def test_batch_size_changes_at_most_rounding(small_model_dir: Path, upscaler: Upscaler) -> None:
     """Tile noise is keyed by tile, not by batch: another batch size changes only the float
     rounding of the convolutions (at most one 8-bit level, on a handful of pixels)."""
-    image = _noise_image(70, 140)
+    image = noise_image(70, 140)
     other = Upscaler.from_checkpoint(
         "v2", model_dir=small_model_dir, device="cpu", dtype="fp32", batch_size=3
     )
@@ -60,7 +55,7 @@ def test_batch_size_changes_at_most_rounding(small_model_dir: Path, upscaler: Up
 def test_progress_counts_every_tile(upscaler: Upscaler) -> None:
     calls: list[tuple[int, int]] = []
     upscaler.upscale(
-        _noise_image(65, 130), overlapping_tiles=True, progress=lambda d, t: calls.append((d, t))
+        noise_image(65, 130), overlapping_tiles=True, progress=lambda d, t: calls.append((d, t))
     )
     total = 2 * 3 + 3 * 4  # pass 1: 2×3 tiles; pass 2: 3×4
     assert calls[0] == (0, total) and calls[-1] == (total, total)
@@ -77,7 +72,7 @@ def test_cancel_raises_between_batches(upscaler: Upscaler) -> None:
     done: list[int] = []
     with pytest.raises(Cancelled):
         upscaler.upscale(
-            _noise_image(130, 130),  # 9 tiles, batch 1
+            noise_image(130, 130),  # 9 tiles, batch 1
             should_cancel=should_cancel,
             progress=lambda d, _: done.append(d),
         )
@@ -87,7 +82,7 @@ def test_cancel_raises_between_batches(upscaler: Upscaler) -> None:
 
 
 def test_rgba_keeps_alpha(upscaler: Upscaler) -> None:
-    image = _noise_image(20, 30, "RGBA")
+    image = noise_image(20, 30, "RGBA")
     alpha = np.zeros((20, 30), dtype=np.uint8)
     alpha[:, 15:] = 255
     image.putalpha(Image.fromarray(alpha))
@@ -102,16 +97,16 @@ def test_rgba_keeps_alpha(upscaler: Upscaler) -> None:
 
 
 def test_greyscale_and_palette_inputs(upscaler: Upscaler) -> None:
-    grey = _noise_image(10, 12).convert("L")
+    grey = noise_image(10, 12).convert("L")
     out = upscaler.upscale(grey)
     assert out.mode == "RGB" and out.size == (48, 40)
-    palette = _noise_image(10, 12).convert("P")
+    palette = noise_image(10, 12).convert("P")
     palette.info["transparency"] = 0
     assert upscaler.upscale(palette).mode == "RGBA"
 
 
 def test_bad_arguments(upscaler: Upscaler) -> None:
-    image = _noise_image(8, 8)
+    image = noise_image(8, 8)
     with pytest.raises(ValueError, match="seed"):
         upscaler.upscale(image, seed=-1)
     with pytest.raises(ValueError, match="seed"):

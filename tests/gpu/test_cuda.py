@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pngs import noise_image
 from superscale.engine import Upscaler
 from superscale.engine.compiled import CompiledNetwork
 from superscale.engine.devices import measure_tile_bytes
@@ -36,11 +37,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gpu-models")
     save_random_checkpoint(root / "v2", SMALL_CONFIG, seed=3)
     return root
-
-
-def _image(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -73,7 +69,7 @@ def test_tile_bytes_grow_with_the_tile(model_dir: Path) -> None:
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
 def test_gpu_matches_cpu(model_dir: Path, dtype: str) -> None:
-    image = _image(100, 150)
+    image = noise_image(100, 150)
     cpu = Upscaler.from_checkpoint("v2", model_dir=model_dir, device="cpu", dtype="fp32")
     # Eager: the compiled path has its own test (each compile takes a while).
     gpu = Upscaler.from_checkpoint(
@@ -140,7 +136,7 @@ def test_a_real_out_of_memory_error_is_retried_smaller(model_dir: Path) -> None:
     allowed = torch.cuda.memory_reserved() + 6 * tile
     torch.cuda.set_per_process_memory_fraction(allowed / total)
     try:
-        out = up.upscale(_image(64 * 6, 64 * 6), seed=5)  # 36 tiles
+        out = up.upscale(noise_image(64 * 6, 64 * 6), seed=5)  # 36 tiles
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert out.size == (64 * 24, 64 * 24)

@@ -388,7 +388,7 @@ def host_side(report: Report, size: int) -> None:
         torch.add(task.cut(tile), shared.input_noise(tile), out=x[0])
     inputs = time.perf_counter()
     side = config.input_image_size * config.scale
-    tile_out = torch.from_numpy(np.asarray(square_photo(side).convert("RGB"))).contiguous()
+    tile_out = torch.from_numpy(np.array(square_photo(side).convert("RGB")))
     for tile in task.tiles:
         task.add(tile, tile_out)
     assembled = time.perf_counter()

@@ -5,6 +5,7 @@ retry (a real torch.OutOfMemoryError from the runner's fault hook), checkpoint r
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from pngs import noise_image
 from superscale.engine import Upscaler
-from superscale.engine.compiled import CompiledNetwork
+from superscale.engine.compiled import CompiledNetwork, ready_thread_for_graphs
 from superscale.engine.devices import MAX_MEMORY_BATCH, batch_size_for_memory
 from superscale.engine.upscaler import TileTooLarge
 from superscale.model import CheckpointReader, resolve_checkpoint
@@ -142,6 +143,33 @@ def test_a_network_that_will_not_compile_runs_eagerly(caplog: pytest.LogCaptureF
         assert torch.equal(wrapped(x), x * 2)
     assert wrapped.failed is not None
     assert "could not compile a test network" in caplog.text
+
+
+def test_each_thread_gets_cuda_graph_managers_of_its_own() -> None:
+    """Before torch 2.13, inductor's graph trees kept their managers in thread-local state that
+    only the importing thread had, so a worker thread's first graph asserted (pytorch#123177):
+    `ready_thread_for_graphs` gives a new thread its own, and later torch needs nothing."""
+    from torch._inductor import cudagraph_trees as trees
+
+    ready_thread_for_graphs()
+    mine = trees.get_container(0)  # constructs no CUDA state: runs on any machine
+    seen: dict[str, object] = {}
+
+    def in_a_new_thread() -> None:
+        try:
+            trees.get_container(0)
+            seen["before"] = "ok"
+        except AssertionError:
+            seen["before"] = "asserted"
+        ready_thread_for_graphs()
+        seen["after"] = trees.get_container(0)
+
+    thread = threading.Thread(target=in_a_new_thread)
+    thread.start()
+    thread.join()
+    assert seen["before"] == ("ok" if hasattr(trees, "_initialize_tls") else "asserted")
+    assert isinstance(seen["after"], trees.TreeManagerContainer) and seen["after"] is not mine
+    assert trees.get_container(0) is mine
 
 
 # Out of memory ---------------------------------------------------------------------------------

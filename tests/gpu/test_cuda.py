@@ -9,6 +9,7 @@ Skipped where no CUDA device is present (CI has none). On a GPU machine, self-co
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,38 @@ def test_compiled_with_cuda_graphs_equals_eager(model_dir: Path) -> None:
             want, got = net(x[:n]).float(), forward(x[:n]).float()
             assert (got - want).norm() / want.norm() < 1e-2
     assert forward.failed is None, forward.failed
+
+
+def test_graphs_from_worker_threads_match_eager(model_dir: Path) -> None:
+    """Two worker threads, each with its own seed's compiled network: first called outside the
+    thread that imported torch's graph trees, then replayed side by side. Every output equals
+    eager's (one lock over capture and replay, graph managers per thread)."""
+    up = Upscaler.from_checkpoint(
+        "v2", model_dir=model_dir, device="cuda", batch_size=8, compile=True, cuda_graphs=True
+    )
+    x = torch.rand(8, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+    seeds = (11, 12)
+    with torch.inference_mode():
+        want = {seed: up.folded(seed)(x).float() for seed in seeds}
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            with torch.inference_mode():
+                forward = up._network(seed)
+                for n in (8, 3, 8, 8, 5, 8):
+                    got = forward(x[:n]).float()
+                    assert (got - want[seed][:n]).norm() / want[seed][:n].norm() < 1e-2
+                assert isinstance(forward, CompiledNetwork) and forward.failed is None
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in seeds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])

@@ -258,16 +258,14 @@ class Upscaler:
     def warm_up(self, seed: int | None = None) -> None:
         """Fold the weights for `seed` (default: the default seed) ahead of the first request
         and, where the network is compiled, compile it for the batch shape and record its
-        CUDA graph (two batches of blank tiles): the first job then pays none of it."""
+        CUDA graph (on a batch of blank tiles): the first job then pays none of it."""
         seed = DEFAULT_SEED if seed is None else seed
         with self._device_current():
             forward = self._network(seed)
             if not self.compile:
                 return
-            x = self._example_batch()
             with torch.inference_mode():
-                for _ in range(2):  # CUDA graphs: the first call warms, the second records
-                    forward(x)
+                forward(self._example_batch())
 
     def _device_current(self) -> AbstractContextManager[object]:
         """cuda:N current while inside: its streams, allocator cache and CUDA graphs."""
